@@ -1,0 +1,219 @@
+//! Enrichment of an event as each record joins it: pauditd's `AddMessage`.
+//!
+//! Owns extracting the syscall number, the rule key and every `uid=` value from a record's
+//! data, with pauditd's exact (and sometimes surprising) scanning rules, because they decide
+//! what is printed. It must never reorder or alter message data, and it resolves user names
+//! only through the resolver it is handed.
+
+use memchr::{memchr, memmem};
+
+use crate::event::Event;
+use crate::types;
+use crate::users::UserResolver;
+
+/// pauditd caps a rule key that ends the record at this many bytes.
+const MAX_RULE_KEY_LENGTH: usize = 128;
+/// A syscall number or uid that ends the record can be at most this long (a 16-bit number).
+const MAX_TRAILING_NUMBER_LENGTH: usize = 5;
+/// pam_tty_audit records carry no rule key; pauditd gives them this one.
+const TTY_RULE_KEY: &[u8] = b"tty";
+
+/// Add a record to `event` and enrich the event from it.
+pub fn add_record(event: &mut Event, rtype: u16, data: &[u8], users: &mut dyn UserResolver) {
+    let i = event.push_message(rtype, data);
+    match rtype {
+        types::EXECVE | types::CWD | types::SOCKADDR => {}
+        types::SYSCALL => {
+            let range = event.message_range(i);
+            if let Some(r) = find_field(data, b"syscall=", MAX_TRAILING_NUMBER_LENGTH) {
+                event.set_syscall(range.start + r.start..range.start + r.end);
+            } else {
+                event.set_syscall(0..0);
+            }
+            let key = rule_key(data);
+            event.set_rule_key(&key);
+            map_uids(event, i, users);
+        }
+        types::TTY => {
+            event.set_rule_key(TTY_RULE_KEY);
+            map_uids(event, i, users);
+        }
+        _ => map_uids(event, i, users),
+    }
+}
+
+/// The value of the first `name` occurrence (`name` includes the `=`), up to the next space;
+/// a value that runs to the end of the data counts only if it is at most `max_trailing` long.
+/// Returns its range within `data` (`None` is pauditd's empty string).
+fn find_field(data: &[u8], name: &[u8], max_trailing: usize) -> Option<std::ops::Range<usize>> {
+    let start = memmem::find(data, name)? + name.len();
+    match memchr(b' ', &data[start..]) {
+        Some(len) => Some(start..start + len),
+        None if data.len() - start <= max_trailing => Some(start..data.len()),
+        None => None,
+    }
+}
+
+/// pauditd's rule key: the `key=` value with every `"` removed, or, when the raw value is
+/// valid hex (the kernel's encoding of several keys joined by 0x01), its decoded bytes.
+fn rule_key(data: &[u8]) -> Vec<u8> {
+    let raw = match find_field(data, b"key=", MAX_RULE_KEY_LENGTH) {
+        Some(r) => &data[r],
+        None => return Vec::new(),
+    };
+    if let Some(decoded) = decode_hex(raw) {
+        return decoded;
+    }
+    raw.iter().copied().filter(|&b| b != b'"').collect()
+}
+
+fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
+    fn nibble(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.chunks_exact(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+/// Map every `uid=` value in message `i` (so `auid=`, `euid=`, `ouid=`... too) to a user
+/// name, with pauditd's scan: a value ends at the next space; one that runs to the end of the
+/// data is taken only if at most 5 bytes long, and otherwise ends the scan.
+fn map_uids(event: &mut Event, i: usize, users: &mut dyn UserResolver) {
+    let base = event.message_range(i).start;
+    let len = event.message_range(i).len();
+    let finder = memmem::Finder::new(b"uid=");
+    let mut pos = 0;
+    loop {
+        let (data_start, found) = {
+            let data = &event.message(i).1[pos..];
+            match finder.find(data) {
+                Some(f) => (pos + f + 4, true),
+                None => (0, false),
+            }
+        };
+        if !found {
+            return;
+        }
+        let rest = &event.message(i).1[data_start..];
+        let value_len = match memchr(b' ', rest) {
+            Some(l) => l,
+            None if rest.len() <= MAX_TRAILING_NUMBER_LENGTH => rest.len(),
+            None => return,
+        };
+        let range = base + data_start..base + data_start + value_len;
+        let uid = &event.message(i).1[data_start..data_start + value_len];
+        if !event.has_uid(uid) {
+            let name = users.resolve(uid);
+            event.insert_uid(range, name);
+        }
+        pos = data_start + value_len + 1;
+        if pos >= len {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::tests::FixedUsers;
+
+    fn event_of(records: &[(u16, &[u8])]) -> Event {
+        let mut users = FixedUsers::default();
+        let mut e = Event::new(1, b"1.0");
+        for (t, d) in records {
+            add_record(&mut e, *t, d, &mut users);
+        }
+        e
+    }
+
+    fn uid_keys(e: &Event) -> Vec<String> {
+        e.uid_map()
+            .into_iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    String::from_utf8_lossy(k),
+                    String::from_utf8_lossy(v)
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn syscall_record_sets_key_syscall_and_uids() {
+        let e = event_of(&[(
+            1300,
+            b"arch=c000003e syscall=59 auid=1000 uid=0 gid=0 euid=0 comm=\"x\" key=\"e2e\"",
+        )]);
+        assert_eq!(e.syscall(), b"59");
+        assert_eq!(e.rule_key(), b"e2e");
+        assert_eq!(uid_keys(&e), vec!["0=root", "1000=alice"]);
+    }
+
+    #[test]
+    fn null_key_stays_and_hex_key_decodes() {
+        assert_eq!(
+            event_of(&[(1300, b"syscall=1 key=(null)")]).rule_key(),
+            b"(null)"
+        );
+        // "a" 0x01 "b": two keys as the kernel hex-encodes them.
+        assert_eq!(
+            event_of(&[(1300, b"syscall=1 key=610162")]).rule_key(),
+            b"a\x01b"
+        );
+        assert_eq!(event_of(&[(1300, b"syscall=1")]).rule_key(), b"");
+        // Quoted keys are not hex even when the inside is.
+        assert_eq!(
+            event_of(&[(1300, b"syscall=1 key=\"ab\"")]).rule_key(),
+            b"ab"
+        );
+    }
+
+    #[test]
+    fn overlong_trailing_key_is_empty_as_in_pauditd() {
+        let mut d = b"syscall=1 key=\"".to_vec();
+        d.extend(std::iter::repeat_n(b'k', 130));
+        d.push(b'"');
+        assert_eq!(event_of(&[(1300, &d)]).rule_key(), b"");
+    }
+
+    #[test]
+    fn tty_sets_tty_key() {
+        let e = event_of(&[(1300, b"syscall=0 key=\"x\""), (1319, b"uid=0 data=6C730D")]);
+        assert_eq!(e.rule_key(), b"tty");
+        assert_eq!(uid_keys(&e), vec!["0=root"]);
+    }
+
+    #[test]
+    fn execve_cwd_sockaddr_are_not_scanned() {
+        let e = event_of(&[
+            (1309, b"a0=\"uid=5\""),
+            (1307, b"cwd=\"uid=5\""),
+            (1306, b"saddr=uid=5 "),
+        ]);
+        assert!(e.uid_map().is_empty());
+        let e = event_of(&[(1302, b"item=0 ouid=1000 ogid=0")]);
+        assert_eq!(uid_keys(&e), vec!["1000=alice"]);
+    }
+
+    #[test]
+    fn trailing_long_uid_stops_scan_like_pauditd() {
+        // A uid running to the end of the data is only taken when at most 5 bytes long.
+        let e = event_of(&[(1300, b"syscall=1 auid=4294967295")]);
+        assert!(e.uid_map().is_empty());
+        let e = event_of(&[(1300, b"syscall=1 uid=1000")]);
+        assert_eq!(uid_keys(&e), vec!["1000=alice"]);
+        let e = event_of(&[(1300, b"syscall=1 auid=4294967295 uid=0")]);
+        assert_eq!(uid_keys(&e), vec!["0=root", "4294967295=UNKNOWN_USER"]);
+    }
+}

@@ -1,0 +1,190 @@
+//! The event model: one audit event (all records sharing a serial) as pauditd prints it.
+//!
+//! Owns the storage layout of an event: the timestamp and every message's data live back to
+//! back in one byte buffer, so adding a record costs one append (no allocation per record once
+//! the buffer has grown) and the "all data concatenated" view that key filters match against
+//! is a plain slice. It must never interpret the data: enrichment (uids, rule key, syscall)
+//! lives in `enrich`, grouping in `reassemble`, output in the sinks.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+/// One record of an event: its type and where its data sits in the event's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageSpan {
+    pub rtype: u16,
+    start: u32,
+    end: u32,
+}
+
+/// A uid seen in the event's data and the user name it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UidEntry {
+    /// Where the uid's text sits in the buffer (it is always a slice of some message's data).
+    uid: Range<u32>,
+    name: Arc<[u8]>,
+}
+
+/// A complete or in-progress audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The audit serial shared by all records of the event (pauditd's `sequence`).
+    pub serial: i64,
+    /// Timestamp bytes first (`ts_len` of them), then each message's data in arrival order.
+    buf: Vec<u8>,
+    /// Invariant: `ts_len <= buf.len()` and every span lies in `ts_len..buf.len()`.
+    ts_len: u32,
+    /// In arrival order; spans are contiguous and ascending.
+    messages: Vec<MessageSpan>,
+    /// Distinct uids in first-seen order (sorted only when printed).
+    uids: Vec<UidEntry>,
+    /// The `syscall=` value of the last SYSCALL record, as a range of `buf`.
+    syscall: Option<Range<u32>>,
+    /// pauditd's `rule_key`: from the SYSCALL record's `key=`, or `tty` for TTY records.
+    rule_key: Vec<u8>,
+}
+
+impl Event {
+    pub fn new(serial: i64, timestamp: &[u8]) -> Self {
+        let mut buf = Vec::with_capacity(512);
+        buf.extend_from_slice(timestamp);
+        Event {
+            serial,
+            ts_len: timestamp.len() as u32,
+            buf,
+            messages: Vec::with_capacity(6),
+            uids: Vec::new(),
+            syscall: None,
+            rule_key: Vec::new(),
+        }
+    }
+
+    /// Append a record's data; returns the index of the new message.
+    pub fn push_message(&mut self, rtype: u16, data: &[u8]) -> usize {
+        let start = self.buf.len() as u32;
+        self.buf.extend_from_slice(data);
+        self.messages.push(MessageSpan {
+            rtype,
+            start,
+            end: self.buf.len() as u32,
+        });
+        self.messages.len() - 1
+    }
+
+    pub fn timestamp(&self) -> &[u8] {
+        &self.buf[..self.ts_len as usize]
+    }
+
+    /// Bytes held by the event (the limit on a single event's size is checked against this).
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn message_count(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// `(type, data)` of every message in arrival order.
+    pub fn messages(&self) -> impl ExactSizeIterator<Item = (u16, &[u8])> + '_ {
+        self.messages
+            .iter()
+            .map(|m| (m.rtype, &self.buf[m.start as usize..m.end as usize]))
+    }
+
+    pub fn message(&self, i: usize) -> (u16, &[u8]) {
+        let m = self.messages[i];
+        (m.rtype, &self.buf[m.start as usize..m.end as usize])
+    }
+
+    /// Every message's data concatenated, which pauditd's key filters match against.
+    pub fn all_data(&self) -> &[u8] {
+        &self.buf[self.ts_len as usize..]
+    }
+
+    /// The byte range of message `i`'s data, for recording slices of it.
+    pub(crate) fn message_range(&self, i: usize) -> Range<usize> {
+        let m = self.messages[i];
+        m.start as usize..m.end as usize
+    }
+
+    pub fn has_uid(&self, uid: &[u8]) -> bool {
+        self.uids.iter().any(|e| self.slice(&e.uid) == uid)
+    }
+
+    /// Record that `range` (a slice of the buffer holding a uid) maps to `name`.
+    pub(crate) fn insert_uid(&mut self, range: Range<usize>, name: Arc<[u8]>) {
+        self.uids.push(UidEntry {
+            uid: range.start as u32..range.end as u32,
+            name,
+        });
+    }
+
+    /// `(uid, user name)` sorted by uid bytes, as Go's encoder orders map keys.
+    pub fn uid_map(&self) -> Vec<(&[u8], &[u8])> {
+        let mut v: Vec<(&[u8], &[u8])> = self
+            .uids
+            .iter()
+            .map(|e| (self.slice(&e.uid), &*e.name))
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    pub fn uid_count(&self) -> usize {
+        self.uids.len()
+    }
+
+    pub fn syscall(&self) -> &[u8] {
+        self.syscall.as_ref().map_or(&[], |r| self.slice(r))
+    }
+
+    pub(crate) fn set_syscall(&mut self, range: Range<usize>) {
+        self.syscall = Some(range.start as u32..range.end as u32);
+    }
+
+    pub fn rule_key(&self) -> &[u8] {
+        &self.rule_key
+    }
+
+    pub fn set_rule_key(&mut self, key: &[u8]) {
+        self.rule_key.clear();
+        self.rule_key.extend_from_slice(key);
+    }
+
+    fn slice(&self, r: &Range<u32>) -> &[u8] {
+        &self.buf[r.start as usize..r.end as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_keeps_messages_apart_and_concatenated() {
+        let mut e = Event::new(7, b"1.2");
+        e.push_message(1300, b"abc");
+        e.push_message(1307, b"");
+        e.push_message(1302, b"de");
+        assert_eq!(e.timestamp(), b"1.2");
+        let msgs: Vec<_> = e.messages().collect();
+        assert_eq!(
+            msgs,
+            vec![(1300, &b"abc"[..]), (1307, &b""[..]), (1302, &b"de"[..])]
+        );
+        assert_eq!(e.all_data(), b"abcde");
+    }
+
+    #[test]
+    fn uid_map_sorted_bytewise() {
+        let mut e = Event::new(1, b"t");
+        let i = e.push_message(1300, b"uid=1000 auid=0 x=10");
+        let base = e.message_range(i).start;
+        e.insert_uid(base + 4..base + 8, Arc::from(&b"alice"[..]));
+        e.insert_uid(base + 14..base + 15, Arc::from(&b"root"[..]));
+        e.insert_uid(base + 18..base + 20, Arc::from(&b"x"[..]));
+        let keys: Vec<_> = e.uid_map().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![&b"0"[..], b"10", b"1000"]);
+        assert!(e.has_uid(b"1000") && !e.has_uid(b"100"));
+    }
+}

@@ -1,0 +1,28 @@
+//! pauditd's engine: from audit records to complete, filtered, enriched events.
+//!
+//! Owns everything between the bytes the kernel (or an auditd log) hands us and an [`Event`]
+//! ready to be serialized: header and log-line parsing, reassembly, sequence tracking,
+//! filters, uid mapping, and the counters of what was dropped and why. It must never know how
+//! events are written (that is the sinks crate) nor read configuration files (the config
+//! crate); the binary wires them.
+
+pub mod enrich;
+pub mod event;
+pub mod filter;
+pub mod header;
+pub mod logline;
+pub mod processor;
+pub mod reader;
+pub mod reassemble;
+pub mod stats;
+pub mod tracking;
+pub mod types;
+pub mod users;
+
+pub use event::Event;
+pub use filter::{FilterAction, FilterSet, FilterSpec};
+pub use processor::{Processor, ProcessorConfig};
+pub use reassemble::{Completion, ReassemblerConfig};
+pub use stats::{DropReason, Stats};
+pub use tracking::TrackerConfig;
+pub use users::{CachePolicy, UserDb, UserResolver, UserSource};

@@ -1,0 +1,153 @@
+//! The record-processing stage: parse, track sequences, reassemble, filter, count.
+//!
+//! Owns one thread's worth of state between "a record arrived" and "an event is ready to be
+//! printed": the sequence tracker, the reassembler, the filters, the user resolver and the
+//! counters. Both input forms enter here (netlink payloads and auditd log lines), so replay and
+//! live ingestion share every rule. It must never do I/O other than the user lookups of its
+//! resolver, and never decide how events are written.
+
+use crate::event::Event;
+use crate::filter::FilterSet;
+use crate::header;
+use crate::logline::{self, LogLine, LogLineError};
+use crate::reassemble::{CompletedBy, Reassembler, ReassemblerConfig};
+use crate::stats::{log_drop, DropReason, Stats};
+use crate::tracking::{SeqTracker, TrackerConfig};
+use crate::users::UserResolver;
+
+pub struct ProcessorConfig {
+    pub reassembler: ReassemblerConfig,
+    /// `None` when `message_tracking.enabled` is false.
+    pub tracking: Option<TrackerConfig>,
+}
+
+pub struct Processor<U: UserResolver> {
+    reassembler: Reassembler,
+    tracker: Option<SeqTracker>,
+    filters: FilterSet,
+    users: U,
+    stats: Stats,
+    /// Reused between calls so completing events allocates nothing.
+    completed: Vec<(Event, CompletedBy)>,
+}
+
+impl<U: UserResolver> Processor<U> {
+    pub fn new(cfg: ProcessorConfig, filters: FilterSet, users: U) -> Self {
+        Processor {
+            reassembler: Reassembler::new(cfg.reassembler),
+            tracker: cfg.tracking.map(SeqTracker::new),
+            filters,
+            users,
+            stats: Stats::default(),
+            completed: Vec::new(),
+        }
+    }
+
+    pub fn users_mut(&mut self) -> &mut U {
+        &mut self.users
+    }
+
+    /// Counters, with the tracker's folded in.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        if let Some(t) = &self.tracker {
+            s.seq_missed = t.missed;
+            s.seq_late = t.late;
+        }
+        s
+    }
+
+    pub fn open_events(&self) -> usize {
+        self.reassembler.open_events()
+    }
+
+    /// One netlink message: its type from the netlink header, its payload `audit(...): text`.
+    /// Events this completes (and that pass the filters) are appended to `out`.
+    pub fn push_netlink(&mut self, rtype: u16, payload: &[u8], now: u64, out: &mut Vec<Event>) {
+        self.stats.records += 1;
+        let result = match header::parse(payload) {
+            Ok(h) => {
+                if h.serial != 0 {
+                    if let Some(t) = &mut self.tracker {
+                        t.observe(h.serial);
+                    }
+                }
+                self.reassembler
+                    .push(rtype, &h, now, &mut self.users, &mut self.completed)
+                    .map(|()| rtype)
+            }
+            Err(_) => Err(DropReason::BadHeader),
+        };
+        match result {
+            Ok(crate::types::EOE) => self.stats.records_eoe += 1,
+            Ok(_) => self.stats.records_grouped += 1,
+            Err(reason) => self.drop_record(reason, payload),
+        }
+        self.reassembler.expire(now, &mut self.completed);
+        self.drain(out);
+    }
+
+    /// One auditd log line (without its newline). Blank and `#` lines are skipped uncounted.
+    pub fn push_log_line(&mut self, line: &[u8], now: u64, out: &mut Vec<Event>) {
+        match logline::parse(line) {
+            Ok(LogLine::Record(r)) => self.push_netlink(r.rtype, r.payload, now, out),
+            Ok(LogLine::Ignorable) => {}
+            Err(e) => {
+                self.stats.records += 1;
+                let reason = match e {
+                    LogLineError::UnknownType => DropReason::UnknownType,
+                    LogLineError::NoType | LogLineError::NoMsg => DropReason::NotARecord,
+                };
+                self.drop_record(reason, line);
+            }
+        }
+    }
+
+    /// Count a record the reader had to discard before parsing (e.g. an overlong line).
+    pub fn reject(&mut self, reason: DropReason, sample: &[u8]) {
+        self.stats.records += 1;
+        self.drop_record(reason, sample);
+    }
+
+    /// Complete events whose deadline has passed.
+    pub fn expire(&mut self, now: u64, out: &mut Vec<Event>) {
+        self.reassembler.expire(now, &mut self.completed);
+        self.drain(out);
+    }
+
+    pub fn next_deadline(&mut self) -> Option<u64> {
+        self.reassembler.next_deadline()
+    }
+
+    /// Complete every open event (end of input or shutdown).
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        self.reassembler.flush(&mut self.completed);
+        self.drain(out);
+    }
+
+    fn drop_record(&mut self, reason: DropReason, sample: &[u8]) {
+        let n = self.stats.count_drop(reason);
+        log_drop(reason, n, sample);
+    }
+
+    fn drain(&mut self, out: &mut Vec<Event>) {
+        for (event, by) in self.completed.drain(..) {
+            match by {
+                CompletedBy::Eoe => self.stats.events_by_eoe += 1,
+                CompletedBy::Deadline => self.stats.events_by_timeout += 1,
+            }
+            if event.rule_key().contains(&1u8) {
+                log::info!(
+                    "Found a rule key with more than one value: {}",
+                    String::from_utf8_lossy(event.rule_key())
+                );
+            }
+            if self.filters.drops(&event) {
+                self.stats.events_filtered += 1;
+            } else {
+                self.stats.events_emitted += 1;
+                out.push(event);
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Reassembly of records into events (pauditd's marshaller, minus filtering and output).
+//!
+//! Owns the set of open events keyed by serial and the rule that completes them: the EOE
+//! record of a serial completes it at once; otherwise an event completes at its deadline.
+//! Time is an input (`now`, in ticks the caller chooses): the live daemon passes milliseconds
+//! and deadlines run from an event's creation (pauditd's 2 s); replay passes the record count
+//! and deadlines run from an event's latest record, so an event completes once enough later
+//! records have gone by. Completed events leave in a deterministic order: EOE order, then
+//! deadline order. It must never sleep, read a clock, or look at filters or sinks.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+
+use crate::enrich;
+use crate::event::Event;
+use crate::header::Header;
+use crate::stats::DropReason;
+use crate::types;
+use crate::users::UserResolver;
+
+/// When an event without an EOE completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// Ticks after the deadline's start.
+    pub after: u64,
+    /// Whether each new record restarts the deadline (replay) or not (live, as pauditd).
+    pub restart_on_record: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReassemblerConfig {
+    pub min_type: u16,
+    pub max_type: u16,
+    pub completion: Completion,
+    /// Records that would grow one event beyond this many bytes are dropped.
+    pub max_event_bytes: usize,
+}
+
+/// How an event came to be complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletedBy {
+    Eoe,
+    Deadline,
+}
+
+struct Open {
+    event: Event,
+    deadline: u64,
+}
+
+pub struct Reassembler {
+    cfg: ReassemblerConfig,
+    open: FxHashMap<i64, Open>,
+    /// `(deadline, serial)` in non-decreasing deadline order (ticks never go backwards). An
+    /// entry is stale when its event completed or got a later deadline; stale entries are
+    /// skipped when they reach the front.
+    deadlines: VecDeque<(u64, i64)>,
+}
+
+impl Reassembler {
+    pub fn new(cfg: ReassemblerConfig) -> Self {
+        Reassembler {
+            cfg,
+            open: FxHashMap::default(),
+            deadlines: VecDeque::new(),
+        }
+    }
+
+    pub fn open_events(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Take one record. Completed events are appended to `out`; an error says why the record
+    /// was dropped (the caller counts it).
+    pub fn push(
+        &mut self,
+        rtype: u16,
+        h: &Header<'_>,
+        now: u64,
+        users: &mut dyn UserResolver,
+        out: &mut Vec<(Event, CompletedBy)>,
+    ) -> Result<(), DropReason> {
+        if h.serial == 0 {
+            return Err(DropReason::SerialZero);
+        }
+        if rtype < self.cfg.min_type || rtype > self.cfg.max_type {
+            return Err(DropReason::TypeOutOfRange);
+        }
+        if rtype == types::EOE {
+            if let Some(o) = self.open.remove(&h.serial) {
+                out.push((o.event, CompletedBy::Eoe));
+            }
+            return Ok(());
+        }
+        let deadline = now.saturating_add(self.cfg.completion.after);
+        match self.open.get_mut(&h.serial) {
+            Some(o) => {
+                if o.event.byte_len() + h.data.len() > self.cfg.max_event_bytes {
+                    return Err(DropReason::EventTooLarge);
+                }
+                enrich::add_record(&mut o.event, rtype, h.data, users);
+                if self.cfg.completion.restart_on_record && o.deadline != deadline {
+                    o.deadline = deadline;
+                    self.deadlines.push_back((deadline, h.serial));
+                }
+            }
+            None => {
+                if h.timestamp.len() + h.data.len() > self.cfg.max_event_bytes {
+                    return Err(DropReason::EventTooLarge);
+                }
+                let mut event = Event::new(h.serial, h.timestamp);
+                enrich::add_record(&mut event, rtype, h.data, users);
+                self.open.insert(h.serial, Open { event, deadline });
+                self.deadlines.push_back((deadline, h.serial));
+            }
+        }
+        Ok(())
+    }
+
+    /// Complete every event whose deadline is at or before `now`.
+    pub fn expire(&mut self, now: u64, out: &mut Vec<(Event, CompletedBy)>) {
+        while let Some(&(deadline, serial)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            self.complete_if_current(deadline, serial, out);
+        }
+    }
+
+    /// The earliest tick at which [`expire`](Self::expire) has work, if any.
+    pub fn next_deadline(&mut self) -> Option<u64> {
+        while let Some(&(deadline, serial)) = self.deadlines.front() {
+            if self
+                .open
+                .get(&serial)
+                .is_some_and(|o| o.deadline == deadline)
+            {
+                return Some(deadline);
+            }
+            self.deadlines.pop_front();
+        }
+        None
+    }
+
+    /// Complete everything still open (end of input, shutdown), in deadline order.
+    pub fn flush(&mut self, out: &mut Vec<(Event, CompletedBy)>) {
+        while let Some((deadline, serial)) = self.deadlines.pop_front() {
+            self.complete_if_current(deadline, serial, out);
+        }
+        debug_assert!(self.open.is_empty());
+    }
+
+    fn complete_if_current(
+        &mut self,
+        deadline: u64,
+        serial: i64,
+        out: &mut Vec<(Event, CompletedBy)>,
+    ) {
+        if self
+            .open
+            .get(&serial)
+            .is_some_and(|o| o.deadline == deadline)
+        {
+            let o = self.open.remove(&serial).expect("checked above");
+            out.push((o.event, CompletedBy::Deadline));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header;
+    use crate::users::tests::FixedUsers;
+
+    fn reassembler(after: u64, restart: bool) -> Reassembler {
+        Reassembler::new(ReassemblerConfig {
+            min_type: 1100,
+            max_type: 1399,
+            completion: Completion {
+                after,
+                restart_on_record: restart,
+            },
+            max_event_bytes: 1 << 20,
+        })
+    }
+
+    fn push(
+        r: &mut Reassembler,
+        rtype: u16,
+        payload: &str,
+        now: u64,
+        out: &mut Vec<(Event, CompletedBy)>,
+    ) -> Result<(), DropReason> {
+        let h = header::parse(payload.as_bytes()).unwrap();
+        r.push(rtype, &h, now, &mut FixedUsers, out)
+    }
+
+    fn serials(out: &[(Event, CompletedBy)]) -> Vec<(i64, CompletedBy)> {
+        out.iter().map(|(e, c)| (e.serial, *c)).collect()
+    }
+
+    #[test]
+    fn eoe_completes_its_serial_only() {
+        let mut r = reassembler(2000, false);
+        let mut out = vec![];
+        push(&mut r, 1300, "audit(10000001:1): hi there", 0, &mut out).unwrap();
+        push(&mut r, 1301, "audit(10000001:1): hi there", 0, &mut out).unwrap();
+        push(&mut r, 1300, "audit(10000001:2): other", 0, &mut out).unwrap();
+        push(&mut r, 1320, "audit(10000001:1): ", 0, &mut out).unwrap();
+        assert_eq!(serials(&out), vec![(1, CompletedBy::Eoe)]);
+        assert_eq!(out[0].0.message_count(), 2);
+        assert_eq!(r.open_events(), 1);
+    }
+
+    #[test]
+    fn range_and_serial_zero_are_dropped() {
+        let mut r = reassembler(2000, false);
+        let mut out = vec![];
+        assert_eq!(
+            push(&mut r, 1099, "audit(1:2): x", 0, &mut out),
+            Err(DropReason::TypeOutOfRange)
+        );
+        assert_eq!(
+            push(&mut r, 1400, "audit(1:3): x", 0, &mut out),
+            Err(DropReason::TypeOutOfRange)
+        );
+        assert_eq!(
+            push(&mut r, 1300, "audit(1:0): x", 0, &mut out),
+            Err(DropReason::SerialZero)
+        );
+        assert_eq!(r.open_events(), 0);
+    }
+
+    #[test]
+    fn timeout_runs_from_creation_and_never_needs_sleep() {
+        let mut r = reassembler(2000, false);
+        let mut out = vec![];
+        push(&mut r, 1300, "audit(1:4): a", 100, &mut out).unwrap();
+        push(&mut r, 1302, "audit(1:4): b", 1500, &mut out).unwrap();
+        push(&mut r, 1300, "audit(1:5): c", 1000, &mut out).unwrap();
+        assert_eq!(r.next_deadline(), Some(2100));
+        r.expire(2099, &mut out);
+        assert!(out.is_empty());
+        r.expire(2100, &mut out);
+        assert_eq!(serials(&out), vec![(4, CompletedBy::Deadline)]);
+        assert_eq!(out[0].0.message_count(), 2);
+        assert_eq!(r.next_deadline(), Some(3000));
+        r.expire(5000, &mut out);
+        assert_eq!(serials(&out)[1], (5, CompletedBy::Deadline));
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn window_restarts_on_each_record_and_orders_by_last_record() {
+        let mut r = reassembler(3, true);
+        let mut out = vec![];
+        // Interleaved: 10's last record comes after 11's.
+        push(&mut r, 1300, "audit(1:10): a", 0, &mut out).unwrap();
+        push(&mut r, 1300, "audit(1:11): b", 1, &mut out).unwrap();
+        push(&mut r, 1302, "audit(1:10): c", 2, &mut out).unwrap();
+        r.expire(3, &mut out);
+        assert!(out.is_empty());
+        r.expire(4, &mut out);
+        assert_eq!(serials(&out), vec![(11, CompletedBy::Deadline)]);
+        r.flush(&mut out);
+        assert_eq!(serials(&out)[1], (10, CompletedBy::Deadline));
+        assert_eq!(out[1].0.message_count(), 2);
+    }
+
+    #[test]
+    fn eoe_then_straggler_makes_a_new_event() {
+        let mut r = reassembler(3, true);
+        let mut out = vec![];
+        push(&mut r, 1300, "audit(1:7): a", 0, &mut out).unwrap();
+        push(&mut r, 1320, "audit(1:7): ", 1, &mut out).unwrap();
+        push(&mut r, 1302, "audit(1:7): late", 2, &mut out).unwrap();
+        r.flush(&mut out);
+        assert_eq!(
+            serials(&out),
+            vec![(7, CompletedBy::Eoe), (7, CompletedBy::Deadline)]
+        );
+    }
+
+    #[test]
+    fn oversized_event_drops_records_not_memory() {
+        let mut r = Reassembler::new(ReassemblerConfig {
+            max_event_bytes: 16,
+            ..reassembler(3, true).cfg
+        });
+        let mut out = vec![];
+        push(&mut r, 1300, "audit(1:7): 0123456789", 0, &mut out).unwrap();
+        assert_eq!(
+            push(&mut r, 1302, "audit(1:7): 0123456789", 1, &mut out),
+            Err(DropReason::EventTooLarge)
+        );
+    }
+}

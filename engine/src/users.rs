@@ -1,0 +1,238 @@
+//! Resolution of uids to user names for the events' `uid_map`.
+//!
+//! Owns the lookup (the system passwd database through `getpwuid_r`, as pauditd's cgo build
+//! does, or a passwd-format file for offline replay and tests) and its cache. The cache is what
+//! keeps lookups off the hot path: with `parser.enable_uid_caching` off it lives for one batch
+//! (pauditd looks up every time; a batch is the smallest unit we re-check at), with it on it
+//! lives until `parser.password_file_path` changes (checked at most once a second, where
+//! pauditd stats the file on every lookup). It must never be a global: callers own one.
+
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rustc_hash::FxHashMap;
+
+use crate::header::go_atoi_checked;
+
+/// The name pauditd prints for a uid with no passwd entry.
+pub const UNKNOWN_USER: &[u8] = b"UNKNOWN_USER";
+
+/// Maps the text of a uid (`"0"`, `"4294967295"`) to a user name.
+pub trait UserResolver {
+    fn resolve(&mut self, uid: &[u8]) -> Arc<[u8]>;
+    /// Called by the driver before each batch of records, so caches can expire.
+    fn begin_batch(&mut self, _now: Instant) {}
+}
+
+/// Where names come from.
+#[derive(Debug, Clone)]
+pub enum UserSource {
+    /// The system database (NSS) via `getpwuid_r`.
+    System,
+    /// A passwd-format file read once (e.g. the source host's `/etc/passwd` when replaying
+    /// its logs elsewhere).
+    PasswdFile(FxHashMap<u32, Arc<[u8]>>),
+}
+
+impl UserSource {
+    /// Load a passwd-format file; the first entry for a uid wins, as in `getpwuid`.
+    pub fn passwd_file(path: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read(path)?;
+        let mut map = FxHashMap::default();
+        for line in text.split(|&b| b == b'\n') {
+            let mut fields = line.split(|&b| b == b':');
+            let (Some(name), _, Some(uid)) = (fields.next(), fields.next(), fields.next()) else {
+                continue;
+            };
+            if let Some(uid) = std::str::from_utf8(uid)
+                .ok()
+                .and_then(|u| u.parse::<u32>().ok())
+            {
+                map.entry(uid).or_insert_with(|| Arc::from(name));
+            }
+        }
+        Ok(UserSource::PasswdFile(map))
+    }
+
+    fn lookup(&self, uid: u32) -> Option<Arc<[u8]>> {
+        match self {
+            UserSource::System => system_lookup(uid),
+            UserSource::PasswdFile(map) => map.get(&uid).cloned(),
+        }
+    }
+}
+
+/// How long cached names may be used.
+#[derive(Debug, Clone)]
+pub enum CachePolicy {
+    /// pauditd's default (no caching): forget every name at the start of each batch.
+    PerBatch,
+    /// `parser.enable_uid_caching`: keep names until this file's mtime changes.
+    UntilModified(PathBuf),
+}
+
+/// The resolver pauditd's parser uses, with a cache in front of the source.
+pub struct UserDb {
+    source: UserSource,
+    policy: CachePolicy,
+    cache: FxHashMap<Box<[u8]>, Arc<[u8]>>,
+    unknown: Arc<[u8]>,
+    /// The watched file's mtime when the cache was last (re)started.
+    seen_mtime: Option<SystemTime>,
+    last_check: Option<Instant>,
+}
+
+/// How often the passwd file's mtime is checked when caching is on.
+const MTIME_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+impl UserDb {
+    pub fn new(source: UserSource, policy: CachePolicy) -> Self {
+        let seen_mtime = match &policy {
+            CachePolicy::UntilModified(p) => mtime(p),
+            CachePolicy::PerBatch => None,
+        };
+        UserDb {
+            source,
+            policy,
+            cache: FxHashMap::default(),
+            unknown: Arc::from(UNKNOWN_USER),
+            seen_mtime,
+            last_check: None,
+        }
+    }
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl UserResolver for UserDb {
+    fn resolve(&mut self, uid: &[u8]) -> Arc<[u8]> {
+        if let Some(name) = self.cache.get(uid) {
+            return name.clone();
+        }
+        // Go's cgo lookup: Atoi, then the value is cast to a C uid_t (so "-1" is 4294967295).
+        let name = go_atoi_checked(uid)
+            .and_then(|n| self.source.lookup(n as u32))
+            .unwrap_or_else(|| self.unknown.clone());
+        self.cache.insert(uid.into(), name.clone());
+        name
+    }
+
+    fn begin_batch(&mut self, now: Instant) {
+        match &self.policy {
+            CachePolicy::PerBatch => self.cache.clear(),
+            CachePolicy::UntilModified(path) => {
+                if self
+                    .last_check
+                    .is_some_and(|t| now.duration_since(t) < MTIME_CHECK_INTERVAL)
+                {
+                    return;
+                }
+                self.last_check = Some(now);
+                let m = mtime(path);
+                if m != self.seen_mtime {
+                    log::info!("{} changed: user name cache flushed", path.display());
+                    self.seen_mtime = m;
+                    self.cache.clear();
+                }
+            }
+        }
+    }
+}
+
+fn system_lookup(uid: u32) -> Option<Arc<[u8]>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: `pwd` is plain old data that getpwuid_r fills; `buf` outlives the call and
+        // its length is passed; `result` is only dereferenced after a successful return, while
+        // `buf` (which its strings point into) is still alive.
+        unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut result: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwuid_r(
+                uid as libc::uid_t,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            if rc == libc::ERANGE && buf.len() < 1 << 20 {
+                buf.resize(buf.len() * 4, 0);
+                continue;
+            }
+            if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+                return None;
+            }
+            return Some(Arc::from(CStr::from_ptr(pwd.pw_name).to_bytes()));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A resolver with two users, for unit tests of the code that uses names.
+    #[derive(Default)]
+    pub struct FixedUsers;
+    impl UserResolver for FixedUsers {
+        fn resolve(&mut self, uid: &[u8]) -> Arc<[u8]> {
+            Arc::from(match uid {
+                b"0" => &b"root"[..],
+                b"1000" => b"alice",
+                _ => UNKNOWN_USER,
+            })
+        }
+    }
+
+    #[test]
+    fn system_database_knows_root() {
+        let mut db = UserDb::new(UserSource::System, CachePolicy::PerBatch);
+        assert_eq!(&*db.resolve(b"0"), b"root");
+        assert_eq!(&*db.resolve(b"4294967295"), UNKNOWN_USER);
+        assert_eq!(&*db.resolve(b"abc"), UNKNOWN_USER);
+        assert_eq!(&*db.resolve(b""), UNKNOWN_USER);
+        // Go's Atoi accepts a sign; the value is then cast to a C uid_t.
+        assert_eq!(&*db.resolve(b"+0"), b"root");
+    }
+
+    #[test]
+    fn passwd_file_source_and_cache_invalidation() {
+        let dir = std::env::temp_dir().join(format!("pauditd-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("passwd");
+        std::fs::write(
+            &path,
+            "root:x:0:0::/root:/bin/sh\nbob:x:1001:1001::/:/bin/sh\n",
+        )
+        .unwrap();
+        let src = UserSource::passwd_file(&path).unwrap();
+        let mut db = UserDb::new(src, CachePolicy::UntilModified(path.clone()));
+        let t0 = Instant::now();
+        db.begin_batch(t0);
+        assert_eq!(&*db.resolve(b"1001"), b"bob");
+        assert_eq!(&*db.resolve(b"1002"), UNKNOWN_USER);
+        assert_eq!(db.cache.len(), 2);
+        // Touch the file with a clearly different mtime: the next check flushes the cache.
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(10))
+            .unwrap();
+        db.begin_batch(t0 + Duration::from_millis(10));
+        assert_eq!(db.cache.len(), 2, "checked at most once a second");
+        db.begin_batch(t0 + Duration::from_secs(2));
+        assert_eq!(db.cache.len(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn per_batch_policy_forgets() {
+        let mut db = UserDb::new(UserSource::System, CachePolicy::PerBatch);
+        db.resolve(b"0");
+        assert_eq!(db.cache.len(), 1);
+        db.begin_batch(Instant::now());
+        assert_eq!(db.cache.len(), 0);
+    }
+}
