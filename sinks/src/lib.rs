@@ -1,1 +1,108 @@
+//! pauditd's outputs: the JSON encoder and the sinks events are written to.
+//!
+//! Owns the wire form of an event ([`json`]) and every transport ([`stdout`], [`file`]).
+//! Sinks take whole batches of encoded lines, so each transport can write a batch with as few
+//! system calls as its protocol allows. It must never know where events come from (netlink,
+//! replay) nor hold any global state.
 
+pub mod file;
+pub mod json;
+pub mod retry;
+pub mod stdout;
+
+use std::ops::Range;
+
+use pauditd_engine::Event;
+
+/// Encoded events, one JSON line each, back to back in one buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+    /// `ends[i]` is the end of line `i` in `buf` (newline included); ascending.
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    pub fn push_event(&mut self, e: &Event) {
+        json::encode_event(e, &mut self.buf);
+        self.ends.push(self.buf.len());
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// All lines, as one byte string.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn line_range(&self, i: usize) -> Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
+    }
+
+    pub fn lines(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.len()).map(|i| &self.buf[self.line_range(i)])
+    }
+
+    /// How many lines end after byte `offset`, i.e. were not completely written when a write
+    /// stopped there.
+    pub fn lines_after(&self, offset: usize) -> usize {
+        self.ends.len() - self.ends.partition_point(|&e| e <= offset)
+    }
+}
+
+/// A failed write, after the configured attempts.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(
+        "{sink}: write failed after {attempts} attempt(s), {lost} event(s) not written: {source}"
+    )]
+    Write {
+        sink: &'static str,
+        attempts: u32,
+        lost: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{sink}: cannot open {path}: {source}")]
+    Open {
+        sink: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{sink}: {message}")]
+    Setup { sink: &'static str, message: String },
+}
+
+impl SinkError {
+    /// Events this error lost.
+    pub fn lost(&self) -> usize {
+        match self {
+            SinkError::Write { lost, .. } => *lost,
+            _ => 0,
+        }
+    }
+}
+
+/// Where events go.
+pub trait Sink: Send {
+    fn name(&self) -> &'static str;
+    /// Write every line of `batch`, in order, retrying as configured.
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError>;
+    /// Reopen the destination (SIGUSR1, after log rotation). Most sinks have nothing to do.
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! The file sink: appends JSON lines to `output.file.path`.
+//!
+//! Owns opening the file as pauditd does (append, create with `mode`, chmod, chown to
+//! `user`/`group`) and reopening it on request (SIGUSR1 after logrotate moved it). It must
+//! never truncate: the file is only ever appended to.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+
+use crate::retry::{write_all_with_attempts, Attempts};
+use crate::{Batch, Sink, SinkError};
+
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub user: String,
+    pub group: String,
+    pub policy: Attempts,
+}
+
+pub struct FileSink {
+    cfg: FileConfig,
+    file: File,
+}
+
+impl FileSink {
+    pub fn open(cfg: FileConfig) -> Result<Self, SinkError> {
+        let file = open_file(&cfg)?;
+        Ok(FileSink { cfg, file })
+    }
+}
+
+fn setup(message: String) -> SinkError {
+    SinkError::Setup {
+        sink: "file",
+        message,
+    }
+}
+
+fn open_file(cfg: &FileConfig) -> Result<File, SinkError> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(cfg.mode)
+        .open(&cfg.path)
+        .map_err(|source| SinkError::Open {
+            sink: "file",
+            path: cfg.path.display().to_string(),
+            source,
+        })?;
+    file.set_permissions(std::fs::Permissions::from_mode(cfg.mode))
+        .map_err(|e| {
+            setup(format!(
+                "Failed to set file permissions on {}: {e}",
+                cfg.path.display()
+            ))
+        })?;
+    let uid = lookup_user(&cfg.user)
+        .ok_or_else(|| setup(format!("Could not find uid for user {}", cfg.user)))?;
+    let gid = lookup_group(&cfg.group)
+        .ok_or_else(|| setup(format!("Could not find gid for group {}", cfg.group)))?;
+    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+        .map_err(|e| setup(format!("Could not chown {}: {e}", cfg.path.display())))?;
+    Ok(file)
+}
+
+/// A user name (or numeric uid, as Go's `user.Lookup` does not accept but operators type).
+fn lookup_user(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getpwnam_r writes into `pwd` and `buf`, both alive and sized as passed; `result`
+    // is read only after the call returns.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwnam_r(
+            c.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        if rc == 0 && !result.is_null() {
+            return Some(pwd.pw_uid);
+        }
+    }
+    name.parse().ok()
+}
+
+fn lookup_group(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: as in `lookup_user`, with getgrnam_r and a `group` record.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            c.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        if rc == 0 && !result.is_null() {
+            return Some(grp.gr_gid);
+        }
+    }
+    name.parse().ok()
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        write_all_with_attempts("file", &mut self.file, batch, self.cfg.policy)
+    }
+
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        // Open the new file before letting go of the old one, so a failure keeps us writing.
+        self.file = open_file(&self.cfg)?;
+        log::info!("file: reopened {}", self.cfg.path.display());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pauditd_engine::Event;
+    use std::os::unix::fs::MetadataExt;
+
+    fn cfg(path: PathBuf) -> FileConfig {
+        FileConfig {
+            path,
+            mode: 0o640,
+            user: "root".into(),
+            group: "root".into(),
+            policy: Attempts::new(1),
+        }
+    }
+
+    fn batch(serials: &[i64]) -> Batch {
+        let mut b = Batch::default();
+        for &s in serials {
+            b.push_event(&Event::new(s, b"1.0"));
+        }
+        b
+    }
+
+    #[test]
+    fn appends_with_mode_and_reopens_after_rotation() {
+        let dir = tempdir();
+        let path = dir.join("out.log");
+        std::fs::write(&path, "existing\n").unwrap();
+        let mut sink = FileSink::open(cfg(path.clone())).unwrap();
+        sink.write_batch(&batch(&[1, 2])).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("existing\n{\"sequence\":1,"));
+        assert_eq!(text.lines().count(), 3);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o640);
+        assert_eq!((meta.uid(), meta.gid()), (0, 0));
+
+        // logrotate: move the file away, signal, keep writing to a fresh file.
+        let rotated = dir.join("out.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.reopen().unwrap();
+        sink.write_batch(&batch(&[3])).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap().lines().count(),
+            3
+        );
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert!(fresh.starts_with("{\"sequence\":3,") && fresh.lines().count() == 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_owner_and_missing_dir_are_clear_errors() {
+        let dir = tempdir();
+        let mut c = cfg(dir.join("x.log"));
+        c.user = "no-such-user-pauditd".into();
+        let e = FileSink::open(c).err().unwrap().to_string();
+        assert!(
+            e.contains("Could not find uid for user no-such-user-pauditd"),
+            "{e}"
+        );
+        let e = FileSink::open(cfg(dir.join("missing/x.log")))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("cannot open") && e.contains("missing/x.log"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempdir() -> PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "pauditd-file-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,217 @@
+//! The JSON encoder, byte for byte what pauditd's Go `encoding/json` prints.
+//!
+//! Owns the event's wire form: field order `sequence, timestamp, messages[{type, data}],
+//! uid_map, rule_key`, uid_map keys sorted bytewise, and Go's string escaping (>= 1.22):
+//! `\"` `\\` `\n` `\r` `\t` `\b` `\f`, other control bytes as `\u00xx`, the HTML-unsafe `<`
+//! `>` `&` as `\u003c` `\u003e` `\u0026`, U+2028/U+2029 escaped, and every byte that is not
+//! part of a valid UTF-8 sequence as `\ufffd` (Go decodes one byte at a time on error). It
+//! must never allocate beyond growing the caller's buffer.
+
+use pauditd_engine::Event;
+
+/// What each byte needs: 0 copy as is, 1 ASCII escape, 2 start of a non-ASCII sequence.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if i < 0x20 || i == b'"' as usize || i == b'\\' as usize {
+            1
+        } else if i == b'<' as usize || i == b'>' as usize || i == b'&' as usize {
+            1
+        } else if i >= 0x80 {
+            2
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Append `s` as a JSON string (with quotes).
+pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        match CLASS[b as usize] {
+            0 => i += 1,
+            1 => {
+                out.extend_from_slice(&s[start..i]);
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    0x08 => out.extend_from_slice(b"\\b"),
+                    0x0c => out.extend_from_slice(b"\\f"),
+                    _ => out.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[(b >> 4) as usize],
+                        HEX[(b & 0xf) as usize],
+                    ]),
+                }
+                i += 1;
+                start = i;
+            }
+            _ => match utf8_char_len(&s[i..]) {
+                Some(3)
+                    if s[i] == 0xe2
+                        && s[i + 1] == 0x80
+                        && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9) =>
+                {
+                    out.extend_from_slice(&s[start..i]);
+                    out.extend_from_slice(if s[i + 2] == 0xa8 {
+                        b"\\u2028"
+                    } else {
+                        b"\\u2029"
+                    });
+                    i += 3;
+                    start = i;
+                }
+                Some(n) => i += n,
+                None => {
+                    out.extend_from_slice(&s[start..i]);
+                    out.extend_from_slice(b"\\ufffd");
+                    i += 1;
+                    start = i;
+                }
+            },
+        }
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+/// The length of the valid UTF-8 sequence starting `s`, or `None` if it is not one (overlong
+/// forms, surrogates and values past U+10FFFF included, as Go rejects them).
+fn utf8_char_len(s: &[u8]) -> Option<usize> {
+    let n = match s[0] {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return None,
+    };
+    let seq = s.get(..n)?;
+    std::str::from_utf8(seq).ok().map(|_| n)
+}
+
+/// Append one event as a JSON line (with the trailing newline pauditd writes).
+pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"sequence\":");
+    out.extend_from_slice(num.format(e.serial).as_bytes());
+    out.extend_from_slice(b",\"timestamp\":");
+    write_str(out, e.timestamp());
+    out.extend_from_slice(b",\"messages\":[");
+    for (i, (rtype, data)) in e.messages().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"type\":");
+        out.extend_from_slice(num.format(rtype).as_bytes());
+        out.extend_from_slice(b",\"data\":");
+        write_str(out, data);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"uid_map\":{");
+    for (i, (uid, name)) in e.uid_map().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, uid);
+        out.push(b':');
+        write_str(out, name);
+    }
+    out.extend_from_slice(b"},\"rule_key\":");
+    write_str(out, e.rule_key());
+    out.extend_from_slice(b"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(input: &[u8]) -> String {
+        let mut v = vec![];
+        write_str(&mut v, input);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn go_escapes() {
+        assert_eq!(s(b"plain"), r#""plain""#);
+        assert_eq!(s(b"a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(s(b"\n\r\t\x08\x0c"), r#""\n\r\t\b\f""#);
+        assert_eq!(
+            s(b"\x00\x01\x1b\x1f\x7f"),
+            "\"\\u0000\\u0001\\u001b\\u001f\x7f\""
+        );
+        assert_eq!(s(b"<a>&"), r#""\u003ca\u003e\u0026""#);
+        assert_eq!(s("\u{2028}x\u{2029}".as_bytes()), r#""\u2028x\u2029""#);
+        assert_eq!(s("é日本🎉".as_bytes()), "\"é日本🎉\"");
+    }
+
+    #[test]
+    fn invalid_utf8_is_one_replacement_per_byte() {
+        assert_eq!(s(b"a\xffb"), r#""a\ufffdb""#);
+        // A truncated 3-byte sequence: two bytes, two replacements (Go), not one (Rust lossy).
+        assert_eq!(s(b"\xe2\x82A"), r#""\ufffd\ufffdA""#);
+        // An encoded surrogate and an overlong slash are invalid byte by byte.
+        assert_eq!(s(b"\xed\xa0\x80"), r#""\ufffd\ufffd\ufffd""#);
+        assert_eq!(s(b"\xc0\xaf"), r#""\ufffd\ufffd""#);
+        assert_eq!(s(b"\xf4\x90\x80\x80"), r#""\ufffd\ufffd\ufffd\ufffd""#);
+        assert_eq!(s(b"end\xe2"), r#""end\ufffd""#);
+    }
+
+    #[test]
+    fn whole_event_layout() {
+        let mut e = Event::new(1, b"10000001");
+        pauditd_engine::enrich::add_record(&mut e, 1300, b"hi there", &mut NoUsers);
+        pauditd_engine::enrich::add_record(&mut e, 1301, b"hi there", &mut NoUsers);
+        let mut out = vec![];
+        encode_event(&e, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"sequence\":1,\"timestamp\":\"10000001\",\"messages\":[{\"type\":1300,\"data\":\"hi there\"},{\"type\":1301,\"data\":\"hi there\"}],\"uid_map\":{},\"rule_key\":\"\"}\n"
+        );
+    }
+
+    #[test]
+    fn design_example_line() {
+        let mut e = Event::new(880575, b"1524242704.387");
+        let mut users = NoUsers;
+        pauditd_engine::enrich::add_record(
+            &mut e,
+            1300,
+            b"arch=c000003e syscall=2 auid=4294967295 uid=10005 key=\"binding-file-ops\"",
+            &mut users,
+        );
+        pauditd_engine::enrich::add_record(&mut e, 1307, b"cwd=\"/srv/code\"", &mut users);
+        let mut out = vec![];
+        encode_event(&e, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"sequence\":880575,\"timestamp\":\"1524242704.387\",\"messages\":[{\"type\":1300,\"data\":\"arch=c000003e syscall=2 auid=4294967295 uid=10005 key=\\\"binding-file-ops\\\"\"},{\"type\":1307,\"data\":\"cwd=\\\"/srv/code\\\"\"}],\"uid_map\":{\"10005\":\"alice\",\"4294967295\":\"UNKNOWN_USER\"},\"rule_key\":\"binding-file-ops\"}\n"
+        );
+    }
+
+    struct NoUsers;
+    impl pauditd_engine::UserResolver for NoUsers {
+        fn resolve(&mut self, uid: &[u8]) -> std::sync::Arc<[u8]> {
+            std::sync::Arc::from(if uid == b"10005" {
+                &b"alice"[..]
+            } else {
+                b"UNKNOWN_USER"
+            })
+        }
+    }
+}
