@@ -1,1 +1,562 @@
+//! pauditd's configuration: the YAML schema, its defaults, and validation.
+//!
+//! Owns turning a YAML document into plain data ([`Config`]) with pauditd's keys and defaults,
+//! refusing every bad value with its key path and reason (all of them at once), and warning
+//! about keys it does not know. It must never touch the system (files named in the config are
+//! not opened here) and never panic on any input.
 
+mod gore;
+mod value;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_yaml::Value;
+use value::{Reader, Section};
+
+pub use value::{parse_go_duration, parse_go_int};
+
+/// One bad value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted key path, e.g. `output.file.mode` or `filters[1].regex`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config is not valid YAML: {0}")]
+    Yaml(String),
+    #[error("{}", join_errors(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn join_errors(errs: &[FieldError]) -> String {
+    let mut s = format!(
+        "invalid config ({} error{}): ",
+        errs.len(),
+        if errs.len() == 1 { "" } else { "s" }
+    );
+    s.push_str(
+        &errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    s
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterAction {
+    Keep,
+    Drop,
+}
+
+/// One entry of `filters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub syscall: String,
+    pub message_type: u16,
+    pub key: String,
+    /// The pattern in `regex` crate syntax (Go's literal `{` escaped, see `gore`).
+    pub regex: String,
+    pub action: FilterAction,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageTracking {
+    pub enabled: bool,
+    pub log_out_of_order: bool,
+    pub max_out_of_order: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StdoutOutput {
+    pub enabled: bool,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileOutput {
+    pub enabled: bool,
+    pub attempts: u32,
+    pub path: String,
+    pub mode: u32,
+    /// Owner to chown the file to; `None` leaves ownership alone.
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyslogOutput {
+    pub enabled: bool,
+    pub attempts: u32,
+    pub network: String,
+    pub address: String,
+    pub priority: u8,
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ssl {
+    pub enabled: bool,
+    pub client_cert: String,
+    pub client_key: String,
+    pub ca_cert: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpOutput {
+    pub enabled: bool,
+    pub attempts: u32,
+    pub url: String,
+    pub worker_count: u32,
+    pub buffer_size: u32,
+    pub trace_header_name: Option<String>,
+    pub response_body_transformer: String,
+    pub debug: bool,
+    pub breaker_failure_ratio: f64,
+    pub idle_conn_timeout: Duration,
+    pub ssl: Ssl,
+    pub extra_attributes: Vec<(String, String)>,
+    /// Our extension: events per request as a JSON array; `None` is pauditd's one per request.
+    pub batch_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outputs {
+    pub stdout: StdoutOutput,
+    pub file: FileOutput,
+    pub syslog: SyslogOutput,
+    pub http: HttpOutput,
+}
+
+impl Outputs {
+    pub fn enabled_names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.stdout.enabled {
+            v.push("stdout");
+        }
+        if self.file.enabled {
+            v.push("file");
+        }
+        if self.syslog.enabled {
+            v.push("syslog");
+        }
+        if self.http.enabled {
+            v.push("http");
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub enabled: bool,
+    pub address: String,
+    pub sample_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parser {
+    pub enable_uid_caching: bool,
+    pub password_file_path: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `socket_buffer.receive` in bytes; `None` keeps the system default.
+    pub receive_buffer: Option<u32>,
+    pub events_min: u16,
+    pub events_max: u16,
+    /// Our extension `events.timeout`: completion time for events without EOE (pauditd: 2 s).
+    pub event_timeout: Duration,
+    pub message_tracking: MessageTracking,
+    pub output: Outputs,
+    pub metrics: Metrics,
+    pub rules: Vec<String>,
+    pub filters: Vec<Filter>,
+    pub parser: Parser,
+    pub log_flags: i64,
+    /// Unknown keys and other things worth telling the operator; not fatal.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_str("{}").expect("the empty config is valid")
+    }
+}
+
+const SYSLOG_NETWORKS: &[&str] = &[
+    "unixgram", "unix", "udp", "udp4", "udp6", "tcp", "tcp4", "tcp6",
+];
+const TRANSFORMERS: &[&str] = &["noop", "notification-service"];
+const DEFAULT_ATTEMPTS: i64 = 3;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_str(&text)
+    }
+
+    #[allow(clippy::should_implement_trait)]
+    pub fn from_str(text: &str) -> Result<Config, ConfigError> {
+        let doc: Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let root_map = match &doc {
+            Value::Mapping(m) => Some(m),
+            Value::Null => None,
+            _ => {
+                return Err(ConfigError::Invalid(vec![FieldError {
+                    path: "(document)".into(),
+                    message: "the config must be a YAML mapping".into(),
+                }]))
+            }
+        };
+        let mut r = Reader::default();
+        let mut root = Section::root(root_map);
+        let cfg = read(&mut r, &mut root);
+        r.finish(root);
+        if r.errors.is_empty() {
+            Ok(Config {
+                warnings: r.warnings,
+                ..cfg
+            })
+        } else {
+            Err(ConfigError::Invalid(r.errors))
+        }
+    }
+
+    /// Problems that only matter when running as the audit daemon (not for replay).
+    pub fn daemon_errors(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if self.rules.iter().all(|r| r.trim().is_empty()) {
+            errs.push(FieldError {
+                path: "rules".into(),
+                message: "No audit rules found (list at least one auditctl rule)".into(),
+            });
+        }
+        errs
+    }
+}
+
+fn attempts(r: &mut Reader, s: &mut Section<'_>) -> u32 {
+    r.int(s, "attempts", DEFAULT_ATTEMPTS, 1, 1000) as u32
+}
+
+fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
+    let mut sb = r.section(root, "socket_buffer");
+    let receive_buffer = sb
+        .has("receive")
+        .then(|| r.int(&mut sb, "receive", 0, 1, i64::from(i32::MAX)) as u32);
+    r.finish(sb);
+
+    let mut ev = r.section(root, "events");
+    let events_min = r.int(&mut ev, "min", 1300, 0, 65535) as u16;
+    let events_max = r.int(&mut ev, "max", 1399, 0, 65535) as u16;
+    if events_min > events_max {
+        r.report(
+            ev.path.clone() + ".min",
+            format!("{events_min} is greater than events.max {events_max}"),
+        );
+    }
+    let event_timeout = r.duration(&mut ev, "timeout", Duration::from_secs(2));
+    if event_timeout.is_zero() {
+        r.report(ev.path.clone() + ".timeout", "must be greater than 0");
+    }
+    r.finish(ev);
+
+    let mut mt = r.section(root, "message_tracking");
+    let message_tracking = MessageTracking {
+        enabled: r.bool(&mut mt, "enabled", true),
+        log_out_of_order: r.bool(&mut mt, "log_out_of_order", false),
+        max_out_of_order: r.int(&mut mt, "max_out_of_order", 500, 0, i64::from(i32::MAX)),
+    };
+    r.finish(mt);
+
+    let output = read_outputs(r, root);
+
+    let mut m = r.section(root, "metrics");
+    let metrics = Metrics {
+        enabled: r.bool(&mut m, "enabled", false),
+        address: r.string(&mut m, "address", ":8125"),
+        sample_rate: r.float(
+            &mut m,
+            "sample_rate",
+            0.5,
+            |v| v > 0.0 && v <= 1.0,
+            "in (0, 1]",
+        ),
+    };
+    if metrics.enabled && !metrics.address.contains(':') {
+        r.report(
+            m.path.clone() + ".address",
+            format!("{:?} must be host:port", metrics.address),
+        );
+    }
+    r.finish(m);
+
+    let rules = r.string_list(root, "rules");
+    let filters = r.list_of_sections(root, "filters", read_filter);
+
+    let mut p = r.section(root, "parser");
+    let parser = Parser {
+        enable_uid_caching: r.bool(&mut p, "enable_uid_caching", false),
+        password_file_path: r.string(&mut p, "password_file_path", "/etc/passwd"),
+    };
+    r.finish(p);
+
+    let mut l = r.section(root, "log");
+    let log_flags = r.int(&mut l, "flags", 0, 0, 63);
+    r.finish(l);
+
+    Config {
+        receive_buffer,
+        events_min,
+        events_max,
+        event_timeout,
+        message_tracking,
+        output,
+        metrics,
+        rules,
+        filters,
+        parser,
+        log_flags,
+        warnings: Vec::new(),
+    }
+}
+
+fn read_outputs(r: &mut Reader, root: &mut Section<'_>) -> Outputs {
+    let mut out = r.section(root, "output");
+
+    let mut s = r.section(&mut out, "stdout");
+    let stdout = StdoutOutput {
+        enabled: r.bool(&mut s, "enabled", false),
+        attempts: attempts(r, &mut s),
+    };
+    r.finish(s);
+
+    let mut f = r.section(&mut out, "file");
+    let file = FileOutput {
+        enabled: r.bool(&mut f, "enabled", false),
+        attempts: attempts(r, &mut f),
+        path: r.string(&mut f, "path", ""),
+        mode: r.int(&mut f, "mode", 0o600, 1, 0o7777) as u32,
+        user: f.has("user").then(|| r.string(&mut f, "user", "")),
+        group: f.has("group").then(|| r.string(&mut f, "group", "")),
+    };
+    if file.enabled && file.path.is_empty() {
+        r.report(
+            f.path.clone() + ".path",
+            "must be set when the file output is enabled",
+        );
+    }
+    r.finish(f);
+
+    let mut sl = r.section(&mut out, "syslog");
+    let syslog = SyslogOutput {
+        enabled: r.bool(&mut sl, "enabled", false),
+        attempts: attempts(r, &mut sl),
+        network: r.string(&mut sl, "network", "unixgram"),
+        address: r.string(&mut sl, "address", "/dev/log"),
+        priority: r.int(&mut sl, "priority", 132, 0, 191) as u8,
+        tag: r.string(&mut sl, "tag", "pauditd"),
+    };
+    if !SYSLOG_NETWORKS.contains(&syslog.network.as_str()) {
+        r.report(
+            sl.path.clone() + ".network",
+            format!(
+                "{:?} is not one of {}",
+                syslog.network,
+                SYSLOG_NETWORKS.join(", ")
+            ),
+        );
+    }
+    r.finish(sl);
+
+    let http = read_http(r, &mut out);
+    r.finish(out);
+    Outputs {
+        stdout,
+        file,
+        syslog,
+        http,
+    }
+}
+
+fn read_http(r: &mut Reader, out: &mut Section<'_>) -> HttpOutput {
+    let mut h = r.section(out, "http");
+    let enabled = r.bool(&mut h, "enabled", false);
+    let attempts = attempts(r, &mut h);
+    let url = r.string(&mut h, "url", "");
+    if enabled && url.is_empty() {
+        r.report(h.path.clone() + ".url", "output http URL must be set");
+    } else if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+        r.report(
+            h.path.clone() + ".url",
+            format!("{url:?} must start with http:// or https://"),
+        );
+    }
+    let worker_count = r.int(&mut h, "worker_count", 10, 1, 10_000) as u32;
+    let buffer_size = r.int(&mut h, "buffer_size", 100, 1, 10_000_000) as u32;
+    if buffer_size < worker_count {
+        r.report(
+            h.path.clone() + ".buffer_size",
+            format!("{buffer_size} must be at least worker_count ({worker_count})"),
+        );
+    }
+    let trace_header_name = h
+        .has("trace_header_name")
+        .then(|| r.string(&mut h, "trace_header_name", ""));
+    if let Some(name) = &trace_header_name {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b))
+        {
+            r.report(
+                h.path.clone() + ".trace_header_name",
+                format!("{name:?} is not a valid HTTP header name"),
+            );
+        }
+    }
+    let response_body_transformer = r.string(&mut h, "response_body_transformer", "noop");
+    if !TRANSFORMERS.contains(&response_body_transformer.as_str()) {
+        r.report(
+            h.path.clone() + ".response_body_transformer",
+            format!(
+                "{response_body_transformer:?} is not one of {}",
+                TRANSFORMERS.join(", ")
+            ),
+        );
+    }
+    let debug = r.bool(&mut h, "debug", false);
+    let breaker_failure_ratio = r.float(
+        &mut h,
+        "breaker_failure_ratio",
+        0.05,
+        |v| v > 0.0 && v <= 1.0,
+        "in (0, 1]",
+    );
+    let idle_conn_timeout = r.duration(&mut h, "idle_conn_timeout", Duration::from_secs(10));
+    let batch_size = h
+        .has("batch_size")
+        .then(|| r.int(&mut h, "batch_size", 1, 1, 100_000) as u32);
+
+    let mut s = r.section(&mut h, "ssl");
+    let ssl = Ssl {
+        enabled: r.bool(&mut s, "enabled", false),
+        client_cert: r.string(&mut s, "client_cert", ""),
+        client_key: r.string(&mut s, "client_key", ""),
+        ca_cert: r.string(&mut s, "ca_cert", ""),
+    };
+    if enabled && ssl.enabled {
+        for (k, v) in [
+            ("client_cert", &ssl.client_cert),
+            ("client_key", &ssl.client_key),
+            ("ca_cert", &ssl.ca_cert),
+        ] {
+            if v.is_empty() {
+                r.report(
+                    format!("{}.{k}", s.path),
+                    "SSL is enabled: client_cert, client_key and ca_cert are required",
+                );
+            }
+        }
+    }
+    r.finish(s);
+
+    let mut n = r.section(&mut h, "notification_service_transformer");
+    let extra_attributes = r.string_map(&mut n, "extra_attributes");
+    r.finish(n);
+    r.finish(h);
+
+    HttpOutput {
+        enabled,
+        attempts,
+        url,
+        worker_count,
+        buffer_size,
+        trace_header_name,
+        response_body_transformer,
+        debug,
+        breaker_failure_ratio,
+        idle_conn_timeout,
+        ssl,
+        extra_attributes,
+        batch_size,
+    }
+}
+
+fn read_filter(r: &mut Reader, mut f: Section<'_>) -> Option<Filter> {
+    let errors_before = r.errors.len();
+    let syscall = r.string(&mut f, "syscall", "");
+    let message_type = r.int(&mut f, "message_type", 0, 0, 65535) as u16;
+    let key = r.string(&mut f, "key", "");
+    let action = match r.string(&mut f, "action", "drop").as_str() {
+        "drop" => FilterAction::Drop,
+        "keep" => FilterAction::Keep,
+        other => {
+            r.report(
+                f.path.clone() + ".action",
+                format!("{other:?} must be keep or drop"),
+            );
+            FilterAction::Drop
+        }
+    };
+    let regex = if f.has("regex") {
+        let re = r.string(&mut f, "regex", "");
+        let translated = gore::translate(&re);
+        if let Err(e) = regex::bytes::Regex::new(&translated) {
+            r.report(
+                f.path.clone() + ".regex",
+                format!("{re:?} does not compile: {e}"),
+            );
+        }
+        Some(translated)
+    } else {
+        r.string(&mut f, "regex", "");
+        r.report(
+            f.path.clone() + ".regex",
+            "is missing (every filter needs a regex)",
+        );
+        None
+    };
+    if key.is_empty() && message_type == 0 {
+        r.report(
+            f.path.clone(),
+            "needs either `key`, or `syscall` and `message_type`",
+        );
+    }
+    r.finish(f);
+    (r.errors.len() == errors_before).then(|| Filter {
+        syscall,
+        message_type,
+        key,
+        regex: regex.unwrap_or_default(),
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use super::*;
+
+const UPSTREAM: &str = include_str!("../../tests/data/pauditd-upstream-example.yaml");
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::from_str(text) {
+        Err(ConfigError::Invalid(errs)) => errs.into_iter().map(|e| e.to_string()).collect(),
+        Err(other) => vec![other.to_string()],
+        Ok(_) => vec![],
+    }
+}
+
+#[test]
+fn defaults_are_pauditds() {
+    let c = Config::default();
+    assert_eq!((c.events_min, c.events_max), (1300, 1399));
+    assert_eq!(c.receive_buffer, None);
+    assert_eq!(
+        c.message_tracking,
+        MessageTracking {
+            enabled: true,
+            log_out_of_order: false,
+            max_out_of_order: 500
+        }
+    );
+    assert_eq!(c.output.syslog.network, "unixgram");
+    assert_eq!(c.output.syslog.address, "/dev/log");
+    assert_eq!(c.output.syslog.priority, 132);
+    assert_eq!(c.output.syslog.tag, "pauditd");
+    assert_eq!(c.output.http.worker_count, 10);
+    assert_eq!(c.output.http.buffer_size, 100);
+    assert_eq!(c.output.http.breaker_failure_ratio, 0.05);
+    assert_eq!(c.output.http.idle_conn_timeout, Duration::from_secs(10));
+    assert_eq!(c.output.http.response_body_transformer, "noop");
+    assert_eq!(c.metrics.address, ":8125");
+    assert_eq!(c.metrics.sample_rate, 0.5);
+    assert!(!c.metrics.enabled);
+    assert!(!c.parser.enable_uid_caching);
+    assert_eq!(c.parser.password_file_path, "/etc/passwd");
+    assert_eq!(c.event_timeout, Duration::from_secs(2));
+    assert!(c.output.enabled_names().is_empty());
+}
+
+#[test]
+fn pauditds_example_loads() {
+    let c = Config::from_str(UPSTREAM).unwrap();
+    assert_eq!(c.receive_buffer, Some(16384));
+    assert_eq!(c.output.enabled_names(), vec!["stdout"]);
+    assert_eq!(c.output.stdout.attempts, 2);
+    assert_eq!(c.output.http.buffer_size, 1000);
+    assert_eq!(
+        c.output.http.trace_header_name.as_deref(),
+        Some("X-TRACE-ID")
+    );
+    assert!(c.output.http.ssl.enabled);
+    assert_eq!(c.output.syslog.priority, 129);
+    assert_eq!(c.output.syslog.tag, "audit-thing");
+    assert_eq!(c.output.file.mode, 0o600, "0600 is octal, as in Go");
+    assert_eq!(c.output.file.user.as_deref(), Some("root"));
+    assert!(c.metrics.enabled);
+    assert_eq!(c.rules.len(), 4);
+    assert_eq!(
+        c.filters,
+        vec![
+            Filter {
+                syscall: "49".into(),
+                message_type: 1306,
+                key: String::new(),
+                regex: "saddr=(10..|0A..)".into(),
+                action: FilterAction::Drop
+            },
+            Filter {
+                syscall: String::new(),
+                message_type: 0,
+                key: "passwd-write-log".into(),
+                regex: r#""uid_map":\{"0":"root"\}"#.into(),
+                action: FilterAction::Drop
+            },
+        ]
+    );
+    assert_eq!(
+        c.warnings,
+        vec!["unknown key `notification-service-transformer` (ignored)".to_string()]
+    );
+    assert!(c.daemon_errors().is_empty());
+}
+
+#[test]
+fn upstream_original_forms_are_not_yaml() {
+    // The two things in pauditd's example that no YAML parser (pauditd's included) accepts.
+    let with_slashes = UPSTREAM.replace(
+        "# (upstream: `//` comments here)",
+        "// This allows\n// more",
+    );
+    assert!(matches!(
+        Config::from_str(&with_slashes),
+        Err(ConfigError::Yaml(_))
+    ));
+    let unquoted = UPSTREAM.replace(
+        r#"regex: '"uid_map":{"0":"root"}'"#,
+        r#"regex: "uid_map":{"0":"root"}"#,
+    );
+    assert!(matches!(
+        Config::from_str(&unquoted),
+        Err(ConfigError::Yaml(_))
+    ));
+}
+
+#[test]
+fn every_error_is_reported_with_its_path() {
+    let errs = errors(
+        r#"
+events: { min: 1400, max: 1300 }
+socket_buffer: { receive: lots }
+output:
+  file: { enabled: true, mode: 0 }
+  syslog: { network: carrier-pigeon, priority: 400 }
+  http: { enabled: true, worker_count: 20, buffer_size: 5, response_body_transformer: xml, idle_conn_timeout: 10, ssl: { enabled: true } }
+metrics: { sample_rate: 2 }
+message_tracking: { enabled: maybe }
+filters:
+  - { key: k, regex: "(" }
+  - { syscall: 1, message_type: 1300 }
+  - { regex: x }
+  - { key: k, regex: x, action: explode }
+  - 42
+"#,
+    );
+    let expect = [
+        "events.min: 1400 is greater than events.max 1300",
+        "socket_buffer.receive: must be an integer, got \"lots\"",
+        "output.file.mode: 0 is out of range",
+        "output.file.path: must be set",
+        "output.syslog.priority: 400 is out of range",
+        "output.syslog.network: \"carrier-pigeon\" is not one of",
+        "output.http.url: output http URL must be set",
+        "output.http.buffer_size: 5 must be at least worker_count (20)",
+        "output.http.response_body_transformer: \"xml\" is not one of",
+        "output.http.idle_conn_timeout: must be a duration with a unit",
+        "output.http.ssl.client_cert: SSL is enabled",
+        "metrics.sample_rate: 2 is not in (0, 1]",
+        "message_tracking.enabled: must be true or false",
+        "filters[0].regex: \"(\" does not compile",
+        "filters[1].regex: is missing",
+        "filters[2]: needs either `key`, or `syscall` and `message_type`",
+        "filters[3].action: \"explode\" must be keep or drop",
+        "filters[4]: must be a mapping, got 42",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), expect.len() + 2, "{errs:#?}"); // + client_key, ca_cert
+}
+
+#[test]
+fn lenient_like_viper() {
+    let c = Config::from_str(
+        "output:\n  stdout: { enabled: \"true\", attempts: \"3\" }\n  file: { mode: \"0640\" }\nevents: { max: \"1320\" }\n",
+    )
+    .unwrap();
+    assert!(c.output.stdout.enabled);
+    assert_eq!(c.output.stdout.attempts, 3);
+    assert_eq!(c.output.file.mode, 0o640);
+    assert_eq!(c.events_max, 1320);
+}
+
+#[test]
+fn unknown_keys_warn_with_path() {
+    let c =
+        Config::from_str("output:\n  stdout: { enabled: true, colour: blue }\nbogus: 1\n").unwrap();
+    assert_eq!(
+        c.warnings,
+        vec![
+            "unknown key `output.stdout.colour` (ignored)".to_string(),
+            "unknown key `bogus` (ignored)".to_string()
+        ]
+    );
+}
+
+#[test]
+fn no_rules_is_a_daemon_error() {
+    let c = Config::from_str("rules: []").unwrap();
+    assert_eq!(c.daemon_errors()[0].path, "rules");
+}
+
+#[test]
+fn garbage_documents_are_errors() {
+    assert!(Config::from_str("- a\n- b").is_err());
+    assert!(Config::from_str("\u{0}\u{1}").is_err());
+    assert!(Config::from_str("a: [unclosed").is_err());
+    assert!(Config::from_str("").is_ok());
+}

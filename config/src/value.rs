@@ -1,0 +1,444 @@
+//! Reading typed values out of a YAML tree the way pauditd's viper/cast would.
+//!
+//! Owns the leniency pauditd users rely on (numbers given as strings, `0600` as octal, `"3"`
+//! for an int, `true`/`"t"`/`"1"` for a bool) and the strictness they deserve (a wrong type or
+//! out-of-range value is an error naming the key path; an unknown key is a warning naming it).
+//! It collects every problem instead of stopping at the first. It must never panic on any
+//! YAML document.
+
+use std::time::Duration;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::FieldError;
+
+/// Collects errors and warnings while a config tree is read.
+#[derive(Default)]
+pub struct Reader {
+    pub errors: Vec<FieldError>,
+    pub warnings: Vec<String>,
+}
+
+/// A mapping in the tree, with its path and the keys the schema knows.
+pub struct Section<'a> {
+    pub path: String,
+    map: Option<&'a Mapping>,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Section<'a> {
+    pub fn root(map: Option<&'a Mapping>) -> Self {
+        Section {
+            path: String::new(),
+            map,
+            known: Vec::new(),
+        }
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// Whether the key is present with a non-null value.
+    pub fn has(&self, key: &str) -> bool {
+        self.raw(key).is_some()
+    }
+
+    fn raw(&self, key: &str) -> Option<&'a Value> {
+        self.map?.get(key).filter(|v| !v.is_null())
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(t) => format!("a value tagged {}", t.tag),
+    }
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)`: optional sign, `0x`/`0o`/`0b`/leading-`0` prefixes.
+pub fn parse_go_int(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (neg, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let body = body.replace('_', "");
+    let (radix, digits) =
+        if let Some(d) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+            (16, d.to_string())
+        } else if let Some(d) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
+            (8, d.to_string())
+        } else if let Some(d) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
+            (2, d.to_string())
+        } else if body.len() > 1 && body.starts_with('0') {
+            (8, body[1..].to_string())
+        } else {
+            (10, body)
+        };
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
+    }
+    let v = i64::from_str_radix(&digits, radix).ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// Go's `time.ParseDuration` for the units operators use (ns, us, µs, ms, s, m, h).
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += n * scale;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+impl Reader {
+    fn error(&mut self, path: String, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            path,
+            message: message.into(),
+        });
+    }
+
+    /// A sub-mapping (absent or null reads as empty).
+    pub fn section<'a>(&mut self, parent: &mut Section<'a>, key: &'static str) -> Section<'a> {
+        parent.known.push(key);
+        let path = parent.key_path(key);
+        let map = match parent.raw(key) {
+            None => None,
+            Some(Value::Mapping(m)) => Some(m),
+            Some(other) => {
+                self.error(
+                    path.clone(),
+                    format!("must be a mapping, got {}", describe(other)),
+                );
+                None
+            }
+        };
+        Section {
+            path,
+            map,
+            known: Vec::new(),
+        }
+    }
+
+    /// Warn about every key of `s` the schema did not ask for.
+    pub fn finish(&mut self, s: Section<'_>) {
+        let Some(map) = s.map else { return };
+        for k in map.keys() {
+            let name = match k {
+                Value::String(k) => k.clone(),
+                other => describe(other),
+            };
+            if !s.known.iter().any(|kn| *kn == name) {
+                self.warnings
+                    .push(format!("unknown key `{}` (ignored)", s.key_path(&name)));
+            }
+        }
+    }
+
+    fn value<'a>(&mut self, s: &mut Section<'a>, key: &'static str) -> Option<&'a Value> {
+        s.known.push(key);
+        s.raw(key)
+    }
+
+    pub fn int(
+        &mut self,
+        s: &mut Section<'_>,
+        key: &'static str,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> i64 {
+        let path = s.key_path(key);
+        let Some(v) = self.value(s, key) else {
+            return default;
+        };
+        let n = match v {
+            Value::Number(n) => n.as_i64(),
+            Value::String(t) => parse_go_int(t),
+            _ => None,
+        };
+        match n {
+            Some(n) if (min..=max).contains(&n) => n,
+            Some(n) => {
+                self.error(path, format!("{n} is out of range ({min}..={max})"));
+                default
+            }
+            None => {
+                self.error(path, format!("must be an integer, got {}", describe(v)));
+                default
+            }
+        }
+    }
+
+    pub fn float(
+        &mut self,
+        s: &mut Section<'_>,
+        key: &'static str,
+        default: f64,
+        ok: fn(f64) -> bool,
+        rule: &str,
+    ) -> f64 {
+        let path = s.key_path(key);
+        let Some(v) = self.value(s, key) else {
+            return default;
+        };
+        let n = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(t) => t.trim().parse().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if ok(n) => n,
+            Some(n) => {
+                self.error(path, format!("{n} is not {rule}"));
+                default
+            }
+            None => {
+                self.error(path, format!("must be a number, got {}", describe(v)));
+                default
+            }
+        }
+    }
+
+    pub fn bool(&mut self, s: &mut Section<'_>, key: &'static str, default: bool) -> bool {
+        let path = s.key_path(key);
+        let Some(v) = self.value(s, key) else {
+            return default;
+        };
+        let b = match v {
+            Value::Bool(b) => Some(*b),
+            // Go's strconv.ParseBool, which viper applies to strings.
+            Value::String(t) => match t.as_str() {
+                "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+                "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+                _ => None,
+            },
+            Value::Number(n) => n.as_i64().map(|n| n != 0),
+            _ => None,
+        };
+        b.unwrap_or_else(|| {
+            self.error(path, format!("must be true or false, got {}", describe(v)));
+            default
+        })
+    }
+
+    pub fn string(&mut self, s: &mut Section<'_>, key: &'static str, default: &str) -> String {
+        let path = s.key_path(key);
+        match self.value(s, key) {
+            None => default.to_string(),
+            Some(Value::String(t)) => t.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(other) => {
+                self.error(path, format!("must be a string, got {}", describe(other)));
+                default.to_string()
+            }
+        }
+    }
+
+    pub fn duration(
+        &mut self,
+        s: &mut Section<'_>,
+        key: &'static str,
+        default: Duration,
+    ) -> Duration {
+        let path = s.key_path(key);
+        let Some(v) = self.value(s, key) else {
+            return default;
+        };
+        match v {
+            Value::String(t) => parse_go_duration(t).unwrap_or_else(|| {
+                self.error(
+                    path,
+                    format!("{t:?} is not a duration (e.g. 500ms, 10s, 1m)"),
+                );
+                default
+            }),
+            other => {
+                self.error(
+                    path,
+                    format!(
+                        "must be a duration with a unit (e.g. 10s), got {}",
+                        describe(other)
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    pub fn string_list(&mut self, s: &mut Section<'_>, key: &'static str) -> Vec<String> {
+        let path = s.key_path(key);
+        match self.value(s, key) {
+            None => Vec::new(),
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| match item {
+                    Value::String(t) => Some(t.clone()),
+                    Value::Null => Some(String::new()),
+                    Value::Number(n) => Some(n.to_string()),
+                    other => {
+                        self.error(
+                            format!("{path}[{i}]"),
+                            format!("must be a string, got {}", describe(other)),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            Some(other) => {
+                self.error(
+                    path,
+                    format!("must be a list of strings, got {}", describe(other)),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    pub fn string_map(&mut self, s: &mut Section<'_>, key: &'static str) -> Vec<(String, String)> {
+        let path = s.key_path(key);
+        match self.value(s, key) {
+            None => Vec::new(),
+            Some(Value::Mapping(m)) => m
+                .iter()
+                .filter_map(|(k, v)| {
+                    let k = match k {
+                        Value::String(k) => k.clone(),
+                        other => describe(other),
+                    };
+                    match v {
+                        Value::String(t) => Some((k, t.clone())),
+                        Value::Number(n) => Some((k, n.to_string())),
+                        Value::Bool(b) => Some((k, b.to_string())),
+                        other => {
+                            self.error(
+                                format!("{path}.{k}"),
+                                format!("must be a string, got {}", describe(other)),
+                            );
+                            None
+                        }
+                    }
+                })
+                .collect(),
+            Some(other) => {
+                self.error(
+                    path,
+                    format!("must be a mapping of strings, got {}", describe(other)),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// A list of mappings, each handed to `each` as a section named `key[i]`.
+    pub fn list_of_sections<'a, T>(
+        &mut self,
+        s: &mut Section<'a>,
+        key: &'static str,
+        mut each: impl FnMut(&mut Reader, Section<'a>) -> Option<T>,
+    ) -> Vec<T> {
+        let path = s.key_path(key);
+        match self.value(s, key) {
+            None => Vec::new(),
+            Some(Value::Sequence(items)) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    match item {
+                        Value::Mapping(m) => {
+                            let sec = Section {
+                                path: p,
+                                map: Some(m),
+                                known: Vec::new(),
+                            };
+                            out.extend(each(self, sec));
+                        }
+                        other => {
+                            self.error(p, format!("must be a mapping, got {}", describe(other)))
+                        }
+                    }
+                }
+                out
+            }
+            Some(other) => {
+                self.error(path, format!("must be a list, got {}", describe(other)));
+                Vec::new()
+            }
+        }
+    }
+
+    pub fn report(&mut self, path: String, message: impl Into<String>) {
+        self.error(path, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_ints() {
+        assert_eq!(parse_go_int("0600"), Some(0o600));
+        assert_eq!(parse_go_int("0o600"), Some(0o600));
+        assert_eq!(parse_go_int("0x1F"), Some(31));
+        assert_eq!(parse_go_int("-12"), Some(-12));
+        assert_eq!(parse_go_int("0"), Some(0));
+        assert_eq!(parse_go_int("09"), None);
+        assert_eq!(parse_go_int("abc"), None);
+        assert_eq!(parse_go_int(""), None);
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("s"), None);
+        assert_eq!(parse_go_duration("10 parsecs"), None);
+    }
+}
