@@ -411,7 +411,7 @@ fn read_http(r: &mut Reader, out: &mut Section<'_>) -> HttpOutput {
     let url = r.string(&mut h, "url", "");
     if enabled && url.is_empty() {
         r.report(h.path.clone() + ".url", "output http URL must be set");
-    } else if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+    } else if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
         r.report(
             h.path.clone() + ".url",
             format!("{url:?} must start with http:// or https://"),

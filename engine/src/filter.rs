@@ -29,9 +29,13 @@ pub struct FilterSpec {
     pub action: FilterAction,
 }
 
+/// Filters of one (primary key, message type), in config order.
+type FilterList = Vec<(Regex, FilterAction)>;
+
 #[derive(Debug, Default)]
 pub struct FilterSet {
-    table: FxHashMap<Box<[u8]>, FxHashMap<u16, Vec<(Regex, FilterAction)>>>,
+    /// primary key (syscall, else rule key) -> message type (0 for key filters) -> filters.
+    table: FxHashMap<Box<[u8]>, FxHashMap<u16, FilterList>>,
 }
 
 impl FilterSet {

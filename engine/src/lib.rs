@@ -14,6 +14,7 @@ pub mod logline;
 pub mod processor;
 pub mod reader;
 pub mod reassemble;
+pub mod replay;
 pub mod stats;
 pub mod tracking;
 pub mod types;

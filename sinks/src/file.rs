@@ -16,8 +16,9 @@ use crate::{Batch, Sink, SinkError};
 pub struct FileConfig {
     pub path: PathBuf,
     pub mode: u32,
-    pub user: String,
-    pub group: String,
+    /// Owner to chown to (pauditd's `user`/`group`); `None` leaves it as created.
+    pub user: Option<String>,
+    pub group: Option<String>,
     pub policy: Attempts,
 }
 
@@ -58,12 +59,22 @@ fn open_file(cfg: &FileConfig) -> Result<File, SinkError> {
                 cfg.path.display()
             ))
         })?;
-    let uid = lookup_user(&cfg.user)
-        .ok_or_else(|| setup(format!("Could not find uid for user {}", cfg.user)))?;
-    let gid = lookup_group(&cfg.group)
-        .ok_or_else(|| setup(format!("Could not find gid for group {}", cfg.group)))?;
-    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-        .map_err(|e| setup(format!("Could not chown {}: {e}", cfg.path.display())))?;
+    let uid = match &cfg.user {
+        Some(u) => {
+            Some(lookup_user(u).ok_or_else(|| setup(format!("Could not find uid for user {u}")))?)
+        }
+        None => None,
+    };
+    let gid = match &cfg.group {
+        Some(g) => Some(
+            lookup_group(g).ok_or_else(|| setup(format!("Could not find gid for group {g}")))?,
+        ),
+        None => None,
+    };
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::fchown(&file, uid, gid)
+            .map_err(|e| setup(format!("Could not chown {}: {e}", cfg.path.display())))?;
+    }
     Ok(file)
 }
 
@@ -138,8 +149,8 @@ mod tests {
         FileConfig {
             path,
             mode: 0o640,
-            user: "root".into(),
-            group: "root".into(),
+            user: Some("root".into()),
+            group: Some("root".into()),
             policy: Attempts::new(1),
         }
     }
@@ -184,7 +195,7 @@ mod tests {
     fn unknown_owner_and_missing_dir_are_clear_errors() {
         let dir = tempdir();
         let mut c = cfg(dir.join("x.log"));
-        c.user = "no-such-user-pauditd".into();
+        c.user = Some("no-such-user-pauditd".into());
         let e = FileSink::open(c).err().unwrap().to_string();
         assert!(
             e.contains("Could not find uid for user no-such-user-pauditd"),

@@ -1,0 +1,96 @@
+//! The command line: pauditd's Go-style flags and our subcommands.
+//!
+//! Owns argument syntax only. `-config FILE` / `-version` (Go's flag package) are accepted
+//! beside `--config` / `--version`. It must never act on the arguments.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pauditd",
+    version,
+    about = "Linux audit daemon: kernel audit records to JSON events"
+)]
+pub struct Cli {
+    /// Config file (YAML, pauditd's schema).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run auditd log lines (`type=... msg=audit(...): ...`) through the pipeline: no
+    /// netlink, no rules, no root needed.
+    Replay {
+        /// Log file to read; `-` (the default) reads standard input.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+        /// Complete an event without EOE once this many later lines have gone by.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        window: u64,
+        /// Resolve uids from this passwd-format file instead of the system database (for
+        /// logs from another host, and for reproducible output).
+        #[arg(long, value_name = "FILE")]
+        passwd: Option<PathBuf>,
+    },
+    /// Validate a config file and exit: 0 if the daemon would start with it, 1 otherwise.
+    CheckConfig {
+        /// Config file to check.
+        file: PathBuf,
+    },
+}
+
+/// Rewrite Go flag syntax (`-config`, `-config=FILE`, `-version`, `-help`) into clap's.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|a| {
+            let Some(s) = a.to_str() else { return a };
+            for name in ["config", "version", "help"] {
+                let single = format!("-{name}");
+                if s == single || s.starts_with(&format!("{single}=")) {
+                    return OsString::from(format!("-{s}"));
+                }
+            }
+            a
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from))).unwrap()
+    }
+
+    #[test]
+    fn go_and_gnu_styles() {
+        assert_eq!(
+            parse(&["pauditd", "-config", "a.yaml"]).config,
+            Some("a.yaml".into())
+        );
+        assert_eq!(
+            parse(&["pauditd", "-config=a.yaml"]).config,
+            Some("a.yaml".into())
+        );
+        assert_eq!(
+            parse(&["pauditd", "--config", "a.yaml"]).config,
+            Some("a.yaml".into())
+        );
+        let c = parse(&["pauditd", "replay", "x.log", "-config", "c.yaml"]);
+        assert_eq!(c.config, Some("c.yaml".into()));
+        assert!(
+            matches!(c.command, Some(Command::Replay { ref input, window: 1000, .. }) if input == &PathBuf::from("x.log"))
+        );
+        let e = Cli::try_parse_from(normalize_args(["pauditd", "-version"].map(OsString::from)))
+            .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+    }
+}
