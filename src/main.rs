@@ -132,10 +132,11 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
         &mut processor,
         &opts,
         |events| {
-            out.write(events);
+            // Reopen before writing, so events after the signal land in the new file.
             if reopen.swap(false, Ordering::Relaxed) {
                 out.reopen();
             }
+            out.write(events);
         },
     )
     .with_context(|| format!("reading {}", input.display()))?;

@@ -33,12 +33,8 @@ impl fmt::Display for FieldError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("config is not valid YAML: {0}")]
     Yaml(String),
     #[error("{}", join_errors(.0))]
@@ -212,9 +208,9 @@ const DEFAULT_ATTEMPTS: i64 = 3;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Config::from_str(&text)
     }

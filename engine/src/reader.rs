@@ -4,7 +4,7 @@
 //! over the limit without ever buffering them whole, so a 10 MB line or a file of NUL bytes
 //! costs bounded memory. It must never interpret the lines.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, BufReader, Read};
 
 /// A line, or notice that one was too long (its first bytes are kept as a sample).
 pub enum Line<'a> {
@@ -13,18 +13,24 @@ pub enum Line<'a> {
 }
 
 pub struct LineReader<R> {
-    inner: R,
+    inner: BufReader<R>,
     buf: Vec<u8>,
     max: usize,
 }
 
-impl<R: BufRead> LineReader<R> {
-    pub fn new(inner: R, max_line: usize) -> Self {
+impl<R: Read> LineReader<R> {
+    pub fn new(inner: BufReader<R>, max_line: usize) -> Self {
         LineReader {
             inner,
             buf: Vec::with_capacity(4096),
             max: max_line,
         }
+    }
+
+    /// Whether the next line can be read without waiting for the input (the buffer holds
+    /// unread bytes). Streaming callers flush their output before a read that may block.
+    pub fn has_buffered_input(&self) -> bool {
+        !self.inner.buffer().is_empty()
     }
 
     /// The next line without its `\n`, or `None` at end of input.

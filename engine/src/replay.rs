@@ -5,7 +5,7 @@
 //! hand completed events on in batches, and complete everything at end of input. It must never
 //! write events itself: the caller's `on_batch` does.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufReader, Read};
 use std::time::Instant;
 
 use crate::event::Event;
@@ -20,14 +20,16 @@ pub const MAX_LINE: usize = 1 << 20;
 
 /// Options of one replay run.
 pub struct ReplayOptions {
-    /// Events handed to `on_batch` at once (at most; the last batch may be smaller).
+    /// Events collected before they are handed to `on_batch` (one record can complete several
+    /// events, so a batch may exceed it by a few).
     pub batch: usize,
 }
 
 /// Run `input` through `processor`; `on_batch` receives completed events (and must drain the
-/// vector); `between_batches` runs after each batch (signal checks).
+/// vector). A batch is handed on when full, and whenever reading on would wait for input, so
+/// events from a slow stream (`tail -f | pauditd replay`) are not held back.
 pub fn run<U: UserResolver>(
-    input: impl BufRead,
+    input: BufReader<impl Read>,
     processor: &mut Processor<U>,
     opts: &ReplayOptions,
     mut on_batch: impl FnMut(&mut Vec<Event>),
@@ -36,7 +38,13 @@ pub fn run<U: UserResolver>(
     let mut events = Vec::with_capacity(opts.batch);
     let mut tick: u64 = 0;
     processor.users_mut().begin_batch(Instant::now());
-    while let Some(line) = reader.next_line()? {
+    loop {
+        if !events.is_empty() && !reader.has_buffered_input() {
+            on_batch(&mut events);
+        }
+        let Some(line) = reader.next_line()? else {
+            break;
+        };
         tick += 1;
         match line {
             Line::Text(t) => processor.push_log_line(t, tick, &mut events),

@@ -47,10 +47,10 @@ fn open_file(cfg: &FileConfig) -> Result<File, SinkError> {
         .create(true)
         .mode(cfg.mode)
         .open(&cfg.path)
-        .map_err(|source| SinkError::Open {
+        .map_err(|error| SinkError::Open {
             sink: "file",
             path: cfg.path.display().to_string(),
-            source,
+            error,
         })?;
     file.set_permissions(std::fs::Permissions::from_mode(cfg.mode))
         .map_err(|e| {

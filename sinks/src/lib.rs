@@ -67,21 +67,19 @@ impl Batch {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error(
-        "{sink}: write failed after {attempts} attempt(s), {lost} event(s) not written: {source}"
+        "{sink}: write failed after {attempts} attempt(s), {lost} event(s) not written: {error}"
     )]
     Write {
         sink: &'static str,
         attempts: u32,
         lost: usize,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{sink}: cannot open {path}: {source}")]
+    #[error("{sink}: cannot open {path}: {error}")]
     Open {
         sink: &'static str,
         path: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{sink}: {message}")]
     Setup { sink: &'static str, message: String },

@@ -55,7 +55,7 @@ pub fn write_all_with_attempts(
                         sink,
                         attempts: failures,
                         lost: batch.lines_after(off),
-                        source: e,
+                        error: e,
                     });
                 }
                 log::error!(

@@ -1,0 +1,44 @@
+# pauditd: `make` builds, `make test` runs every test (kernel tests need root and auditctl).
+CARGO ?= cargo
+BIN := target/release/pauditd
+BENCH_INPUT := target/bench-input.log
+
+.PHONY: all build test lint goldens bench bench-cpu bench-cpulong run clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Unit, golden, CLI and (as root) kernel tests. Kernel tests serialise themselves.
+test:
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Regenerate golden outputs; review with `git diff tests/data`.
+goldens:
+	UPDATE_GOLDENS=1 $(CARGO) test --test golden
+
+# Run the daemon with the shipped example config (root: it becomes the audit daemon).
+run: build
+	sudo $(BIN) -config examples/pauditd.yaml.example
+
+bench:
+	$(CARGO) bench --bench pipeline
+
+# A large replay input built from the corpus (each copy renumbered), for profiling.
+$(BENCH_INPUT): scripts/make-bench-input
+	scripts/make-bench-input 400 > $@
+
+# Profile `pauditd replay` under perf and write a flamegraph SVG into perf/.
+bench-cpu: build $(BENCH_INPUT)
+	scripts/profile-replay $(BENCH_INPUT) perf/replay.svg 1
+
+bench-cpulong: build $(BENCH_INPUT)
+	scripts/profile-replay $(BENCH_INPUT) perf/replay-long.svg 10
+
+clean:
+	$(CARGO) clean

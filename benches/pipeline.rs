@@ -1,0 +1,160 @@
+//! Throughput of each stage over the shared corpus (repeated, serials renumbered):
+//! parse, reassemble, encode, and the whole replay pipeline. `make bench` runs it; criterion
+//! reports records/s (elements) and MB/s (bytes) per stage.
+
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pauditd_engine::replay::{self, ReplayOptions};
+use pauditd_engine::{
+    header, logline, CachePolicy, Completion, Event, FilterSet, Processor, ProcessorConfig,
+    ReassemblerConfig, TrackerConfig, UserDb, UserSource,
+};
+use pauditd_sinks::Batch;
+
+fn input(copies: usize) -> Vec<u8> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/laurel");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for n in names {
+        for l in std::fs::read(n).unwrap().split(|&b| b == b'\n') {
+            if l.starts_with(b"type=") || l.starts_with(b"node=") {
+                lines.push(l.to_vec());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for c in 0..copies {
+        for l in &lines {
+            // Renumber serials so copies do not merge: audit(T:S) -> audit(T:S+c*1e8).
+            let s = String::from_utf8_lossy(l);
+            match (s.find("audit("), s.find("):")) {
+                (Some(a), Some(b)) if a < b => {
+                    let inner = &s[a + 6..b];
+                    let (ts, serial) = inner.split_once(':').unwrap_or((inner, "0"));
+                    let serial: u64 =
+                        serial.parse().unwrap_or(0) % 100_000_000 + (c as u64 + 1) * 100_000_000;
+                    out.extend_from_slice(
+                        format!("{}audit({ts}:{serial}){}", &s[..a], &s[b + 1..]).as_bytes(),
+                    );
+                }
+                _ => out.extend_from_slice(l),
+            }
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+fn processor() -> Processor<UserDb> {
+    let passwd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/passwd");
+    Processor::new(
+        ProcessorConfig {
+            reassembler: ReassemblerConfig {
+                min_type: 1300,
+                max_type: 1399,
+                completion: Completion {
+                    after: 1000,
+                    restart_on_record: true,
+                },
+                max_event_bytes: 1 << 24,
+            },
+            tracking: Some(TrackerConfig {
+                max_out_of_order: 500,
+                log_out_of_order: false,
+            }),
+        },
+        FilterSet::default(),
+        UserDb::new(
+            UserSource::passwd_file(&passwd).unwrap(),
+            CachePolicy::PerBatch,
+        ),
+    )
+}
+
+fn stages(c: &mut Criterion) {
+    let data = input(50);
+    let records = data
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64;
+    let mut g = c.benchmark_group("stages");
+    g.sample_size(20);
+
+    g.throughput(Throughput::Elements(records));
+    g.bench_function("parse (records)", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for l in data.split(|&b| b == b'\n') {
+                if let Ok(logline::LogLine::Record(r)) = logline::parse(l) {
+                    if let Ok(h) = header::parse(r.payload) {
+                        n = n.wrapping_add(h.serial as u64);
+                    }
+                }
+            }
+            n
+        })
+    });
+    g.bench_function("reassemble (records)", |b| {
+        b.iter(|| {
+            let mut p = processor();
+            let mut out: Vec<Event> = Vec::new();
+            for (i, l) in data.split(|&b| b == b'\n').enumerate() {
+                p.push_log_line(l, i as u64, &mut out);
+                out.clear();
+            }
+            p.finish(&mut out);
+        })
+    });
+    let mut events = Vec::new();
+    let mut p = processor();
+    replay::run(
+        BufReader::new(&data[..]),
+        &mut p,
+        &ReplayOptions { batch: 256 },
+        |e| events.append(e),
+    )
+    .unwrap();
+    g.throughput(Throughput::Elements(records));
+    g.bench_function("encode (records)", |b| {
+        let mut batch = Batch::default();
+        b.iter(|| {
+            batch.clear();
+            for e in &events {
+                batch.push_event(e);
+            }
+            batch.bytes().len()
+        })
+    });
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("replay pipeline (bytes)", |b| {
+        b.iter(|| {
+            let mut p = processor();
+            let mut batch = Batch::default();
+            let mut written = 0;
+            replay::run(
+                BufReader::new(&data[..]),
+                &mut p,
+                &ReplayOptions { batch: 256 },
+                |evs| {
+                    for e in evs.drain(..) {
+                        batch.push_event(&e);
+                    }
+                    written += batch.bytes().len();
+                    batch.clear();
+                },
+            )
+            .unwrap();
+            written
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);

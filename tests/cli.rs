@@ -1,0 +1,280 @@
+//! The binary as an operator runs it: exit codes, one-line errors, bad input, outputs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pauditd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pauditd"));
+    c.env("PAUDITD_LOG", "info");
+    c
+}
+
+fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = pauditd()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pauditd-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const EVENT: &str =
+    "type=SYSCALL msg=audit(1.000:5): syscall=59 uid=0 key=\"k\"\ntype=EOE msg=audit(1.000:5): \n";
+
+#[test]
+fn version_in_both_styles() {
+    for flag in ["-version", "--version"] {
+        let o = pauditd().arg(flag).output().unwrap();
+        assert!(o.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("pauditd {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+#[test]
+fn check_config_accepts_examples_and_rejects_broken_with_key_paths() {
+    for cfg in [
+        "examples/pauditd.yaml.example",
+        "tests/data/pauditd-upstream-example.yaml",
+    ] {
+        let o = pauditd()
+            .args(["check-config", cfg])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cfg}: {}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("OK"));
+    }
+    let dir = tempdir("check");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "output:\n  file: { enabled: true, mode: nope }\nrules: []\nfilters:\n  - { key: k }\n",
+    )
+    .unwrap();
+    let o = pauditd().arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "one line: {e}");
+    for path in [
+        "output.file.mode:",
+        "output.file.path:",
+        "filters[0].regex:",
+    ] {
+        assert!(e.contains(path), "{path} missing in {e}");
+    }
+    let o = pauditd()
+        .arg("check-config")
+        .arg(dir.join("missing.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read config file"));
+    std::fs::write(&bad, "rules: [\"-a exit,always -S execve\"]\n").unwrap();
+    let o = pauditd().arg("check-config").arg(&bad).output().unwrap();
+    assert!(
+        stderr(&o).contains("No outputs were configured"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn daemon_mode_requires_a_config() {
+    let o = pauditd().output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("A config file must be provided"));
+}
+
+#[test]
+fn replay_from_stdin_with_garbage_counts_drops_and_keeps_going() {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"\x00\x00\x00garbage\xff\xfe\n");
+    input.extend(std::iter::repeat_n(b'A', 10 << 20)); // a 10 MB line
+    input.push(b'\n');
+    input.extend_from_slice(b"type=SYSCALL msg=audit(1.0\n");
+    input.extend_from_slice(EVENT.as_bytes());
+    let o = run_with_stdin(&["replay", "-"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout.clone()).unwrap();
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.starts_with("{\"sequence\":5,"));
+    let e = stderr(&o);
+    assert!(e.contains("dropped.not_a_record=1"), "{e}");
+    assert!(e.contains("dropped.line_too_long=1"), "{e}");
+    assert!(e.contains("dropped.bad_header=1"), "{e}");
+    assert!(!e.contains("panicked"));
+}
+
+#[test]
+fn replay_of_nul_bytes_and_random_bytes_never_panics() {
+    let o = run_with_stdin(&["replay"], &vec![0u8; 1 << 20]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("dropped.not_a_record=1"));
+
+    // Deterministic pseudo-random bytes with record-like fragments mixed in.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut input = Vec::new();
+    for i in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        match i % 1000 {
+            0 => input.extend_from_slice(b"\ntype=SYSCALL msg=audit("),
+            1 => input.extend_from_slice(b"):"),
+            _ => input.push(x as u8),
+        }
+    }
+    let o = run_with_stdin(&["replay"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+#[test]
+fn replay_missing_file_is_one_line_error() {
+    let o = pauditd()
+        .args(["replay", "/nonexistent/audit.log"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot open /nonexistent/audit.log"));
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("pauditd.yaml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn config_filters_and_fan_out_to_file_and_stdout() {
+    let dir = tempdir("fanout");
+    let log = dir.join("out.log");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "output:\n  stdout: {{ enabled: true }}\n  file: {{ enabled: true, path: {}, mode: 0640 }}\nfilters:\n  - {{ key: exec, regex: 'a0=\"sh\"' }}\n",
+            log.display()
+        ),
+    );
+    let o = pauditd()
+        .args([
+            "replay",
+            "--passwd",
+            "tests/data/passwd",
+            "tests/data/edge-cases.log",
+            "--config",
+        ])
+        .arg(&cfg)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let file = std::fs::read(&log).unwrap();
+    assert_eq!(o.stdout, file, "every sink gets the same lines");
+    let text = String::from_utf8(file).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        5,
+        "serial 101 (key exec) filtered out"
+    );
+    assert!(!text.contains("\"sequence\":101,"));
+    assert!(stderr(&o).contains("events_filtered=1"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+}
+
+#[test]
+fn sigusr1_reopens_the_file_output() {
+    let dir = tempdir("usr1");
+    let log = dir.join("out.log");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "output:\n  file: {{ enabled: true, path: {} }}\n",
+            log.display()
+        ),
+    );
+    let mut child = pauditd()
+        .args(["replay", "-", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(EVENT.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_for(|| std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1));
+    let rotated = dir.join("out.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc_kill(child.id() as i32, 10) }, 0);
+    std::thread::sleep(Duration::from_millis(100));
+    stdin
+        .write_all(EVENT.replace(":5)", ":6)").as_bytes())
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .starts_with("{\"sequence\":5,"));
+    let fresh = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        fresh.starts_with("{\"sequence\":6,") && fresh.lines().count() == 1,
+        "{fresh}"
+    );
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "condition not met in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,82 @@
+//! One input through every path gives identical output: batch sizes must not change what is
+//! printed, only how it is grouped into writes.
+
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use pauditd_engine::replay::{self, ReplayOptions};
+use pauditd_engine::{
+    CachePolicy, Completion, FilterSet, Processor, ProcessorConfig, ReassemblerConfig,
+    TrackerConfig, UserDb, UserSource,
+};
+use pauditd_sinks::Batch;
+
+fn corpus() -> Vec<u8> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/laurel");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut all = Vec::new();
+    for n in names {
+        all.extend(std::fs::read(n).unwrap());
+        all.push(b'\n');
+    }
+    all
+}
+
+fn run(input: &[u8], batch: usize) -> (Vec<u8>, usize) {
+    let passwd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/passwd");
+    let mut p = Processor::new(
+        ProcessorConfig {
+            reassembler: ReassemblerConfig {
+                min_type: 1300,
+                max_type: 1399,
+                completion: Completion {
+                    after: 1000,
+                    restart_on_record: true,
+                },
+                max_event_bytes: 1 << 24,
+            },
+            tracking: Some(TrackerConfig {
+                max_out_of_order: 500,
+                log_out_of_order: false,
+            }),
+        },
+        FilterSet::default(),
+        UserDb::new(
+            UserSource::passwd_file(&passwd).unwrap(),
+            CachePolicy::PerBatch,
+        ),
+    );
+    let mut out = Batch::default();
+    let mut calls = 0;
+    replay::run(
+        BufReader::with_capacity(4096, input),
+        &mut p,
+        &ReplayOptions { batch },
+        |events| {
+            calls += 1;
+            for e in events.drain(..) {
+                out.push_event(&e);
+            }
+        },
+    )
+    .unwrap();
+    (out.bytes().to_vec(), calls)
+}
+
+#[test]
+fn batch_size_never_changes_output() {
+    let input = corpus();
+    let (reference, _) = run(&input, 256);
+    assert!(reference.len() > 10_000);
+    for batch in [1, 2, 7, 64, 10_000] {
+        let (got, calls) = run(&input, batch);
+        assert!(got == reference, "batch {batch} differs");
+        if batch == 1 {
+            assert!(calls > 100);
+        }
+    }
+}
