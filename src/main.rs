@@ -4,6 +4,7 @@
 //! else lives in the crates. Start-up errors print one line on stderr and exit 1.
 
 mod cli;
+mod daemon;
 mod logger;
 mod wiring;
 
@@ -65,10 +66,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .join("; ")
                 );
             }
-            bail!(
-                "live ingestion over netlink is not built yet; `pauditd replay FILE --config {}` runs the same pipeline on auditd logs",
-                path.display()
-            )
+            daemon::run(&path, cfg)
         }
     }
 }

@@ -20,34 +20,25 @@ use pauditd_sinks::Sink;
 /// The largest event we hold (the kernel's own records are at most ~9 KB each).
 const MAX_EVENT_BYTES: usize = 16 << 20;
 
-/// How events without EOE complete. Replay counts lines (the live daemon will add a
-/// wall-clock variant with `events.timeout`).
+/// How events without EOE complete: by wall-clock milliseconds since creation (live, as
+/// pauditd's timeout) or by lines since their latest record (replay).
 pub enum Clock {
+    Millis,
     Records { window: u64 },
 }
 
 pub fn processor(cfg: &Config, clock: Clock, passwd: Option<&Path>) -> Result<Processor<UserDb>> {
     let completion = match clock {
+        Clock::Millis => Completion {
+            after: cfg.event_timeout.as_millis() as u64,
+            restart_on_record: false,
+        },
         Clock::Records { window } => Completion {
             after: window,
             restart_on_record: true,
         },
     };
-    let specs: Vec<FilterSpec> = cfg
-        .filters
-        .iter()
-        .map(|f| FilterSpec {
-            syscall: f.syscall.clone(),
-            message_type: f.message_type,
-            key: f.key.clone(),
-            regex: f.regex.clone(),
-            action: match f.action {
-                CfgAction::Keep => FilterAction::Keep,
-                CfgAction::Drop => FilterAction::Drop,
-            },
-        })
-        .collect();
-    let filters = FilterSet::new(&specs).context("compiling filters")?;
+    let filters = filters(cfg)?;
     let source = match passwd {
         Some(p) => {
             UserSource::passwd_file(p).with_context(|| format!("reading {}", p.display()))?
@@ -76,6 +67,24 @@ pub fn processor(cfg: &Config, clock: Clock, passwd: Option<&Path>) -> Result<Pr
         filters,
         UserDb::new(source, policy),
     ))
+}
+
+pub fn filters(cfg: &Config) -> Result<FilterSet> {
+    let specs: Vec<FilterSpec> = cfg
+        .filters
+        .iter()
+        .map(|f| FilterSpec {
+            syscall: f.syscall.clone(),
+            message_type: f.message_type,
+            key: f.key.clone(),
+            regex: f.regex.clone(),
+            action: match f.action {
+                CfgAction::Keep => FilterAction::Keep,
+                CfgAction::Drop => FilterAction::Drop,
+            },
+        })
+        .collect();
+    FilterSet::new(&specs).context("compiling filters")
 }
 
 /// Every enabled output. pauditd allows exactly one; several at once is our extension and

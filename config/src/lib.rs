@@ -161,6 +161,24 @@ impl Outputs {
     }
 }
 
+/// `netlink.mode` (our extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetlinkMode {
+    /// Become the audit daemon (pauditd's only mode).
+    Unicast,
+    /// Read the kernel's log multicast group beside another audit daemon: no rules loaded.
+    Multicast,
+}
+
+/// `engine.*` (our extension): tuning of the receive path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Engine {
+    /// Core the receiver thread is pinned to; `None` pins to the last core, `Some(-1)` not at all.
+    pub receiver_core: Option<i64>,
+    /// Bytes of the ring between the receiver and the reassembler.
+    pub ring_size: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
     pub enabled: bool,
@@ -190,6 +208,8 @@ pub struct Config {
     pub filters: Vec<Filter>,
     pub parser: Parser,
     pub log_flags: i64,
+    pub netlink_mode: NetlinkMode,
+    pub engine: Engine,
     /// Unknown keys and other things worth telling the operator; not fatal.
     pub warnings: Vec<String>,
 }
@@ -246,7 +266,9 @@ impl Config {
     /// Problems that only matter when running as the audit daemon (not for replay).
     pub fn daemon_errors(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        if self.rules.iter().all(|r| r.trim().is_empty()) {
+        if self.netlink_mode == NetlinkMode::Unicast
+            && self.rules.iter().all(|r| r.trim().is_empty())
+        {
             errs.push(FieldError {
                 path: "rules".into(),
                 message: "No audit rules found (list at least one auditctl rule)".into(),
@@ -326,6 +348,29 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
     let log_flags = r.int(&mut l, "flags", 0, 0, 63);
     r.finish(l);
 
+    let mut n = r.section(root, "netlink");
+    let netlink_mode = match r.string(&mut n, "mode", "unicast").as_str() {
+        "unicast" => NetlinkMode::Unicast,
+        "multicast" => NetlinkMode::Multicast,
+        other => {
+            r.report(
+                n.path.clone() + ".mode",
+                format!("{other:?} is not one of unicast, multicast"),
+            );
+            NetlinkMode::Unicast
+        }
+    };
+    r.finish(n);
+
+    let mut e = r.section(root, "engine");
+    let engine = Engine {
+        receiver_core: e
+            .has("receiver_core")
+            .then(|| r.int(&mut e, "receiver_core", -1, -1, 4095)),
+        ring_size: r.int(&mut e, "ring_size", 8 << 20, 1 << 16, 1 << 30) as u32,
+    };
+    r.finish(e);
+
     Config {
         receive_buffer,
         events_min,
@@ -338,6 +383,8 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         filters,
         parser,
         log_flags,
+        netlink_mode,
+        engine,
         warnings: Vec::new(),
     }
 }

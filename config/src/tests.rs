@@ -39,6 +39,22 @@ fn defaults_are_pauditds() {
     assert_eq!(c.parser.password_file_path, "/etc/passwd");
     assert_eq!(c.event_timeout, Duration::from_secs(2));
     assert!(c.output.enabled_names().is_empty());
+    assert_eq!(c.netlink_mode, NetlinkMode::Unicast);
+    assert_eq!(c.engine.receiver_core, None);
+    assert_eq!(c.engine.ring_size, 8 << 20);
+}
+
+#[test]
+fn multicast_needs_no_rules_and_bad_mode_is_refused() {
+    let c =
+        Config::from_str("netlink: { mode: multicast }\nengine: { receiver_core: -1 }").unwrap();
+    assert_eq!(c.netlink_mode, NetlinkMode::Multicast);
+    assert_eq!(c.engine.receiver_core, Some(-1));
+    assert!(c.daemon_errors().is_empty());
+    assert_eq!(
+        errors("netlink: { mode: broadcast }"),
+        vec!["netlink.mode: \"broadcast\" is not one of unicast, multicast"]
+    );
 }
 
 #[test]

@@ -43,6 +43,11 @@ impl<U: UserResolver> Processor<U> {
         }
     }
 
+    /// Replace the filters (SIGHUP); open events are kept and meet the new filters.
+    pub fn set_filters(&mut self, filters: FilterSet) {
+        self.filters = filters;
+    }
+
     pub fn users_mut(&mut self) -> &mut U {
         &mut self.users
     }

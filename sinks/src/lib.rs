@@ -10,6 +10,7 @@ pub mod file;
 pub mod json;
 pub mod retry;
 pub mod stdout;
+pub mod writer;
 
 use std::ops::Range;
 

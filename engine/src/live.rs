@@ -1,0 +1,390 @@
+//! Live ingestion: the receiver and reassembly threads around the ring.
+//!
+//! Owns the engine's threads. The receiver (pinned to one core) only receives: each datagram
+//! lands straight in the SPSC ring, so the socket is drained as fast as the kernel fills it.
+//! When the ring is full the receiver waits (the kernel's socket buffer absorbs the burst and
+//! ENOBUFS is counted as `netlink_dropped`); it never waits on anything further downstream.
+//! The reassembly thread drains the ring in batches, splits datagrams, routes ACKs to whoever
+//! waits for them, runs records through the [`Processor`] with a millisecond clock, and hands
+//! completed events to the caller's `emit` in batches (blocking there is the only back-pressure
+//! it applies). It must never write events or touch configuration files.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::event::Event;
+use crate::filter::FilterSet;
+use crate::netlink::{self, AuditSocket, Mode, NlMessage, MAX_DATAGRAM};
+use crate::processor::Processor;
+use crate::ring::{self, Consumer, Producer};
+use crate::stats::{DropReason, Stats};
+use crate::users::UserResolver;
+
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    pub mode: Mode,
+    /// Core to pin the receiver to; `None` leaves it to the scheduler.
+    pub receiver_core: Option<usize>,
+    /// Ring capacity in bytes.
+    pub ring_bytes: usize,
+    /// Events per batch handed to `emit` (sooner when the ring runs dry).
+    pub batch: usize,
+}
+
+/// Counters the receiver publishes (plain stores of its own tallies; read by anyone).
+#[derive(Debug, Default)]
+pub struct ReceiverCounters {
+    /// Datagrams received (pauditd's `messages.total`).
+    pub received: AtomicU64,
+    /// ENOBUFS: the socket buffer overflowed (pauditd's `messages.netlink_dropped`).
+    pub enobufs: AtomicU64,
+    /// Datagrams larger than the receive slot (cut short, dropped).
+    pub truncated: AtomicU64,
+    pub recv_errors: AtomicU64,
+    /// Times the ring was full and the receiver waited for the reassembler.
+    pub ring_full_waits: AtomicU64,
+}
+
+/// A snapshot of [`ReceiverCounters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiverStats {
+    pub received: u64,
+    pub enobufs: u64,
+    pub truncated: u64,
+    pub recv_errors: u64,
+    pub ring_full_waits: u64,
+}
+
+impl ReceiverCounters {
+    pub fn snapshot(&self) -> ReceiverStats {
+        ReceiverStats {
+            received: self.received.load(Ordering::Relaxed),
+            enobufs: self.enobufs.load(Ordering::Relaxed),
+            truncated: self.truncated.load(Ordering::Relaxed),
+            recv_errors: self.recv_errors.load(Ordering::Relaxed),
+            ring_full_waits: self.ring_full_waits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Requests waiting for their netlink ACK, by sequence number.
+#[derive(Default)]
+struct AckBoard {
+    waiting: Mutex<Vec<(u32, SyncSender<i32>)>>,
+}
+
+impl AckBoard {
+    fn deliver(&self, seq: u32, errno: i32) {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = w.iter().position(|(s, _)| *s == seq) {
+            let (_, tx) = w.swap_remove(i);
+            let _ = tx.send(errno);
+        } else if errno != 0 {
+            log::error!(
+                "netlink request {seq} failed: {}",
+                io::Error::from_raw_os_error(errno)
+            );
+        }
+    }
+}
+
+enum Control {
+    Filters(FilterSet),
+}
+
+/// The running engine.
+pub struct Live {
+    socket: Arc<AuditSocket>,
+    stop: Arc<AtomicBool>,
+    receiver: JoinHandle<()>,
+    reassembler: JoinHandle<Stats>,
+    control: Sender<Control>,
+    acks: Arc<AckBoard>,
+    counters: Arc<ReceiverCounters>,
+}
+
+impl Live {
+    /// Start both threads on `socket`. `emit` runs on the reassembly thread.
+    pub fn start<U, E>(
+        socket: AuditSocket,
+        cfg: LiveConfig,
+        processor: Processor<U>,
+        emit: E,
+    ) -> io::Result<Live>
+    where
+        U: UserResolver + Send + 'static,
+        E: FnMut(Vec<Event>) + Send + 'static,
+    {
+        socket.set_receive_timeout(Duration::from_millis(200))?;
+        let socket = Arc::new(socket);
+        let (producer, consumer) = ring::ring(cfg.ring_bytes, MAX_DATAGRAM);
+        let stop = Arc::new(AtomicBool::new(false));
+        let consumer_gone = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(ReceiverCounters::default());
+        let acks = Arc::new(AckBoard::default());
+        let (control, control_rx) = mpsc::channel();
+
+        let receiver = {
+            let (socket, stop, gone, counters) = (
+                socket.clone(),
+                stop.clone(),
+                consumer_gone.clone(),
+                counters.clone(),
+            );
+            let core = cfg.receiver_core;
+            std::thread::Builder::new()
+                .name("pauditd-recv".into())
+                .spawn(move || {
+                    if let Some(c) = core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                            log::warn!("could not pin the receiver to core {c}");
+                        }
+                    }
+                    receive_loop(&socket, producer, &stop, &gone, &counters)
+                })?
+        };
+        let reassembler = {
+            let acks = acks.clone();
+            let batch = cfg.batch.max(1);
+            std::thread::Builder::new()
+                .name("pauditd-reasm".into())
+                .spawn(move || {
+                    let _gone = SetOnDrop(consumer_gone);
+                    reassemble_loop(consumer, processor, emit, batch, &acks, control_rx)
+                })?
+        };
+        Ok(Live {
+            socket,
+            stop,
+            receiver,
+            reassembler,
+            control,
+            acks,
+            counters,
+        })
+    }
+
+    pub fn socket(&self) -> &AuditSocket {
+        &self.socket
+    }
+
+    /// Send a request on the data socket and wait for its ACK (which arrives through the
+    /// receiver like everything else).
+    pub fn request(
+        &self,
+        send: impl FnOnce(&AuditSocket) -> io::Result<u32>,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let mut w = self.acks.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = send(&self.socket)?;
+        w.push((seq, tx));
+        drop(w);
+        match rx.recv_timeout(timeout) {
+            Ok(0) => Ok(()),
+            Ok(errno) => Err(io::Error::from_raw_os_error(errno)),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no ACK from the kernel",
+            )),
+        }
+    }
+
+    /// Replace the filters; events completed after this point use the new ones.
+    pub fn set_filters(&self, filters: FilterSet) {
+        let _ = self.control.send(Control::Filters(filters));
+    }
+
+    pub fn receiver_stats(&self) -> ReceiverStats {
+        self.counters.snapshot()
+    }
+
+    /// Stop receiving, drain what the socket already holds, complete every open event and
+    /// hand it to `emit`, then join. Release the audit pid first, so the kernel stops
+    /// sending to us before the final drain.
+    pub fn shutdown(self) -> (Stats, ReceiverStats) {
+        self.stop.store(true, Ordering::Release);
+        if self.receiver.join().is_err() {
+            log::error!("receiver thread panicked");
+        }
+        let stats = self.reassembler.join().unwrap_or_else(|_| {
+            log::error!("reassembly thread panicked");
+            Stats::default()
+        });
+        (stats, self.counters.snapshot())
+    }
+}
+
+struct SetOnDrop(Arc<AtomicBool>);
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+fn receive_loop(
+    socket: &AuditSocket,
+    mut producer: Producer,
+    stop: &AtomicBool,
+    consumer_gone: &AtomicBool,
+    counters: &ReceiverCounters,
+) {
+    let mut c = ReceiverStats::default();
+    let give_up = || consumer_gone.load(Ordering::Acquire);
+    loop {
+        let draining = stop.load(Ordering::Acquire);
+        let Some(slot) = producer.reserve(&give_up) else {
+            log::error!("reassembly thread gone; receiver stops");
+            break;
+        };
+        match socket.recv(slot, draining) {
+            Ok(n) if n > slot.len() => {
+                c.truncated += 1;
+                log::error!(
+                    "dropped a {n}-byte netlink datagram (larger than {} bytes)",
+                    slot.len()
+                );
+            }
+            Ok(n) => {
+                producer.commit(n);
+                c.received += 1;
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) if !draining => {}
+                Some(libc::EAGAIN) => break,
+                Some(libc::EINTR) => {}
+                Some(libc::ENOBUFS) => {
+                    c.enobufs += 1;
+                    if c.enobufs.is_power_of_two() {
+                        log::warn!(
+                            "netlink socket buffer overflowed ({} times so far): raise socket_buffer.receive; the kernel's lost counter says whether records were lost",
+                            c.enobufs
+                        );
+                    }
+                }
+                _ => {
+                    c.recv_errors += 1;
+                    log::error!("Error during message receive: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            },
+        }
+        c.ring_full_waits = producer.full_waits;
+        counters.received.store(c.received, Ordering::Relaxed);
+        counters.enobufs.store(c.enobufs, Ordering::Relaxed);
+        counters.truncated.store(c.truncated, Ordering::Relaxed);
+        counters.recv_errors.store(c.recv_errors, Ordering::Relaxed);
+        counters
+            .ring_full_waits
+            .store(c.ring_full_waits, Ordering::Relaxed);
+    }
+}
+
+fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
+    mut consumer: Consumer,
+    mut processor: Processor<U>,
+    mut emit: E,
+    batch: usize,
+    acks: &AckBoard,
+    control: Receiver<Control>,
+) -> Stats {
+    let start = Instant::now();
+    let mut events: Vec<Event> = Vec::with_capacity(batch);
+    loop {
+        while let Ok(c) = control.try_recv() {
+            match c {
+                Control::Filters(f) => processor.set_filters(f),
+            }
+        }
+        let now = start.elapsed().as_millis() as u64;
+        processor.users_mut().begin_batch(Instant::now());
+        let n = consumer.read_batch(|dgram| {
+            for m in netlink::split(dgram) {
+                match m {
+                    Ok(m) if netlink::is_record(m.rtype) => {
+                        processor.push_netlink(m.rtype, m.payload, now, &mut events)
+                    }
+                    Ok(m) => control_message(&m, acks),
+                    Err(netlink::Truncated) => processor.reject(DropReason::Truncated, dgram),
+                }
+            }
+        });
+        processor.expire(now, &mut events);
+        if !events.is_empty() && (n == 0 || events.len() >= batch) {
+            emit(std::mem::replace(&mut events, Vec::with_capacity(batch)));
+        }
+        if n == 0 {
+            if consumer.is_closed() && consumer.pending_bytes() == 0 {
+                break;
+            }
+            let wait = processor
+                .next_deadline()
+                .map_or(100, |d| d.saturating_sub(now))
+                .clamp(1, 100);
+            consumer.wait(Duration::from_millis(wait));
+        }
+    }
+    processor.finish(&mut events);
+    if !events.is_empty() {
+        emit(events);
+    }
+    processor.stats()
+}
+
+fn control_message(m: &NlMessage<'_>, acks: &AckBoard) {
+    if m.rtype == netlink::NLMSG_ERROR {
+        acks.deliver(m.seq, netlink::ack_errno(m.payload).unwrap_or(0));
+    }
+}
+
+/// Polls the kernel's audit status on its own socket and reports what changed.
+pub struct StatusPoller {
+    socket: AuditSocket,
+    last_lost: Option<u32>,
+    /// Times another process was found holding the audit pid.
+    pub pid_stolen: u64,
+}
+
+/// What one poll found.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusReport {
+    pub status: netlink::AuditStatus,
+    /// Records the kernel lost since the previous poll.
+    pub lost_delta: u32,
+    /// The pid holding the audit daemon role when it is not us (unicast only).
+    pub foreign_pid: Option<u32>,
+}
+
+impl StatusPoller {
+    pub fn new() -> io::Result<StatusPoller> {
+        Ok(StatusPoller {
+            socket: AuditSocket::open(Mode::Unicast)?,
+            last_lost: None,
+            pid_stolen: 0,
+        })
+    }
+
+    pub fn status(&self) -> io::Result<netlink::AuditStatus> {
+        self.socket.get_status(Duration::from_secs(2))
+    }
+
+    pub fn poll(&mut self, expect_our_pid: bool) -> io::Result<StatusReport> {
+        let status = self.status()?;
+        let lost_delta = self.last_lost.map_or(0, |l| status.lost.wrapping_sub(l));
+        self.last_lost = Some(status.lost);
+        let ours = std::process::id();
+        let foreign_pid = (expect_our_pid && status.pid != ours).then_some(status.pid);
+        if foreign_pid.is_some() {
+            self.pid_stolen += 1;
+        }
+        Ok(StatusReport {
+            status,
+            lost_delta,
+            foreign_pid,
+        })
+    }
+}

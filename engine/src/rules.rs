@@ -1,0 +1,74 @@
+//! Loading audit rules through `auditctl`, as pauditd does.
+//!
+//! Owns running `auditctl -D` and then one `auditctl` per configured rule, each rule split on
+//! whitespace into an argument vector (never through a shell), stopping at the first failure
+//! with the rule's number and auditctl's own message. It must never edit rules itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("cannot run {path}: {error} (is the auditd package installed?)")]
+    Spawn { path: String, error: std::io::Error },
+    #[error("Failed to flush existing audit rules: {0}")]
+    Flush(String),
+    #[error("failed to add rule #{number}: {message}")]
+    Rule { number: usize, message: String },
+    #[error("No audit rules found")]
+    Empty,
+}
+
+/// Where auditctl is: on PATH, or in the sbin directories sudo's PATH may lack.
+pub fn find_auditctl() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("auditctl"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("auditctl"))
+}
+
+fn run(auditctl: &Path, args: &[&str]) -> Result<Result<(), String>, RuleError> {
+    let out = Command::new(auditctl)
+        .args(args)
+        .output()
+        .map_err(|error| RuleError::Spawn {
+            path: auditctl.display().to_string(),
+            error,
+        })?;
+    if out.status.success() {
+        return Ok(Ok(()));
+    }
+    let mut msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if msg.is_empty() {
+        msg = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    if msg.is_empty() {
+        msg = format!("auditctl exited with {}", out.status);
+    }
+    Ok(Err(msg.replace('\n', "; ")))
+}
+
+/// Flush the kernel's rules and load `rules` in order. Returns how many were added.
+pub fn load(auditctl: &Path, rules: &[String]) -> Result<usize, RuleError> {
+    if rules.iter().all(|r| r.trim().is_empty()) {
+        return Err(RuleError::Empty);
+    }
+    run(auditctl, &["-D"])?.map_err(RuleError::Flush)?;
+    log::info!("Flushed existing audit rules");
+    let mut added = 0;
+    for (i, rule) in rules.iter().enumerate() {
+        let args: Vec<&str> = rule.split_whitespace().collect();
+        if args.is_empty() {
+            continue;
+        }
+        run(auditctl, &args)?.map_err(|message| RuleError::Rule {
+            number: i + 1,
+            message,
+        })?;
+        log::info!("Added audit rule #{}", i + 1);
+        added += 1;
+    }
+    Ok(added)
+}

@@ -1,0 +1,47 @@
+//! The output thread: encodes batches of events and writes them to every sink, in order.
+//!
+//! Owns the one place events are serialized and written in the live daemon, so each sink sees
+//! lines in completion order and never interleaved. Control messages (reopen after SIGUSR1,
+//! new outputs after SIGHUP) travel in the same queue as events, so they apply exactly between
+//! two batches. The queue is bounded: when it is full the sender waits (the reassembler, and
+//! behind it the ring and the kernel's socket buffer, absorb the wait). It must never drop an
+//! event it was given: losses happen only inside a sink, after its attempts, and are counted.
+
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+
+use pauditd_engine::Event;
+
+use crate::fanout::{Fanout, SinkStats};
+
+pub enum WriterMsg {
+    Events(Vec<Event>),
+    /// SIGUSR1: reopen file outputs.
+    Reopen,
+    /// SIGHUP: switch to new outputs (the old ones are dropped after the switch).
+    Replace(Fanout),
+}
+
+/// Run the writer until every sender is gone; returns the counters of every sink it used.
+pub fn spawn(
+    mut out: Fanout,
+    rx: Receiver<WriterMsg>,
+) -> std::io::Result<JoinHandle<Vec<SinkStats>>> {
+    std::thread::Builder::new()
+        .name("pauditd-write".into())
+        .spawn(move || {
+            let mut retired: Vec<SinkStats> = Vec::new();
+            for msg in rx {
+                match msg {
+                    WriterMsg::Events(mut events) => out.write(&mut events),
+                    WriterMsg::Reopen => out.reopen(),
+                    WriterMsg::Replace(new) => {
+                        retired.extend_from_slice(out.stats());
+                        out = new;
+                    }
+                }
+            }
+            retired.extend_from_slice(out.stats());
+            retired
+        })
+}

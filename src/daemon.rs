@@ -1,0 +1,268 @@
+//! The live daemon's lifecycle: start-up order, signals, keepalive, shutdown.
+//!
+//! Owns process concerns only (what happens on SIGTERM, SIGHUP, SIGUSR1, every 5 s); the
+//! threads, protocol and rules live in the engine, outputs in the sinks. Start-up order:
+//! outputs first (a bad output fails before the kernel is touched), then become the audit
+//! daemon, then load rules (so their CONFIG_CHANGE records reach us). Shutdown: release the
+//! audit pid (and restore `enabled` if we changed it), drain, complete and write every event
+//! already received, then exit 0.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use pauditd_config::{Config, NetlinkMode};
+use pauditd_engine::live::{Live, LiveConfig, StatusPoller};
+use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode, STATUS_ENABLED};
+use pauditd_engine::rules;
+use pauditd_sinks::fanout::Fanout;
+use pauditd_sinks::writer::{self, WriterMsg};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+
+use crate::wiring;
+
+/// pauditd re-sends AUDIT_SET (and we poll AUDIT_GET) this often.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+/// Batches of events queued for the writer before the reassembler waits.
+const WRITER_QUEUE: usize = 64;
+const EVENTS_PER_BATCH: usize = 256;
+const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn comm_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
+    let mode = match cfg.netlink_mode {
+        NetlinkMode::Unicast => Mode::Unicast,
+        NetlinkMode::Multicast => Mode::Multicast,
+    };
+    let unicast = mode == Mode::Unicast;
+    let fanout = Fanout::new(wiring::sinks(&cfg)?);
+
+    let mut poller = StatusPoller::new()
+        .context("cannot open an audit netlink socket (needs root / CAP_AUDIT_CONTROL)")?;
+    let initial = poller
+        .status()
+        .context("cannot read the kernel's audit status (AUDIT_GET)")?;
+    let ours = std::process::id();
+    if unicast && initial.pid != 0 && initial.pid != ours {
+        if let Some(comm) = comm_of(initial.pid) {
+            bail!(
+                "another audit daemon ({comm}, pid {}) holds the audit pid; stop it, or read beside it with `netlink: {{ mode: multicast }}`",
+                initial.pid
+            );
+        }
+    }
+
+    let socket = AuditSocket::open(mode).context("cannot open the audit netlink socket")?;
+    if let Some(bytes) = cfg.receive_buffer {
+        match socket.set_receive_buffer(bytes) {
+            Ok(eff) => log::info!("Socket receive buffer size: {eff} (asked {bytes})"),
+            Err(e) => log::error!("Failed to set receive buffer size to {bytes}: {e}"),
+        }
+    } else if let Ok(eff) = socket.receive_buffer() {
+        log::info!("Socket receive buffer size: {eff}");
+    }
+
+    let receiver_core = match cfg.engine.receiver_core {
+        Some(c) if c < 0 => None,
+        Some(c) => Some(c as usize),
+        None => core_affinity::get_core_ids().and_then(|ids| ids.last().map(|c| c.id)),
+    };
+    let processor = wiring::processor(&cfg, wiring::Clock::Millis, None)?;
+    let (tx, rx) = mpsc::sync_channel::<WriterMsg>(WRITER_QUEUE);
+    let writer = writer::spawn(fanout, rx).context("starting the writer thread")?;
+    let emit_tx = tx.clone();
+    let live = Live::start(
+        socket,
+        LiveConfig {
+            mode,
+            receiver_core,
+            ring_bytes: cfg.engine.ring_size as usize,
+            batch: EVENTS_PER_BATCH,
+        },
+        processor,
+        move |events| {
+            // Waits when the writer is behind; only fails once the writer is gone.
+            let _ = emit_tx.send(WriterMsg::Events(events));
+        },
+    )
+    .context("starting the engine threads")?;
+
+    // From here on, every way out goes through `shutdown` so the pid is released.
+    let enabled_by_us = unicast && initial.enabled == 0;
+    let started = (|| -> Result<()> {
+        if unicast {
+            live.request(|s| s.claim(enabled_by_us), ACK_TIMEOUT)
+                .context("cannot become the audit daemon (AUDIT_SET pid)")?;
+            log::info!("pauditd (pid {ours}) is the audit daemon");
+            let added = rules::load(&rules::find_auditctl(), &cfg.rules)?;
+            log::info!("Loaded {added} audit rule(s)");
+        } else {
+            log::info!(
+                "Reading the audit log multicast group beside audit pid {}",
+                initial.pid
+            );
+        }
+        Ok(())
+    })();
+    if let Err(e) = started {
+        shutdown(live, unicast, enabled_by_us, tx, writer, &poller);
+        return Err(e);
+    }
+    log::info!(
+        "Started processing events in the range [{}, {}]",
+        cfg.events_min,
+        cfg.events_max
+    );
+
+    let (sig_tx, sig_rx) = mpsc::channel();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("installing signal handlers")?;
+    let sig_handle = signals.handle();
+    std::thread::spawn(move || {
+        for s in signals.forever() {
+            if sig_tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut next_tick = Instant::now() + KEEPALIVE;
+    loop {
+        match sig_rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+            Ok(SIGTERM) | Ok(SIGINT) => {
+                log::info!("Shutting down: draining events already received");
+                break;
+            }
+            Ok(SIGHUP) => reload(config_path, &live, &tx, unicast),
+            Ok(SIGUSR1) => {
+                let _ = tx.send(WriterMsg::Reopen);
+            }
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                next_tick = Instant::now() + KEEPALIVE;
+                tick(&live, &mut poller, unicast);
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    sig_handle.close();
+    shutdown(live, unicast, enabled_by_us, tx, writer, &poller);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every KEEPALIVE: re-assert the audit pid (as pauditd) and look at the kernel's counters.
+fn tick(live: &Live, poller: &mut StatusPoller, unicast: bool) {
+    if unicast {
+        if let Err(e) = live.socket().claim(false) {
+            log::error!("Error occurred while trying to keep the connection: {e}");
+        }
+    }
+    match poller.poll(unicast) {
+        Ok(r) => {
+            if let Some(pid) = r.foreign_pid {
+                log::error!(
+                    "the audit pid is held by pid {pid} ({}), not by us: events go there (seen {} time(s))",
+                    comm_of(pid).unwrap_or_else(|| "gone".into()),
+                    poller.pid_stolen
+                );
+            }
+            if r.lost_delta > 0 {
+                log::warn!(
+                    "the kernel lost {} audit record(s) in the last {}s (lost={} backlog={}/{}): raise socket_buffer.receive or the backlog limit (-b)",
+                    r.lost_delta,
+                    KEEPALIVE.as_secs(),
+                    r.status.lost,
+                    r.status.backlog,
+                    r.status.backlog_limit
+                );
+            }
+            let rs = live.receiver_stats();
+            log::debug!(
+                "kernel backlog={}/{} lost={}; received={} enobufs={} ring_full_waits={}",
+                r.status.backlog,
+                r.status.backlog_limit,
+                r.status.lost,
+                rs.received,
+                rs.enobufs,
+                rs.ring_full_waits
+            );
+        }
+        Err(e) => log::error!("AUDIT_GET failed: {e}"),
+    }
+}
+
+/// SIGHUP: re-read the config; apply rules, filters and outputs. A bad config is logged and
+/// the running one kept. Events in flight are untouched: new filters apply to events that
+/// complete from now on, new outputs take over between two batches.
+fn reload(path: &Path, live: &Live, tx: &SyncSender<WriterMsg>, unicast: bool) {
+    log::info!("SIGHUP: reloading {}", path.display());
+    let applied = (|| -> Result<()> {
+        let cfg = Config::load(path)?;
+        for w in &cfg.warnings {
+            log::warn!("{}: {w}", path.display());
+        }
+        let filters = wiring::filters(&cfg)?;
+        let fanout = Fanout::new(wiring::sinks(&cfg)?);
+        if unicast {
+            let errs = cfg.daemon_errors();
+            if let Some(e) = errs.first() {
+                bail!("{e}");
+            }
+            rules::load(&rules::find_auditctl(), &cfg.rules)?;
+        }
+        live.set_filters(filters);
+        let _ = tx.send(WriterMsg::Replace(fanout));
+        Ok(())
+    })();
+    match applied {
+        Ok(()) => log::info!("reloaded {}", path.display()),
+        Err(e) => log::error!("reload failed, keeping the running filters and outputs: {e:#}"),
+    }
+}
+
+fn shutdown(
+    live: Live,
+    unicast: bool,
+    enabled_by_us: bool,
+    tx: SyncSender<WriterMsg>,
+    writer: std::thread::JoinHandle<Vec<pauditd_sinks::fanout::SinkStats>>,
+    poller: &StatusPoller,
+) {
+    if unicast {
+        let ours = std::process::id();
+        let holder = poller.status().map(|s| s.pid).unwrap_or(ours);
+        if holder == ours {
+            if let Err(e) = live.socket().release() {
+                log::error!("could not release the audit pid: {e}");
+            }
+        }
+        if enabled_by_us {
+            let _ = live.socket().set_status(AuditStatus {
+                mask: STATUS_ENABLED,
+                enabled: 0,
+                ..Default::default()
+            });
+        }
+    }
+    let (stats, recv) = live.shutdown();
+    drop(tx);
+    let sinks = writer.join().unwrap_or_default();
+    log::info!(
+        "exit: netlink received={} enobufs={} truncated={} ring_full_waits={}; {}",
+        recv.received,
+        recv.enobufs,
+        recv.truncated,
+        recv.ring_full_waits,
+        stats.summary()
+    );
+    for s in sinks {
+        log::info!("output {}: written={} lost={}", s.name, s.written, s.lost);
+    }
+}
