@@ -1,0 +1,456 @@
+//! End-to-end tests against the real kernel: the built daemon becomes the audit daemon, loads
+//! rules with auditctl, and we run commands and read the events it writes.
+//!
+//! They need root and auditctl. Outside CI they skip (saying so) when either is missing; with
+//! `CI=true` a missing prerequisite fails. Only one process can be the audit daemon, so the
+//! tests take a lock and run one at a time; a guard deletes rules, restores `enabled` and
+//! checks the audit pid is released, also when a test fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static KERNEL: Mutex<()> = Mutex::new(());
+
+fn auditctl(args: &[&str]) -> String {
+    let out = Command::new("auditctl")
+        .args(args)
+        .output()
+        .expect("auditctl");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn status_field(name: &str) -> u64 {
+    auditctl(&["-s"])
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name} "))
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+/// Holds the lock and restores the kernel on drop, whatever happened.
+struct KernelGuard {
+    enabled_at_start: u64,
+    backlog_limit_at_start: u64,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Drop for KernelGuard {
+    fn drop(&mut self) {
+        auditctl(&["-D"]);
+        if self.enabled_at_start != 2 {
+            auditctl(&["-e", &self.enabled_at_start.to_string()]);
+            auditctl(&["-b", &self.backlog_limit_at_start.to_string()]);
+        }
+    }
+}
+
+fn kernel() -> Option<KernelGuard> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let has_auditctl = Command::new("auditctl")
+        .arg("-s")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(root && has_auditctl) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kernel tests must run in CI: root={root} auditctl={has_auditctl}"
+        );
+        eprintln!(
+            "skipping kernel test: needs root and auditctl (root={root}, auditctl={has_auditctl})"
+        );
+        return None;
+    }
+    let lock = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = status_field("pid");
+    assert!(
+        pid == 0 || !Path::new(&format!("/proc/{pid}")).exists(),
+        "another process ({pid}) is the audit daemon; stop it before the kernel tests"
+    );
+    Some(KernelGuard {
+        enabled_at_start: status_field("enabled"),
+        backlog_limit_at_start: status_field("backlog_limit"),
+        _lock: lock,
+    })
+}
+
+struct Daemon {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    out: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, name: &str, extra_config: &str) -> Daemon {
+        let out = dir.join(format!("{name}.jsonl"));
+        let cfg = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "socket_buffer: {{ receive: 8388608 }}\noutput:\n  file: {{ enabled: true, path: {} }}\n{extra_config}",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pauditd"))
+            .arg("-config")
+            .arg(&cfg)
+            .env("PAUDITD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Daemon { child, stderr, out }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait until the daemon says it is processing (or exits).
+    fn wait_ready(&mut self) {
+        wait_for("daemon start", 30, || {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("daemon exited early ({st}): {}", self.log());
+            }
+            let l = self.log();
+            l.contains("Started processing events")
+        });
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50)); // let the stderr reader finish
+                return (st, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit after SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pauditd-kernel-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn echo_exe() -> String {
+    std::fs::canonicalize("/bin/echo")
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn loadgen() -> String {
+    std::fs::canonicalize(env!("CARGO_BIN_EXE_pauditd-loadgen"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn parse(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+fn types(ev: &Value) -> Vec<u64> {
+    ev["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["type"].as_u64().unwrap())
+        .collect()
+}
+
+fn assert_released(log: &str) {
+    let pid = status_field("pid");
+    assert!(
+        pid == 0 || !Path::new(&format!("/proc/{pid}")).exists(),
+        "audit pid {pid} still held; log:\n{log}"
+    );
+}
+
+#[test]
+fn exec_under_a_keyed_rule_gives_exactly_one_whole_event() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("exec");
+    let rules = format!(
+        "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k e2e\n  - -e 1\n",
+        echo_exe()
+    );
+    let mut d = Daemon::start(&dir, "exec", &rules);
+    d.wait_ready();
+    let marker = format!("pauditd-e2e-{}", std::process::id());
+    assert!(Command::new("/bin/echo")
+        .arg(&marker)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    wait_for("the echo event", 20, || {
+        d.lines().iter().any(|l| l.contains(&marker))
+    });
+    let lines = d.lines();
+    let (status, log) = d.terminate();
+    assert!(status.success(), "exit {status}: {log}");
+    assert_released(&log);
+
+    let events: Vec<Value> = lines
+        .iter()
+        .filter(|l| l.contains(&marker))
+        .map(|l| parse(l))
+        .collect();
+    assert_eq!(
+        events.len(),
+        1,
+        "exactly one event for the exec: {lines:#?}"
+    );
+    let ev = &events[0];
+    let t = types(ev);
+    for want in [1300, 1309, 1307, 1302, 1327] {
+        assert!(t.contains(&want), "record type {want} missing from {t:?}");
+    }
+    assert!(!t.contains(&1320), "EOE is not printed");
+    assert_eq!(ev["rule_key"], "e2e");
+    assert_eq!(ev["uid_map"]["0"], "root");
+    let execve = ev["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["type"] == 1309)
+        .unwrap();
+    assert_eq!(
+        execve["data"].as_str().unwrap(),
+        format!("argc=2 a0=\"/bin/echo\" a1=\"{marker}\"")
+    );
+    assert!(ev["timestamp"].as_str().unwrap().contains('.'));
+}
+
+fn load_rules(backlog: u32) -> String {
+    format!(
+        "rules:\n  - -b {backlog}\n  - -a exit,always -F arch=b64 -S getppid -F exe={} -k load\n  - -e 1\n",
+        loadgen()
+    )
+}
+
+#[test]
+fn a_burst_of_20000_events_is_written_whole_with_nothing_lost() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("burst");
+    let mut d = Daemon::start(&dir, "burst", &load_rules(8192));
+    d.wait_ready();
+    let lost_before = status_field("lost");
+    let out = Command::new(loadgen())
+        .args(["--count", "20000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let count = |d: &Daemon| {
+        d.lines()
+            .iter()
+            .filter(|l| l.contains("\"rule_key\":\"load\""))
+            .count()
+    };
+    wait_for("20000 load events", 120, || count(&d) >= 20000);
+    std::thread::sleep(Duration::from_millis(300));
+    let lost_after = status_field("lost");
+    let lines = d.lines();
+    let (status, log) = d.terminate();
+    assert!(status.success(), "{log}");
+    assert_released(&log);
+    let load: Vec<Value> = lines
+        .iter()
+        .filter(|l| l.contains("\"rule_key\":\"load\""))
+        .map(|l| parse(l))
+        .collect();
+    assert_eq!(load.len(), 20000, "every event written once");
+    let mut serials: Vec<u64> = load
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    serials.sort_unstable();
+    serials.dedup();
+    assert_eq!(serials.len(), 20000, "no duplicates");
+    assert!(
+        load.iter()
+            .all(|e| types(e).contains(&1300) && types(e).contains(&1327)),
+        "whole events"
+    );
+    assert_eq!(lost_after, lost_before, "kernel lost records");
+    assert!(log.contains("lost=0"), "{log}");
+}
+
+#[test]
+fn sigterm_during_a_burst_writes_every_received_event_and_releases_the_pid() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("term");
+    let mut d = Daemon::start(&dir, "term", &load_rules(8192));
+    d.wait_ready();
+    let mut gen = Command::new(loadgen())
+        .args(["--count", "3000000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the burst to start", 30, || d.lines().len() > 1000);
+    let (status, log) = d.terminate();
+    let _ = gen.kill();
+    let _ = gen.wait();
+    assert!(status.success(), "{log}");
+    assert_released(&log);
+    let lines = std::fs::read_to_string(dir.join("term.jsonl")).unwrap();
+    let written = lines.lines().count();
+    for l in lines.lines() {
+        parse(l); // every line whole JSON
+    }
+    let emitted: usize = log
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("events_emitted="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in log: {log}"));
+    assert_eq!(written, emitted, "every completed event written");
+    assert!(
+        log.contains(&format!("output file: written={written} lost=0")),
+        "{log}"
+    );
+    assert!(written > 1000);
+}
+
+#[test]
+fn a_bad_rule_stops_start_up_with_its_number() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("badrule");
+    let cfg = dir.join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "output: { stdout: { enabled: true } }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k fine\n  - -a never,nowhere -S not_a_syscall\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
+        .arg("-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("failed to add rule #2"), "{err}");
+    assert!(
+        err.lines().last().unwrap().starts_with("pauditd: "),
+        "one-line error last: {err}"
+    );
+    assert_released(&err);
+}
+
+#[test]
+fn multicast_reader_beside_the_audit_daemon_sees_the_same_events() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("mcast");
+    let rules = format!(
+        "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k e2e\n  - -e 1\n",
+        echo_exe()
+    );
+    let mut holder = Daemon::start(&dir, "holder", &rules);
+    holder.wait_ready();
+
+    // A second unicast daemon is refused while the first holds the pid.
+    let cfg = dir.join("second.yaml");
+    std::fs::write(
+        &cfg,
+        format!("output: {{ stdout: {{ enabled: true }} }}\n{rules}"),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
+        .arg("-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("another audit daemon"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let mut reader = Daemon::start(&dir, "reader", "netlink: { mode: multicast }\n");
+    wait_for("multicast reader start", 30, || {
+        reader
+            .log()
+            .contains("Reading the audit log multicast group")
+    });
+    let _ = &mut reader;
+    let marker = format!("pauditd-mcast-{}", std::process::id());
+    assert!(Command::new("/bin/echo")
+        .arg(&marker)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let find = |d: &Daemon| d.lines().into_iter().find(|l| l.contains(&marker));
+    wait_for("the event at both", 20, || {
+        find(&holder).is_some() && find(&reader).is_some()
+    });
+    assert_eq!(find(&holder), find(&reader), "identical lines");
+    let (st, log) = reader.terminate();
+    assert!(st.success(), "{log}");
+    assert_eq!(
+        status_field("pid") as u32,
+        holder.child.id(),
+        "the reader must not touch the audit pid"
+    );
+    let (st, log) = holder.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+}
