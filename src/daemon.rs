@@ -3,9 +3,9 @@
 //! Owns process concerns only (what happens on SIGTERM, SIGHUP, SIGUSR1, every 5 s); the
 //! threads, protocol and rules live in the engine, outputs in the sinks. Start-up order:
 //! outputs first (a bad output fails before the kernel is touched), then become the audit
-//! daemon, then load rules (so their CONFIG_CHANGE records reach us). Shutdown: release the
-//! audit pid (and restore `enabled` if we changed it), drain, complete and write every event
-//! already received, then exit 0.
+//! daemon, then load rules (so their CONFIG_CHANGE records reach us). Shutdown: delete the
+//! rules we loaded, release the audit pid (and restore `enabled` if we changed it), drain,
+//! complete and write every event already received, then exit 0.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -236,6 +236,12 @@ fn shutdown(
     poller: &StatusPoller,
 ) {
     if unicast {
+        // Rules with no daemon make the kernel log to the console and, once its backlog is
+        // full, slow audited processes down: leave the kernel as we found it (pauditd flushes
+        // at start too, so the rules were ours).
+        if let Err(e) = rules::flush(&rules::find_auditctl()) {
+            log::error!("could not delete the audit rules: {e}");
+        }
         let ours = std::process::id();
         let holder = poller.status().map(|s| s.pid).unwrap_or(ours);
         if holder == ours {

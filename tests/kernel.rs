@@ -248,6 +248,15 @@ fn exec_under_a_keyed_rule_gives_exactly_one_whole_event() {
     let (status, log) = d.terminate();
     assert!(status.success(), "exit {status}: {log}");
     assert_released(&log);
+    assert!(
+        auditctl(&["-l"]).contains("No rules"),
+        "the daemon deletes its rules at exit"
+    );
+    assert_eq!(
+        status_field("enabled"),
+        _k.enabled_at_start,
+        "enabled restored"
+    );
 
     let events: Vec<Value> = lines
         .iter()
@@ -367,6 +376,69 @@ fn sigterm_during_a_burst_writes_every_received_event_and_releases_the_pid() {
         "{log}"
     );
     assert!(written > 1000);
+}
+
+#[test]
+fn sighup_reloads_filters_and_sigusr1_reopens_the_file() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("hup");
+    let rules = format!(
+        "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k e2e\n  - -e 1\n",
+        echo_exe()
+    );
+    let mut d = Daemon::start(&dir, "hup", &rules);
+    d.wait_ready();
+    let echo = |m: &str| {
+        assert!(Command::new("/bin/echo")
+            .arg(m)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success())
+    };
+    echo("before-hup-keep");
+    wait_for("first event", 20, || {
+        d.lines().iter().any(|l| l.contains("before-hup-keep"))
+    });
+
+    // Same config plus a key filter that drops events mentioning "drop-me".
+    let cfg = dir.join("hup.yaml");
+    let text =
+        std::fs::read_to_string(&cfg).unwrap() + "filters:\n  - { key: e2e, regex: drop-me }\n";
+    std::fs::write(&cfg, text).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("reload", 20, || d.log().contains("reloaded"));
+    echo("after-hup-drop-me");
+    echo("after-hup-keep");
+    wait_for("kept event", 20, || {
+        d.lines().iter().any(|l| l.contains("after-hup-keep"))
+    });
+
+    // logrotate: move the file, SIGUSR1, the next event goes to a fresh file.
+    let rotated = dir.join("hup.jsonl.1");
+    std::fs::rename(&d.out, &rotated).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGUSR1) };
+    std::thread::sleep(Duration::from_millis(200));
+    echo("after-usr1");
+    wait_for("event in the new file", 20, || {
+        d.lines().iter().any(|l| l.contains("after-usr1"))
+    });
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("before-hup-keep") && old.contains("after-hup-keep"));
+    assert!(
+        !old.contains("drop-me") && !d_lines(&dir).contains("drop-me"),
+        "filtered after reload"
+    );
+    assert!(!old.contains("after-usr1"));
+    assert!(log.contains("events_filtered=1"), "{log}");
+}
+
+fn d_lines(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("hup.jsonl")).unwrap_or_default()
 }
 
 #[test]

@@ -50,6 +50,11 @@ fn run(auditctl: &Path, args: &[&str]) -> Result<Result<(), String>, RuleError> 
     Ok(Err(msg.replace('\n', "; ")))
 }
 
+/// Delete every rule (at shutdown: auditing with no daemon only costs the host).
+pub fn flush(auditctl: &Path) -> Result<(), RuleError> {
+    run(auditctl, &["-D"])?.map_err(RuleError::Flush)
+}
+
 /// Flush the kernel's rules and load `rules` in order. Returns how many were added.
 pub fn load(auditctl: &Path, rules: &[String]) -> Result<usize, RuleError> {
     if rules.iter().all(|r| r.trim().is_empty()) {
