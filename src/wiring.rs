@@ -15,6 +15,7 @@ use pauditd_engine::{
 use pauditd_sinks::file::{FileConfig, FileSink};
 use pauditd_sinks::retry::Attempts;
 use pauditd_sinks::stdout::StdoutSink;
+use pauditd_sinks::syslog::{SyslogConfig, SyslogSink};
 use pauditd_sinks::Sink;
 
 /// The largest event we hold (the kernel's own records are at most ~9 KB each).
@@ -108,7 +109,17 @@ pub fn sinks(cfg: &Config) -> Result<Vec<Box<dyn Sink>>> {
         })?));
     }
     if o.syslog.enabled {
-        bail!("output.syslog: the syslog output is not built yet (see the network sinks issue)");
+        v.push(Box::new(SyslogSink::connect(SyslogConfig {
+            network: o.syslog.network.clone(),
+            address: o.syslog.address.clone(),
+            priority: o.syslog.priority,
+            tag: o.syslog.tag.clone(),
+            hostname: pauditd_sinks::hostname(),
+            policy: Attempts {
+                attempts: o.syslog.attempts,
+                pause: Duration::from_secs(1),
+            },
+        })?));
     }
     if o.http.enabled {
         bail!("output.http: the http output is not built yet (see the network sinks issue)");

@@ -217,6 +217,47 @@ fn config_filters_and_fan_out_to_file_and_stdout() {
 }
 
 #[test]
+fn replay_delivers_every_event_to_a_syslog_receiver() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempdir("syslog");
+    let sock = dir.join("log.sock");
+    let rx = UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let cfg = write_config(
+        &dir,
+        &format!("output:\n  syslog: {{ enabled: true, address: {}, tag: audit-thing, priority: 129 }}\n", sock.display()),
+    );
+    let o = pauditd()
+        .args([
+            "replay",
+            "--passwd",
+            "tests/data/passwd",
+            "tests/data/edge-cases.log",
+            "--config",
+        ])
+        .arg(&cfg)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected = std::fs::read_to_string(root().join("tests/data/edge-cases.json")).unwrap();
+    let mut buf = vec![0u8; 65536];
+    for line in expected.lines() {
+        let n = rx.recv(&mut buf).unwrap();
+        let msg = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(msg.starts_with("<129>"), "{msg}");
+        let body = msg.split_once("]: ").unwrap().1;
+        assert_eq!(body, format!("{line}\n"));
+        assert!(msg.contains(" audit-thing["), "{msg}");
+    }
+    assert!(
+        stderr(&o).contains("output syslog: written=6 lost=0"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn sigusr1_reopens_the_file_output() {
     let dir = tempdir("usr1");
     let log = dir.join("out.log");

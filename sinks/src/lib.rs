@@ -10,6 +10,7 @@ pub mod file;
 pub mod json;
 pub mod retry;
 pub mod stdout;
+pub mod syslog;
 pub mod writer;
 
 use std::ops::Range;
@@ -105,4 +106,25 @@ pub trait Sink: Send {
     fn reopen(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+}
+
+/// The host's name, as Go's `os.Hostname` gives it ("localhost" if it cannot be read).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The hostname up to its first dot (pauditd's metric prefix uses it).
+pub fn short_hostname() -> String {
+    hostname()
+        .split('.')
+        .next()
+        .unwrap_or("localhost")
+        .to_string()
 }
