@@ -17,14 +17,19 @@ use pauditd_config::{Config, NetlinkMode};
 use pauditd_engine::live::{Live, LiveConfig, StatusPoller};
 use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode, STATUS_ENABLED};
 use pauditd_engine::rules;
-use pauditd_sinks::fanout::Fanout;
+use pauditd_sinks::fanout::{Fanout, SinkStats};
+use pauditd_sinks::metrics::Reporter;
 use pauditd_sinks::writer::{self, WriterMsg};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use std::sync::{Arc, Mutex};
 
+use crate::metrics::{self, Sample};
 use crate::wiring;
 
 /// pauditd re-sends AUDIT_SET (and we poll AUDIT_GET) this often.
 const KEEPALIVE: Duration = Duration::from_secs(5);
+/// Counters go to statsd this often.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 /// Batches of events queued for the writer before the reassembler waits.
 const WRITER_QUEUE: usize = 64;
 const EVENTS_PER_BATCH: usize = 256;
@@ -43,6 +48,11 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     };
     let unicast = mode == Mode::Unicast;
     let fanout = Fanout::new(wiring::sinks(&cfg)?);
+    let mut reporter = Reporter::new(
+        cfg.metrics.enabled,
+        &cfg.metrics.address,
+        &pauditd_sinks::short_hostname(),
+    )?;
 
     let mut poller = StatusPoller::new()
         .context("cannot open an audit netlink socket (needs root / CAP_AUDIT_CONTROL)")?;
@@ -76,7 +86,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     };
     let processor = wiring::processor(&cfg, wiring::Clock::Millis, None)?;
     let (tx, rx) = mpsc::sync_channel::<WriterMsg>(WRITER_QUEUE);
-    let writer = writer::spawn(fanout, rx).context("starting the writer thread")?;
+    let sink_stats = Arc::new(Mutex::new(Vec::new()));
+    let writer =
+        writer::spawn(fanout, rx, sink_stats.clone()).context("starting the writer thread")?;
     let emit_tx = tx.clone();
     let live = Live::start(
         socket,
@@ -112,7 +124,15 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         Ok(())
     })();
     if let Err(e) = started {
-        shutdown(live, unicast, enabled_by_us, tx, writer, &poller);
+        shutdown(
+            live,
+            unicast,
+            enabled_by_us,
+            tx,
+            writer,
+            &poller,
+            &mut reporter,
+        );
         return Err(e);
     }
     log::info!(
@@ -134,8 +154,23 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     });
 
     let mut next_tick = Instant::now() + KEEPALIVE;
+    let mut next_metrics = Instant::now() + METRICS_EVERY;
+    let mut kernel_status = None;
     loop {
-        match sig_rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+        if Instant::now() >= next_metrics {
+            next_metrics = Instant::now() + METRICS_EVERY;
+            let sinks = sink_stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let (c, g) = metrics::names(&Sample {
+                engine: live.stats(),
+                receiver: Some(live.receiver_stats()),
+                sinks: &sinks,
+                kernel: kernel_status,
+                pid_stolen: poller.pid_stolen,
+            });
+            reporter.report(&c, &g);
+        }
+        let wake = next_tick.min(next_metrics);
+        match sig_rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(SIGTERM) | Ok(SIGINT) => {
                 log::info!("Shutting down: draining events already received");
                 break;
@@ -145,20 +180,29 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 let _ = tx.send(WriterMsg::Reopen);
             }
             Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) => {
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= next_tick => {
                 next_tick = Instant::now() + KEEPALIVE;
-                tick(&live, &mut poller, unicast);
+                kernel_status = tick(&live, &mut poller, unicast).or(kernel_status);
             }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     sig_handle.close();
-    shutdown(live, unicast, enabled_by_us, tx, writer, &poller);
+    shutdown(
+        live,
+        unicast,
+        enabled_by_us,
+        tx,
+        writer,
+        &poller,
+        &mut reporter,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// Every KEEPALIVE: re-assert the audit pid (as pauditd) and look at the kernel's counters.
-fn tick(live: &Live, poller: &mut StatusPoller, unicast: bool) {
+fn tick(live: &Live, poller: &mut StatusPoller, unicast: bool) -> Option<AuditStatus> {
     if unicast {
         if let Err(e) = live.socket().claim(false) {
             log::error!("Error occurred while trying to keep the connection: {e}");
@@ -193,8 +237,12 @@ fn tick(live: &Live, poller: &mut StatusPoller, unicast: bool) {
                 rs.enobufs,
                 rs.ring_full_waits
             );
+            Some(r.status)
         }
-        Err(e) => log::error!("AUDIT_GET failed: {e}"),
+        Err(e) => {
+            log::error!("AUDIT_GET failed: {e}");
+            None
+        }
     }
 }
 
@@ -232,8 +280,9 @@ fn shutdown(
     unicast: bool,
     enabled_by_us: bool,
     tx: SyncSender<WriterMsg>,
-    writer: std::thread::JoinHandle<Vec<pauditd_sinks::fanout::SinkStats>>,
+    writer: std::thread::JoinHandle<Vec<SinkStats>>,
     poller: &StatusPoller,
+    reporter: &mut Reporter,
 ) {
     if unicast {
         // Rules with no daemon make the kernel log to the console and, once its backlog is
@@ -268,7 +317,15 @@ fn shutdown(
         recv.ring_full_waits,
         stats.summary()
     );
-    for s in sinks {
+    for s in &sinks {
         log::info!("output {}: written={} lost={}", s.name, s.written, s.lost);
     }
+    let (c, g) = metrics::names(&Sample {
+        engine: stats,
+        receiver: Some(recv),
+        sinks: &sinks,
+        kernel: poller.status().ok(),
+        pid_stolen: poller.pid_stolen,
+    });
+    reporter.report(&c, &g);
 }

@@ -6,6 +6,7 @@
 mod cli;
 mod daemon;
 mod logger;
+mod metrics;
 mod wiring;
 
 use std::io::{BufReader, Read};
@@ -139,7 +140,19 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
     )
     .with_context(|| format!("reading {}", input.display()))?;
 
-    log::info!("replay done: {}", processor.stats().summary());
+    let stats = processor.stats();
+    log::info!("replay done: {}", stats.summary());
+    let mut reporter = pauditd_sinks::metrics::Reporter::new(
+        cfg.metrics.enabled,
+        &cfg.metrics.address,
+        &pauditd_sinks::short_hostname(),
+    )?;
+    let (c, g) = metrics::names(&metrics::Sample {
+        engine: stats,
+        sinks: out.stats(),
+        ..Default::default()
+    });
+    reporter.report(&c, &g);
     let mut lost = 0;
     for s in out.stats() {
         log::info!("output {}: written={} lost={}", s.name, s.written, s.lost);

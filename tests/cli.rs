@@ -257,6 +257,72 @@ fn replay_delivers_every_event_to_a_syslog_receiver() {
     );
 }
 
+fn short_host() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    h.trim().split('.').next().unwrap().to_string()
+}
+
+/// Every `name:value|type` line of the datagrams waiting on `rx`.
+pub fn statsd_lines(rx: &std::net::UdpSocket) -> Vec<String> {
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut lines = Vec::new();
+    while let Ok(n) = rx.recv(&mut buf) {
+        lines.extend(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    lines
+}
+
+#[test]
+fn replay_sends_pauditd_metrics_to_a_statsd_listener() {
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = tempdir("statsd");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "output: {{ stdout: {{ enabled: true }} }}\nmetrics: {{ enabled: true, address: {}, sample_rate: 0.5 }}\nfilters:\n  - {{ key: exec, regex: sh }}\n",
+            rx.local_addr().unwrap()
+        ),
+    );
+    let o = pauditd()
+        .args([
+            "replay",
+            "--passwd",
+            "tests/data/passwd",
+            "tests/data/edge-cases.log",
+            "--config",
+        ])
+        .arg(&cfg)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = statsd_lines(&rx);
+    let p = format!("pauditd.{}.", short_host());
+    for want in [
+        "messages.total:23|c",
+        "messages.filtered:1|c",
+        "events.emitted:5|c",
+        "records.dropped.bad_header:2|c",
+        "records.dropped.type_out_of_range:2|c",
+        "output.stdout.written:5|c",
+    ] {
+        assert!(
+            lines.contains(&format!("{p}{want}")),
+            "{want} not in {lines:#?}"
+        );
+    }
+    assert!(
+        !lines.iter().any(|l| l.contains("netlink_dropped")),
+        "zero counters are not sent"
+    );
+}
+
 #[test]
 fn sigusr1_reopens_the_file_output() {
     let dir = tempdir("usr1");

@@ -228,9 +228,11 @@ fn assert_released(log: &str) {
 fn exec_under_a_keyed_rule_gives_exactly_one_whole_event() {
     let Some(_k) = kernel() else { return };
     let dir = tempdir("exec");
+    let statsd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let rules = format!(
-        "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k e2e\n  - -e 1\n",
-        echo_exe()
+        "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k e2e\n  - -e 1\nmetrics: {{ enabled: true, address: {} }}\n",
+        echo_exe(),
+        statsd.local_addr().unwrap()
     );
     let mut d = Daemon::start(&dir, "exec", &rules);
     d.wait_ready();
@@ -287,6 +289,37 @@ fn exec_under_a_keyed_rule_gives_exactly_one_whole_event() {
         format!("argc=2 a0=\"/bin/echo\" a1=\"{marker}\"")
     );
     assert!(ev["timestamp"].as_str().unwrap().contains('.'));
+
+    // The final metrics report: pauditd's counters and the kernel gauges.
+    statsd
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut metrics = String::new();
+    while let Ok(n) = statsd.recv(&mut buf) {
+        metrics.push_str(&String::from_utf8_lossy(&buf[..n]));
+        metrics.push('\n');
+    }
+    let written = std::fs::read_to_string(dir.join("exec.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        metrics.contains(&format!(".output.file.written:{written}|c")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains(".messages.total:") && l.ends_with("|c")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains(".kernel.lost:") && l.ends_with("|g")),
+        "{metrics}"
+    );
 }
 
 fn load_rules(backlog: u32) -> String {

@@ -105,7 +105,12 @@ pub struct Live {
     control: Sender<Control>,
     acks: Arc<AckBoard>,
     counters: Arc<ReceiverCounters>,
+    /// The reassembler's counters, republished every [`STATS_EVERY`].
+    stats: Arc<Mutex<Stats>>,
 }
+
+/// How often the reassembly thread republishes its counters.
+const STATS_EVERY: Duration = Duration::from_millis(250);
 
 impl Live {
     /// Start both threads on `socket`. `emit` runs on the reassembly thread.
@@ -147,14 +152,16 @@ impl Live {
                     receive_loop(&socket, producer, &stop, &gone, &counters)
                 })?
         };
+        let stats = Arc::new(Mutex::new(Stats::default()));
         let reassembler = {
             let acks = acks.clone();
+            let shared = stats.clone();
             let batch = cfg.batch.max(1);
             std::thread::Builder::new()
                 .name("pauditd-reasm".into())
                 .spawn(move || {
                     let _gone = SetOnDrop(consumer_gone);
-                    reassemble_loop(consumer, processor, emit, batch, &acks, control_rx)
+                    reassemble_loop(consumer, processor, emit, batch, &acks, control_rx, &shared)
                 })?
         };
         Ok(Live {
@@ -165,7 +172,13 @@ impl Live {
             control,
             acks,
             counters,
+            stats,
         })
+    }
+
+    /// The reassembler's counters as of its last republish.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn socket(&self) -> &AuditSocket {
@@ -291,8 +304,10 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
     batch: usize,
     acks: &AckBoard,
     control: Receiver<Control>,
+    shared: &Mutex<Stats>,
 ) -> Stats {
     let start = Instant::now();
+    let mut published = start;
     let mut events: Vec<Event> = Vec::with_capacity(batch);
     loop {
         while let Ok(c) = control.try_recv() {
@@ -314,6 +329,10 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
             }
         });
         processor.expire(now, &mut events);
+        if published.elapsed() >= STATS_EVERY {
+            published = Instant::now();
+            *shared.lock().unwrap_or_else(|e| e.into_inner()) = processor.stats();
+        }
         if !events.is_empty() && (n == 0 || events.len() >= batch) {
             emit(std::mem::replace(&mut events, Vec::with_capacity(batch)));
         }

@@ -8,6 +8,7 @@
 pub mod fanout;
 pub mod file;
 pub mod json;
+pub mod metrics;
 pub mod retry;
 pub mod stdout;
 pub mod syslog;

@@ -8,6 +8,7 @@
 //! event it was given: losses happen only inside a sink, after its attempts, and are counted.
 
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use pauditd_engine::Event;
@@ -23,9 +24,11 @@ pub enum WriterMsg {
 }
 
 /// Run the writer until every sender is gone; returns the counters of every sink it used.
+/// `shared` is updated after each message with the counters so far (for metrics).
 pub fn spawn(
     mut out: Fanout,
     rx: Receiver<WriterMsg>,
+    shared: Arc<Mutex<Vec<SinkStats>>>,
 ) -> std::io::Result<JoinHandle<Vec<SinkStats>>> {
     std::thread::Builder::new()
         .name("pauditd-write".into())
@@ -40,6 +43,9 @@ pub fn spawn(
                         out = new;
                     }
                 }
+                let mut all = retired.clone();
+                all.extend_from_slice(out.stats());
+                *shared.lock().unwrap_or_else(|e| e.into_inner()) = all;
             }
             retired.extend_from_slice(out.stats());
             retired
