@@ -60,15 +60,13 @@ fn timestamp(flags: i64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let tod = secs.rem_euclid(86_400);
+    let (y, m, d, h, mi, s) = pauditd_sinks::syslog::civil(now.as_secs() as i64);
     let mut parts = Vec::new();
     if flags & LDATE != 0 {
         parts.push(format!("{y:04}/{m:02}/{d:02}"));
     }
     if flags & (LTIME | LMICRO) != 0 {
-        let mut t = format!("{:02}:{:02}:{:02}", tod / 3600, tod % 3600 / 60, tod % 60);
+        let mut t = format!("{h:02}:{mi:02}:{s:02}");
         if flags & LMICRO != 0 {
             t.push_str(&format!(".{:06}", now.subsec_micros()));
         }
@@ -77,25 +75,16 @@ fn timestamp(flags: i64) -> String {
     parts.join(" ")
 }
 
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
-    fn civil_dates() {
-        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(super::civil_from_days(20_417), (2025, 11, 25));
-        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+    fn date_and_time_flags() {
+        let t = super::timestamp(super::LDATE | super::LTIME);
+        assert_eq!(t.len(), "2026/11/25 06:25:12".len(), "{t}");
+        assert_eq!(&t[4..5], "/");
+        assert_eq!(
+            super::timestamp(super::LMICRO).len(),
+            "06:25:12.123456".len()
+        );
     }
 }

@@ -193,7 +193,9 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-fn civil(secs: i64) -> (i64, u32, u32, i64, i64, i64) {
+/// Seconds since the Unix epoch to UTC `(year, month, day, hour, minute, second)` (Howard
+/// Hinnant's days-to-civil algorithm).
+pub fn civil(secs: i64) -> (i64, u32, u32, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let tod = secs.rem_euclid(86_400);
     let z = days + 719_468;
