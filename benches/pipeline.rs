@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pauditd_engine::replay::{self, ReplayOptions};
 use pauditd_engine::{
-    header, logline, CachePolicy, Completion, Event, FilterSet, Processor, ProcessorConfig,
-    ReassemblerConfig, TrackerConfig, UserDb, UserSource,
+    header, logline, CachePolicy, Event, FilterSet, Processor, ProcessorConfig, UserDb, UserSource,
 };
 use pauditd_sinks::Batch;
 
@@ -54,21 +53,7 @@ fn input(copies: usize) -> Vec<u8> {
 fn processor() -> Processor<UserDb> {
     let passwd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/passwd");
     Processor::new(
-        ProcessorConfig {
-            reassembler: ReassemblerConfig {
-                min_type: 1300,
-                max_type: 1399,
-                completion: Completion {
-                    after: 1000,
-                    restart_on_record: true,
-                },
-                max_event_bytes: 1 << 24,
-            },
-            tracking: Some(TrackerConfig {
-                max_out_of_order: 500,
-                log_out_of_order: false,
-            }),
-        },
+        ProcessorConfig::replay_defaults(1000),
         FilterSet::default(),
         UserDb::new(
             UserSource::passwd_file(&passwd).unwrap(),

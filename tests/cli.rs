@@ -169,6 +169,22 @@ fn replay_missing_file_is_one_line_error() {
     assert!(stderr(&o).contains("cannot open /nonexistent/audit.log"));
 }
 
+/// `pauditd replay` of tests/data/edge-cases.log with `cfg`, names from tests/data/passwd.
+fn replay_edge_cases(cfg: &Path) -> Output {
+    pauditd()
+        .args([
+            "replay",
+            "--passwd",
+            "tests/data/passwd",
+            "tests/data/edge-cases.log",
+            "--config",
+        ])
+        .arg(cfg)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
 fn write_config(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("pauditd.yaml");
     std::fs::write(&p, body).unwrap();
@@ -186,18 +202,7 @@ fn config_filters_and_fan_out_to_file_and_stdout() {
             log.display()
         ),
     );
-    let o = pauditd()
-        .args([
-            "replay",
-            "--passwd",
-            "tests/data/passwd",
-            "tests/data/edge-cases.log",
-            "--config",
-        ])
-        .arg(&cfg)
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let o = replay_edge_cases(&cfg);
     assert!(o.status.success(), "{}", stderr(&o));
     let file = std::fs::read(&log).unwrap();
     assert_eq!(o.stdout, file, "every sink gets the same lines");
@@ -227,18 +232,7 @@ fn replay_delivers_every_event_to_a_syslog_receiver() {
         &dir,
         &format!("output:\n  syslog: {{ enabled: true, address: {}, tag: audit-thing, priority: 129 }}\n", sock.display()),
     );
-    let o = pauditd()
-        .args([
-            "replay",
-            "--passwd",
-            "tests/data/passwd",
-            "tests/data/edge-cases.log",
-            "--config",
-        ])
-        .arg(&cfg)
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let o = replay_edge_cases(&cfg);
     assert!(o.status.success(), "{}", stderr(&o));
     let expected = std::fs::read_to_string(root().join("tests/data/edge-cases.json")).unwrap();
     let mut buf = vec![0u8; 65536];
@@ -289,18 +283,7 @@ fn replay_sends_pauditd_metrics_to_a_statsd_listener() {
             rx.local_addr().unwrap()
         ),
     );
-    let o = pauditd()
-        .args([
-            "replay",
-            "--passwd",
-            "tests/data/passwd",
-            "tests/data/edge-cases.log",
-            "--config",
-        ])
-        .arg(&cfg)
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let o = replay_edge_cases(&cfg);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = statsd_lines(&rx);
     let p = format!("pauditd.{}.", short_host());

@@ -196,6 +196,14 @@ fn echo_exe() -> String {
         .to_string()
 }
 
+/// Rules auditing exec of /bin/echo under the key `e2e`, and enabling auditing.
+fn echo_rules() -> String {
+    format!(
+        "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k e2e\n  - -e 1\n",
+        echo_exe()
+    )
+}
+
 fn loadgen() -> String {
     std::fs::canonicalize(env!("CARGO_BIN_EXE_pauditd-loadgen"))
         .unwrap()
@@ -415,10 +423,7 @@ fn sigterm_during_a_burst_writes_every_received_event_and_releases_the_pid() {
 fn sighup_reloads_filters_and_sigusr1_reopens_the_file() {
     let Some(_k) = kernel() else { return };
     let dir = tempdir("hup");
-    let rules = format!(
-        "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k e2e\n  - -e 1\n",
-        echo_exe()
-    );
+    let rules = echo_rules();
     let mut d = Daemon::start(&dir, "hup", &rules);
     d.wait_ready();
     let echo = |m: &str| {
@@ -503,10 +508,7 @@ fn a_bad_rule_stops_start_up_with_its_number() {
 fn multicast_reader_beside_the_audit_daemon_sees_the_same_events() {
     let Some(_k) = kernel() else { return };
     let dir = tempdir("mcast");
-    let rules = format!(
-        "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k e2e\n  - -e 1\n",
-        echo_exe()
-    );
+    let rules = echo_rules();
     let mut holder = Daemon::start(&dir, "holder", &rules);
     holder.wait_ready();
 

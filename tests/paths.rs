@@ -5,10 +5,7 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use pauditd_engine::replay::{self, ReplayOptions};
-use pauditd_engine::{
-    CachePolicy, Completion, FilterSet, Processor, ProcessorConfig, ReassemblerConfig,
-    TrackerConfig, UserDb, UserSource,
-};
+use pauditd_engine::{CachePolicy, FilterSet, Processor, ProcessorConfig, UserDb, UserSource};
 use pauditd_sinks::Batch;
 
 fn corpus() -> Vec<u8> {
@@ -29,21 +26,7 @@ fn corpus() -> Vec<u8> {
 fn run(input: &[u8], batch: usize) -> (Vec<u8>, usize) {
     let passwd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/passwd");
     let mut p = Processor::new(
-        ProcessorConfig {
-            reassembler: ReassemblerConfig {
-                min_type: 1300,
-                max_type: 1399,
-                completion: Completion {
-                    after: 1000,
-                    restart_on_record: true,
-                },
-                max_event_bytes: 1 << 24,
-            },
-            tracking: Some(TrackerConfig {
-                max_out_of_order: 500,
-                log_out_of_order: false,
-            }),
-        },
+        ProcessorConfig::replay_defaults(1000),
         FilterSet::default(),
         UserDb::new(
             UserSource::passwd_file(&passwd).unwrap(),

@@ -21,6 +21,29 @@ pub struct ProcessorConfig {
     pub tracking: Option<TrackerConfig>,
 }
 
+impl ProcessorConfig {
+    /// pauditd's defaults (types 1300..=1399, tracking with max_out_of_order 500) with the
+    /// replay completion rule: an event without EOE completes `window` lines after its last
+    /// record.
+    pub fn replay_defaults(window: u64) -> Self {
+        ProcessorConfig {
+            reassembler: ReassemblerConfig {
+                min_type: 1300,
+                max_type: 1399,
+                completion: crate::reassemble::Completion {
+                    after: window,
+                    restart_on_record: true,
+                },
+                max_event_bytes: 16 << 20,
+            },
+            tracking: Some(TrackerConfig {
+                max_out_of_order: 500,
+                log_out_of_order: false,
+            }),
+        }
+    }
+}
+
 pub struct Processor<U: UserResolver> {
     reassembler: Reassembler,
     tracker: Option<SeqTracker>,
