@@ -18,6 +18,7 @@ use pauditd_engine::live::{Live, LiveConfig, StatusPoller};
 use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode, STATUS_ENABLED};
 use pauditd_engine::rules;
 use pauditd_sinks::fanout::{Fanout, SinkStats};
+use pauditd_sinks::http::Overflow;
 use pauditd_sinks::metrics::Reporter;
 use pauditd_sinks::writer::{self, WriterMsg};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -47,11 +48,12 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         NetlinkMode::Multicast => Mode::Multicast,
     };
     let unicast = mode == Mode::Unicast;
-    let fanout = Fanout::new(wiring::sinks(&cfg)?);
+    let fanout = Fanout::new(wiring::sinks(&cfg, Overflow::Drop)?);
     let mut reporter = Reporter::new(
         cfg.metrics.enabled,
         &cfg.metrics.address,
         &pauditd_sinks::short_hostname(),
+        cfg.metrics.sample_rate,
     )?;
 
     let mut poller = StatusPoller::new()
@@ -86,7 +88,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     };
     let processor = wiring::processor(&cfg, wiring::Clock::Millis, None)?;
     let (tx, rx) = mpsc::sync_channel::<WriterMsg>(WRITER_QUEUE);
-    let sink_stats = Arc::new(Mutex::new(Vec::new()));
+    let sink_stats = Arc::new(Mutex::new(fanout.stats().to_vec()));
     let writer =
         writer::spawn(fanout, rx, sink_stats.clone()).context("starting the writer thread")?;
     let emit_tx = tx.clone();
@@ -168,6 +170,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 pid_stolen: poller.pid_stolen,
             });
             reporter.report(&c, &g);
+            reporter.timings(&metrics::timings(&sinks));
         }
         let wake = next_tick.min(next_metrics);
         match sig_rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
@@ -257,7 +260,7 @@ fn reload(path: &Path, live: &Live, tx: &SyncSender<WriterMsg>, unicast: bool) {
             log::warn!("{}: {w}", path.display());
         }
         let filters = wiring::filters(&cfg)?;
-        let fanout = Fanout::new(wiring::sinks(&cfg)?);
+        let fanout = Fanout::new(wiring::sinks(&cfg, Overflow::Drop)?);
         if unicast {
             let errs = cfg.daemon_errors();
             if let Some(e) = errs.first() {
@@ -318,7 +321,12 @@ fn shutdown(
         stats.summary()
     );
     for s in &sinks {
-        log::info!("output {}: written={} lost={}", s.name, s.written, s.lost);
+        log::info!(
+            "output {}: written={} lost={}",
+            s.name,
+            s.written,
+            s.lost_total()
+        );
     }
     let (c, g) = metrics::names(&Sample {
         engine: stats,
@@ -328,4 +336,5 @@ fn shutdown(
         pid_stolen: poller.pid_stolen,
     });
     reporter.report(&c, &g);
+    reporter.timings(&metrics::timings(&sinks));
 }

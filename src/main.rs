@@ -112,7 +112,7 @@ fn check_config(path: &Path) -> Result<ExitCode> {
 
 fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Result<ExitCode> {
     let mut processor = wiring::processor(cfg, wiring::Clock::Records { window }, passwd)?;
-    let mut out = Fanout::new(wiring::sinks(cfg)?);
+    let mut out = Fanout::new(wiring::sinks(cfg, pauditd_sinks::http::Overflow::Wait)?);
     let reopen = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())
         .context("installing the SIGUSR1 handler")?;
@@ -140,12 +140,15 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
     )
     .with_context(|| format!("reading {}", input.display()))?;
 
+    // Every queued HTTP request is sent before the counts below are final.
+    out.close();
     let stats = processor.stats();
     log::info!("replay done: {}", stats.summary());
     let mut reporter = pauditd_sinks::metrics::Reporter::new(
         cfg.metrics.enabled,
         &cfg.metrics.address,
         &pauditd_sinks::short_hostname(),
+        cfg.metrics.sample_rate,
     )?;
     let (c, g) = metrics::names(&metrics::Sample {
         engine: stats,
@@ -153,10 +156,16 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
         ..Default::default()
     });
     reporter.report(&c, &g);
+    reporter.timings(&metrics::timings(out.stats()));
     let mut lost = 0;
     for s in out.stats() {
-        log::info!("output {}: written={} lost={}", s.name, s.written, s.lost);
-        lost += s.lost;
+        log::info!(
+            "output {}: written={} lost={}",
+            s.name,
+            s.written,
+            s.lost_total()
+        );
+        lost += s.lost_total();
     }
     if lost > 0 {
         bail!("{lost} event(s) could not be written");

@@ -54,19 +54,32 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
     }
     // One sink may appear several times after SIGHUP replaced outputs: add them up.
     let mut per_sink: Vec<(&str, u64, u64)> = Vec::new();
+    let mut http: Values = Vec::new();
     for st in s.sinks {
+        let lost = st.lost_total();
         match per_sink.iter_mut().find(|(n, _, _)| *n == st.name) {
             Some(t) => {
                 t.1 += st.written;
-                t.2 += st.lost;
+                t.2 += lost;
             }
-            None => per_sink.push((st.name, st.written, st.lost)),
+            None => per_sink.push((st.name, st.written, lost)),
+        }
+        if let Some(h) = &st.http {
+            let mut v = Vec::new();
+            h.counters(&mut v);
+            for (name, n) in v {
+                match http.iter_mut().find(|(k, _)| *k == name) {
+                    Some(t) => t.1 += n,
+                    None => http.push((name, n)),
+                }
+            }
         }
     }
     for (name, written, lost) in per_sink {
         c.push((format!("output.{name}.written"), written));
         c.push((format!("output.{name}.lost"), lost));
     }
+    c.extend(http);
     let mut g = Vec::new();
     if let Some(k) = s.kernel {
         g.push(("kernel.lost".into(), u64::from(k.lost)));
@@ -74,4 +87,19 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         g.push(("kernel.backlog_limit".into(), u64::from(k.backlog_limit)));
     }
     (c, g)
+}
+
+/// Timing samples since the last call: the HTTP output's request latency.
+pub fn timings(sinks: &[SinkStats]) -> Vec<(&'static str, std::time::Duration)> {
+    let mut t = Vec::new();
+    for st in sinks {
+        if let Some(h) = &st.http {
+            t.extend(
+                h.take_latencies()
+                    .into_iter()
+                    .map(|d| ("http_writer.latency", d)),
+            );
+        }
+    }
+    t
 }

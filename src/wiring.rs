@@ -7,12 +7,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pauditd_config::{Config, FilterAction as CfgAction};
+use pauditd_config::{Config, FilterAction as CfgAction, HttpOutput};
 use pauditd_engine::{
     CachePolicy, Completion, FilterAction, FilterSet, FilterSpec, Processor, ProcessorConfig,
     ReassemblerConfig, TrackerConfig, UserDb, UserSource,
 };
 use pauditd_sinks::file::{FileConfig, FileSink};
+use pauditd_sinks::http::breaker::BreakerConfig;
+use pauditd_sinks::http::client::{PoolConfig, TlsFiles};
+use pauditd_sinks::http::{transform, HttpConfig, HttpSink, Overflow};
 use pauditd_sinks::retry::Attempts;
 use pauditd_sinks::stdout::StdoutSink;
 use pauditd_sinks::syslog::{SyslogConfig, SyslogSink};
@@ -88,9 +91,14 @@ pub fn filters(cfg: &Config) -> Result<FilterSet> {
     FilterSet::new(&specs).context("compiling filters")
 }
 
+/// A request that has not finished after this frees its HTTP worker (Go's client has no limit;
+/// a hung service would otherwise hold every worker forever).
+const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Every enabled output. pauditd allows exactly one; several at once is our extension and
-/// every enabled sink receives every event.
-pub fn sinks(cfg: &Config) -> Result<Vec<Box<dyn Sink>>> {
+/// every enabled sink receives every event. `overflow` is what the HTTP output does when its
+/// queue is full.
+pub fn sinks(cfg: &Config, overflow: Overflow) -> Result<Vec<Box<dyn Sink>>> {
     let o = &cfg.output;
     let mut v: Vec<Box<dyn Sink>> = Vec::new();
     if o.stdout.enabled {
@@ -122,10 +130,52 @@ pub fn sinks(cfg: &Config) -> Result<Vec<Box<dyn Sink>>> {
         })?));
     }
     if o.http.enabled {
-        bail!("output.http: the http output is not built yet (see the network sinks issue)");
+        v.push(Box::new(http(&o.http, overflow)?));
     }
     if v.is_empty() {
         bail!("No outputs were configured (enable one of output.stdout, output.file, output.syslog, output.http)");
     }
     Ok(v)
+}
+
+fn http(h: &HttpOutput, overflow: Overflow) -> Result<HttpSink> {
+    let transform = transform::by_name(
+        &h.response_body_transformer,
+        &pauditd_sinks::short_hostname(),
+        &h.extra_attributes,
+    )
+    .with_context(|| {
+        format!(
+            "output.http.response_body_transformer: unknown {:?}",
+            h.response_body_transformer
+        )
+    })?;
+    let tls = h.ssl.enabled.then(|| TlsFiles {
+        client_cert: h.ssl.client_cert.clone().into(),
+        client_key: h.ssl.client_key.clone().into(),
+        ca_cert: h.ssl.ca_cert.clone().into(),
+    });
+    let workers = h.worker_count as usize;
+    Ok(HttpSink::start(HttpConfig {
+        url: h.url.clone(),
+        workers,
+        buffer_size: h.buffer_size as usize,
+        batch_size: h.batch_size.map(|n| n as usize),
+        trace_header: h.trace_header_name.clone(),
+        transform,
+        debug: h.debug,
+        breaker: BreakerConfig::with_ratio(h.breaker_failure_ratio),
+        pool: PoolConfig {
+            connections: workers,
+            idle_timeout: h.idle_conn_timeout,
+            request_timeout: HTTP_REQUEST_TIMEOUT,
+            tls,
+        },
+        cert_refresh: Duration::from_secs(60),
+        attempts: Attempts {
+            attempts: h.attempts,
+            pause: Duration::from_secs(1),
+        },
+        overflow,
+    })?)
 }

@@ -437,7 +437,16 @@ fn read_outputs(r: &mut Reader, root: &mut Section<'_>) -> Outputs {
     }
     r.finish(sl);
 
-    let http = read_http(r, &mut out);
+    let mut http = read_http(r, &mut out);
+    // pauditd itself reads `output.notification-service-transformer.extra_attributes` (outside
+    // `http`); accept that spelling too, the `http` one wins on a clash.
+    let mut n = r.section(&mut out, "notification-service-transformer");
+    for (k, v) in r.string_map(&mut n, "extra_attributes") {
+        if !http.extra_attributes.iter().any(|(k2, _)| *k2 == k) {
+            http.extra_attributes.push((k, v));
+        }
+    }
+    r.finish(n);
     r.finish(out);
     Outputs {
         stdout,

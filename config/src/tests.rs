@@ -209,3 +209,16 @@ fn garbage_documents_are_errors() {
     assert!(Config::from_str("a: [unclosed").is_err());
     assert!(Config::from_str("").is_ok());
 }
+
+#[test]
+fn extra_attributes_under_http_or_pauditds_own_key() {
+    let c = Config::from_str(
+        "output:\n  notification-service-transformer:\n    extra_attributes: { env: prod, dc: 1 }\n  http:\n    notification_service_transformer:\n      extra_attributes: { env: stage }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.output.http.extra_attributes,
+        vec![("env".into(), "stage".into()), ("dc".into(), "1".into())]
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

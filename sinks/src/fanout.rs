@@ -4,16 +4,33 @@
 //! the policy that a failing sink never stops the others or the daemon: its loss is counted
 //! and logged. It must never reorder events: every sink sees them in completion order.
 
+use std::sync::Arc;
+
 use pauditd_engine::Event;
 
-use crate::{Batch, Sink};
+use crate::http::HttpStats;
+use crate::{Batch, Sink, SinkError};
 
 /// Counters for one sink.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct SinkStats {
     pub name: &'static str,
+    /// Events the sink accepted (for the HTTP output: queued).
     pub written: u64,
+    /// Events the sink refused or failed to write.
     pub lost: u64,
+    /// The HTTP output's own counters (deliveries happen after `written`).
+    pub http: Option<Arc<HttpStats>>,
+}
+
+impl SinkStats {
+    /// Events that did not reach their destination, including late HTTP failures.
+    pub fn lost_total(&self) -> u64 {
+        match &self.http {
+            Some(h) => h.undelivered(),
+            None => self.lost,
+        }
+    }
 }
 
 pub struct Fanout {
@@ -28,6 +45,7 @@ impl Fanout {
             .iter()
             .map(|s| SinkStats {
                 name: s.name(),
+                http: s.http_stats(),
                 ..Default::default()
             })
             .collect();
@@ -59,8 +77,15 @@ impl Fanout {
                 Err(e) => {
                     let lost = e.lost() as u64;
                     st.written += n - lost;
+                    let before = st.lost;
                     st.lost += lost;
-                    log::error!("{e}");
+                    // A full queue can drop on every batch: log when the total crosses a
+                    // power of two, so a flood costs a bounded number of lines.
+                    let quiet = matches!(e, SinkError::Dropped { .. })
+                        && (before + 1..=st.lost).all(|c| !c.is_power_of_two());
+                    if !quiet {
+                        log::error!("{e} ({} lost so far)", st.lost);
+                    }
                 }
             }
         }
@@ -77,6 +102,13 @@ impl Fanout {
             if let Err(e) = s.reopen() {
                 log::error!("Error re-opening output: {e}");
             }
+        }
+    }
+
+    /// Let every sink finish what it accepted (the HTTP queue drains).
+    pub fn close(&mut self) {
+        for s in &mut self.sinks {
+            s.close();
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod fanout;
 pub mod file;
+pub mod http;
 pub mod json;
 pub mod metrics;
 pub mod retry;
@@ -29,6 +30,12 @@ pub struct Batch {
 impl Batch {
     pub fn push_event(&mut self, e: &Event) {
         json::encode_event(e, &mut self.buf);
+        self.ends.push(self.buf.len());
+    }
+
+    /// Append one already encoded line (newline included).
+    pub fn push_line(&mut self, line: &[u8]) {
+        self.buf.extend_from_slice(line);
         self.ends.push(self.buf.len());
     }
 
@@ -86,13 +93,20 @@ pub enum SinkError {
     },
     #[error("{sink}: {message}")]
     Setup { sink: &'static str, message: String },
+    /// Events the sink refused without trying (a full queue).
+    #[error("{sink}: {reason}: {lost} event(s) dropped")]
+    Dropped {
+        sink: &'static str,
+        lost: usize,
+        reason: String,
+    },
 }
 
 impl SinkError {
     /// Events this error lost.
     pub fn lost(&self) -> usize {
         match self {
-            SinkError::Write { lost, .. } => *lost,
+            SinkError::Write { lost, .. } | SinkError::Dropped { lost, .. } => *lost,
             _ => 0,
         }
     }
@@ -106,6 +120,12 @@ pub trait Sink: Send {
     /// Reopen the destination (SIGUSR1, after log rotation). Most sinks have nothing to do.
     fn reopen(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+    /// Finish what was accepted (queued requests) before the sink goes away.
+    fn close(&mut self) {}
+    /// Counters an asynchronous sink keeps itself, read live by the metrics reporter.
+    fn http_stats(&self) -> Option<std::sync::Arc<http::HttpStats>> {
+        None
     }
 }
 

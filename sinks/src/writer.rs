@@ -39,6 +39,7 @@ pub fn spawn(
                     WriterMsg::Events(mut events) => out.write(&mut events),
                     WriterMsg::Reopen => out.reopen(),
                     WriterMsg::Replace(new) => {
+                        out.close();
                         retired.extend_from_slice(out.stats());
                         out = new;
                     }
@@ -47,6 +48,7 @@ pub fn spawn(
                 all.extend_from_slice(out.stats());
                 *shared.lock().unwrap_or_else(|e| e.into_inner()) = all;
             }
+            out.close();
             retired.extend_from_slice(out.stats());
             retired
         })
