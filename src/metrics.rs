@@ -3,6 +3,8 @@
 //! Owns the name mapping only; the counters live in the engine and sinks, the transport in
 //! `pauditd_sinks::metrics`.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use pauditd_engine::live::ReceiverStats;
 use pauditd_engine::netlink::AuditStatus;
 use pauditd_engine::{DropReason, Stats};
@@ -81,6 +83,9 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
     }
     c.extend(http);
     let mut g = Vec::new();
+    if let Some(h) = s.sinks.iter().rev().find_map(|st| st.http.as_ref()) {
+        g.push(("http_writer.queued".into(), h.queued.load(Relaxed)));
+    }
     if let Some(k) = s.kernel {
         g.push(("kernel.lost".into(), u64::from(k.lost)));
         g.push(("kernel.backlog".into(), u64::from(k.backlog)));

@@ -306,6 +306,118 @@ fn replay_sends_pauditd_metrics_to_a_statsd_listener() {
     );
 }
 
+#[path = "../sinks/tests/support/httpd.rs"]
+mod httpd;
+
+#[test]
+fn replay_delivers_every_event_over_https_with_a_client_certificate_and_metrics() {
+    let dir = tempdir("https");
+    let pki = httpd::Pki::new(&dir);
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let client_der = pki.client("pauditd", &cert, &key);
+    let server = httpd::Server::tls(pki.server_config());
+    let statsd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "output:\n  http:\n    enabled: true\n    url: {}\n    worker_count: 2\n    buffer_size: 2\n    trace_header_name: X-Audit-Trace\n    ssl: {{ enabled: true, client_cert: {}, client_key: {}, ca_cert: {} }}\nmetrics: {{ enabled: true, address: {}, sample_rate: 1 }}\n",
+            server.url("https", "/events"),
+            cert.display(),
+            key.display(),
+            pki.ca_pem.display(),
+            statsd.local_addr().unwrap()
+        ),
+    );
+    let o = replay_edge_cases(&cfg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // buffer_size 2 < 6 events: replay waits for room instead of dropping.
+    let expected = std::fs::read_to_string(root().join("tests/data/edge-cases.json")).unwrap();
+    let mut got: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| {
+            assert_eq!(r.client_cert.as_deref(), Some(&client_der[..]));
+            assert!(r.header("x-audit-trace").is_some());
+            String::from_utf8(r.body.clone()).unwrap()
+        })
+        .collect();
+    let mut want: Vec<String> = expected.lines().map(|l| format!("{l}\n")).collect();
+    // Two workers: arrival order may differ from completion order.
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(
+        stderr(&o).contains("output http: written=6 lost=0"),
+        "{}",
+        stderr(&o)
+    );
+    let lines = statsd_lines(&statsd);
+    let p = format!("pauditd.{}.", short_host());
+    for want in [
+        "http_writer.total_messages:6|c",
+        "http_writer.delivered:6|c",
+        "http_code.200:6|c",
+        "output.http.written:6|c",
+    ] {
+        assert!(
+            lines.contains(&format!("{p}{want}")),
+            "{want} not in {lines:#?}"
+        );
+    }
+    let latencies = lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{p}http_writer.latency:")) && l.ends_with("|ms"))
+        .count();
+    assert_eq!(latencies, 6, "{lines:#?}");
+}
+
+#[test]
+fn replay_to_the_notification_service_sends_keyed_events_and_counts_topics() {
+    let dir = tempdir("notif");
+    let server = httpd::Server::plain();
+    let statsd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "output:\n  http:\n    enabled: true\n    url: {}\n    worker_count: 1\n    response_body_transformer: notification-service\n    notification_service_transformer:\n      extra_attributes: {{ cluster: c1 }}\nmetrics: {{ enabled: true, address: {} }}\n",
+            server.url("http", "/notify"),
+            statsd.local_addr().unwrap()
+        ),
+    );
+    let o = replay_edge_cases(&cfg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let topics: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["attributes"]["cluster"], "c1");
+            assert_eq!(v["attributes"]["hostname"], short_host());
+            assert_eq!(v["version"], "1.0.0");
+            // pauditd takes the topic from the encoded text, escapes and all.
+            let topic = v["topic"].as_str().unwrap().to_string();
+            let key = serde_json::to_string(&v["data"]["rule_key"]).unwrap();
+            assert_eq!(format!("\"{topic}\""), key);
+            topic
+        })
+        .collect();
+    // edge-cases.log: keys (null), exec, key1\x01abcd, tty, net and one without a key.
+    assert_eq!(topics, ["exec", "key1\\u0001abcd", "tty", "net"]);
+    let lines = statsd_lines(&statsd);
+    let p = format!("pauditd.{}.", short_host());
+    for want in [
+        "notif-service-transformer.topic.no-topic:2|c",
+        "notif-service-transformer.topic.exec:1|c",
+        "notif-service-transformer.topic.key1_u0001abcd:1|c",
+        "http_writer.skipped:2|c",
+    ] {
+        assert!(
+            lines.contains(&format!("{p}{want}")),
+            "{want} not in {lines:#?}"
+        );
+    }
+}
+
 #[test]
 fn sigusr1_reopens_the_file_output() {
     let dir = tempdir("usr1");

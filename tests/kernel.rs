@@ -561,3 +561,44 @@ fn multicast_reader_beside_the_audit_daemon_sees_the_same_events() {
     assert!(st.success(), "{log}");
     assert_released(&log);
 }
+
+#[path = "../sinks/tests/support/httpd.rs"]
+mod httpd;
+
+#[test]
+fn live_events_reach_an_http_service_as_notifications() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("http");
+    let server = httpd::Server::plain();
+    // Daemon::start writes `output:` and the file output first: this block continues it.
+    let cfg = format!(
+        "  http:\n    enabled: true\n    url: {}\n    worker_count: 2\n    response_body_transformer: notification-service\n{}",
+        server.url("http", "/notify"),
+        echo_rules()
+    );
+    let mut d = Daemon::start(&dir, "http", &cfg);
+    d.wait_ready();
+    let out = Command::new(echo_exe()).arg("to-http").output().unwrap();
+    assert!(out.status.success());
+    wait_for("an e2e event in the file", 20, || {
+        d.lines().iter().any(|l| l.contains("\"rule_key\":\"e2e\""))
+    });
+    let reqs = server.wait_for(1);
+    let lines = d.lines();
+    let (status, log) = d.terminate();
+    assert!(status.success(), "{log}");
+    assert_released(&log);
+    let file_event = lines
+        .iter()
+        .find(|l| l.contains("\"rule_key\":\"e2e\""))
+        .unwrap();
+    let sent: Vec<Value> = reqs
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .filter(|v: &Value| v["topic"] == "e2e")
+        .collect();
+    assert_eq!(sent.len(), 1, "{reqs:?}");
+    assert_eq!(sent[0]["data"], parse(file_event), "same event as the file");
+    assert!(log.contains("output http: written="), "{log}");
+    assert!(!log.contains("output http: written=0"), "{log}");
+}

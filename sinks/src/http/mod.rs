@@ -196,6 +196,7 @@ impl Sink for HttpSink {
                 lost += n;
             }
         }
+        self.stats.queued.store(tx.len() as u64, Relaxed);
         if lost > 0 {
             return Err(SinkError::Dropped {
                 sink: "http",
@@ -235,6 +236,7 @@ impl Drop for HttpSink {
 fn work(rx: &Receiver<Job>, shared: &Shared) {
     let mut body = Vec::new();
     for job in rx.iter() {
+        shared.stats.queued.store(rx.len() as u64, Relaxed);
         shared.send(&job, &mut body);
     }
 }

@@ -36,6 +36,8 @@ pub struct HttpStats {
     pub retries: AtomicU64,
     /// Times the breaker opened.
     pub breaker_opened: AtomicU64,
+    /// Requests waiting for a worker, as last seen (a gauge).
+    pub queued: AtomicU64,
     /// Counters named at run time: `http_code.<code>`, transformer topics.
     named: Mutex<BTreeMap<String, u64>>,
     /// Time from queueing to response, since the last report (`http_writer.latency`).
