@@ -20,7 +20,7 @@ use pauditd_engine::rules;
 use pauditd_sinks::fanout::{Fanout, SinkStats};
 use pauditd_sinks::http::Overflow;
 use pauditd_sinks::metrics::Reporter;
-use pauditd_sinks::writer::{self, WriterMsg};
+use pauditd_sinks::writer::{self, WriterMsg, WriterReport};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::sync::{Arc, Mutex};
 
@@ -88,9 +88,11 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     };
     let processor = wiring::processor(&cfg, wiring::Clock::Millis, None)?;
     let (tx, rx) = mpsc::sync_channel::<WriterMsg>(WRITER_QUEUE);
-    let sink_stats = Arc::new(Mutex::new(fanout.stats().to_vec()));
-    let writer =
-        writer::spawn(fanout, rx, sink_stats.clone()).context("starting the writer thread")?;
+    let report = Arc::new(Mutex::new(WriterReport {
+        sinks: fanout.stats().to_vec(),
+        latency: Vec::new(),
+    }));
+    let writer = writer::spawn(fanout, rx, report.clone()).context("starting the writer thread")?;
     let emit_tx = tx.clone();
     let live = Live::start(
         socket,
@@ -103,7 +105,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         processor,
         move |events| {
             // Waits when the writer is behind; only fails once the writer is gone.
-            let _ = emit_tx.send(WriterMsg::Events(events));
+            let _ = emit_tx.send(WriterMsg::Events(events, Instant::now()));
         },
     )
     .context("starting the engine threads")?;
@@ -161,7 +163,10 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     loop {
         if Instant::now() >= next_metrics {
             next_metrics = Instant::now() + METRICS_EVERY;
-            let sinks = sink_stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let (sinks, latency) = {
+                let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+                (r.sinks.clone(), std::mem::take(&mut r.latency))
+            };
             let (c, g) = metrics::names(&Sample {
                 engine: live.stats(),
                 receiver: Some(live.receiver_stats()),
@@ -170,7 +175,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 pid_stolen: poller.pid_stolen,
             });
             reporter.report(&c, &g);
-            reporter.timings(&metrics::timings(&sinks));
+            let mut t = metrics::timings(&sinks);
+            t.extend(latency.into_iter().map(|d| ("latency", d)));
+            reporter.timings(&t);
         }
         let wake = next_tick.min(next_metrics);
         match sig_rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {

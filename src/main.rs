@@ -126,6 +126,8 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
         )
     };
     let opts = ReplayOptions { batch: BATCH };
+    // pauditd's `latency`: per batch, the encode-and-write step (bounded sample).
+    let mut latency: Vec<std::time::Duration> = Vec::new();
     replay::run(
         BufReader::with_capacity(1 << 16, reader),
         &mut processor,
@@ -135,7 +137,11 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
             if reopen.swap(false, Ordering::Relaxed) {
                 out.reopen();
             }
+            let t = std::time::Instant::now();
             out.write(events);
+            if latency.len() < 4096 {
+                latency.push(t.elapsed());
+            }
         },
     )
     .with_context(|| format!("reading {}", input.display()))?;
@@ -156,7 +162,9 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
         ..Default::default()
     });
     reporter.report(&c, &g);
-    reporter.timings(&metrics::timings(out.stats()));
+    let mut t = metrics::timings(out.stats());
+    t.extend(latency.into_iter().map(|d| ("latency", d)));
+    reporter.timings(&t);
     let mut lost = 0;
     for s in out.stats() {
         log::info!(

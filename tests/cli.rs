@@ -369,6 +369,12 @@ fn replay_delivers_every_event_over_https_with_a_client_certificate_and_metrics(
         .filter(|l| l.starts_with(&format!("{p}http_writer.latency:")) && l.ends_with("|ms"))
         .count();
     assert_eq!(latencies, 6, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{p}latency:")) && l.ends_with("|ms")),
+        "pauditd's per-write latency timing: {lines:#?}"
+    );
 }
 
 #[test]

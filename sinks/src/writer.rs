@@ -10,25 +10,40 @@
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use pauditd_engine::Event;
 
 use crate::fanout::{Fanout, SinkStats};
 
 pub enum WriterMsg {
-    Events(Vec<Event>),
+    /// Completed events and when they were handed over (for the `latency` timing).
+    Events(Vec<Event>, Instant),
     /// SIGUSR1: reopen file outputs.
     Reopen,
     /// SIGHUP: switch to new outputs (the old ones are dropped after the switch).
     Replace(Fanout),
 }
 
+/// Timing samples kept between two metric reports.
+const MAX_LATENCY_SAMPLES: usize = 4096;
+
+/// What the writer tells the metrics reporter.
+#[derive(Debug, Default)]
+pub struct WriterReport {
+    /// Counters of every sink used so far.
+    pub sinks: Vec<SinkStats>,
+    /// Per batch: from hand-over to every sink done with it (pauditd's `latency`, which
+    /// timed the same encode-and-write step per message). Taken by the reporter.
+    pub latency: Vec<Duration>,
+}
+
 /// Run the writer until every sender is gone; returns the counters of every sink it used.
-/// `shared` is updated after each message with the counters so far (for metrics).
+/// `shared` is updated after each message (for metrics).
 pub fn spawn(
     mut out: Fanout,
     rx: Receiver<WriterMsg>,
-    shared: Arc<Mutex<Vec<SinkStats>>>,
+    shared: Arc<Mutex<WriterReport>>,
 ) -> std::io::Result<JoinHandle<Vec<SinkStats>>> {
     std::thread::Builder::new()
         .name("pauditd-write".into())
@@ -36,7 +51,13 @@ pub fn spawn(
             let mut retired: Vec<SinkStats> = Vec::new();
             for msg in rx {
                 match msg {
-                    WriterMsg::Events(mut events) => out.write(&mut events),
+                    WriterMsg::Events(mut events, handed) => {
+                        out.write(&mut events);
+                        let mut r = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        if r.latency.len() < MAX_LATENCY_SAMPLES {
+                            r.latency.push(handed.elapsed());
+                        }
+                    }
                     WriterMsg::Reopen => out.reopen(),
                     WriterMsg::Replace(new) => {
                         out.close();
@@ -46,7 +67,7 @@ pub fn spawn(
                 }
                 let mut all = retired.clone();
                 all.extend_from_slice(out.stats());
-                *shared.lock().unwrap_or_else(|e| e.into_inner()) = all;
+                shared.lock().unwrap_or_else(|e| e.into_inner()).sinks = all;
             }
             out.close();
             retired.extend_from_slice(out.stats());
