@@ -95,6 +95,10 @@ pub fn filters(cfg: &Config) -> Result<FilterSet> {
 /// a hung service would otherwise hold every worker forever).
 const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// At shutdown or reload, queued HTTP requests still unsent after this are counted as failed
+/// (a dead service must not hold SIGTERM for queue x attempts x timeout).
+const HTTP_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
 /// Every enabled output. pauditd allows exactly one; several at once is our extension and
 /// every enabled sink receives every event. `overflow` is what the HTTP output does when its
 /// queue is full.
@@ -177,5 +181,6 @@ fn http(h: &HttpOutput, overflow: Overflow) -> Result<HttpSink> {
             pause: Duration::from_secs(1),
         },
         overflow,
+        drain_limit: HTTP_DRAIN_LIMIT,
     })?)
 }

@@ -51,6 +51,7 @@ fn config(url: String, transform: Box<dyn Transform>) -> HttpConfig {
             pause: Duration::from_millis(10),
         },
         overflow: Overflow::Wait,
+        drain_limit: Duration::from_secs(30),
     }
 }
 
@@ -372,4 +373,22 @@ fn missing_certificate_files_are_a_setup_error_naming_the_path() {
     });
     let err = HttpSink::start(cfg).err().unwrap().to_string();
     assert!(err.contains("/nonexistent/client.pem"), "{err}");
+}
+
+#[test]
+fn closing_gives_up_on_what_is_still_queued_after_the_drain_limit() {
+    let server = Server::plain();
+    server.set_delay(Duration::from_millis(300));
+    let mut cfg = config(server.url("http", "/"), Box::new(transform::Noop));
+    cfg.drain_limit = Duration::from_millis(100);
+    let mut sink = HttpSink::start(cfg).unwrap();
+    sink.write_batch(&batch(1, 5, "k")).unwrap();
+    sink.close();
+    let st = sink.stats();
+    // The request in flight when closing began (normally the first) finishes; the next could
+    // only start after the limit, so none of the rest is tried.
+    let delivered = st.delivered.load(Relaxed);
+    assert!(delivered <= 1, "{delivered}");
+    assert_eq!(st.failed.load(Relaxed), 5 - delivered);
+    assert_eq!(server.requests().len() as u64, delivered);
 }

@@ -15,7 +15,7 @@ pub mod stats;
 pub mod transform;
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,8 @@ pub struct HttpConfig {
     pub cert_refresh: Duration,
     pub attempts: Attempts,
     pub overflow: Overflow,
+    /// How long closing the sink keeps sending what is queued (the daemon: 10 s).
+    pub drain_limit: Duration,
 }
 
 /// One request's worth of events, copied out of the batch.
@@ -74,6 +76,10 @@ struct Shared {
     agent: Arc<RwLock<Agent>>,
     breaker: Mutex<Breaker>,
     stats: Arc<HttpStats>,
+    /// Set when the sink closes: requests not started by then fail without being tried, so a
+    /// dead service cannot stall shutdown for `queue x attempts x timeout`.
+    drain_until: OnceLock<Instant>,
+    drain_limit: Duration,
 }
 
 pub struct HttpSink {
@@ -86,6 +92,7 @@ pub struct HttpSink {
     overflow: Overflow,
     buffer_size: usize,
     stats: Arc<HttpStats>,
+    shared: Arc<Shared>,
 }
 
 impl HttpSink {
@@ -103,6 +110,8 @@ impl HttpSink {
             agent: agent.clone(),
             breaker: Mutex::new(Breaker::new(cfg.breaker, Instant::now())),
             stats: stats.clone(),
+            drain_until: OnceLock::new(),
+            drain_limit: cfg.drain_limit,
         });
         let (tx, rx) = bounded::<Job>(cfg.buffer_size.max(1));
         let spawn_err = |e: std::io::Error| SinkError::Setup {
@@ -144,6 +153,7 @@ impl HttpSink {
             overflow: cfg.overflow,
             buffer_size: cfg.buffer_size,
             stats,
+            shared,
         })
     }
 
@@ -212,6 +222,10 @@ impl Sink for HttpSink {
 
     /// Drain: every queued request is sent (or fails its attempts) before this returns.
     fn close(&mut self) {
+        let _ = self
+            .shared
+            .drain_until
+            .set(Instant::now() + self.shared.drain_limit);
         drop(self.tx.take());
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -304,6 +318,10 @@ impl Shared {
         let n = n as u64;
         let mut last_error = String::new();
         for attempt in 1..=self.attempts.attempts {
+            if self.drain_until.get().is_some_and(|d| Instant::now() >= *d) {
+                last_error = format!("still queued {:?} after shutdown began", self.drain_limit);
+                break;
+            }
             if attempt > 1 {
                 self.stats.retries.fetch_add(1, Relaxed);
                 std::thread::sleep(self.attempts.pause);
