@@ -57,7 +57,7 @@ fn processor() -> Processor<UserDb> {
         FilterSet::default(),
         UserDb::new(
             UserSource::passwd_file(&passwd).unwrap(),
-            CachePolicy::PerBatch,
+            CachePolicy::Fresh(std::time::Duration::from_secs(1)),
         ),
     )
 }

@@ -52,7 +52,7 @@ pub fn processor(cfg: &Config, clock: Clock, passwd: Option<&Path>) -> Result<Pr
     let policy = if cfg.parser.enable_uid_caching {
         CachePolicy::UntilModified(cfg.parser.password_file_path.clone().into())
     } else {
-        CachePolicy::PerBatch
+        CachePolicy::Fresh(Duration::from_secs(1))
     };
     let tracking = cfg.message_tracking.enabled.then_some(TrackerConfig {
         max_out_of_order: cfg.message_tracking.max_out_of_order,

@@ -30,7 +30,7 @@ fn run(input: &[u8], batch: usize) -> (Vec<u8>, usize) {
         FilterSet::default(),
         UserDb::new(
             UserSource::passwd_file(&passwd).unwrap(),
-            CachePolicy::PerBatch,
+            CachePolicy::Fresh(std::time::Duration::from_secs(1)),
         ),
     );
     let mut out = Batch::default();

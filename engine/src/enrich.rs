@@ -5,6 +5,8 @@
 //! what is printed. It must never reorder or alter message data, and it resolves user names
 //! only through the resolver it is handed.
 
+use std::sync::LazyLock;
+
 use memchr::{memchr, memmem};
 
 use crate::event::Event;
@@ -25,7 +27,7 @@ pub fn add_record(event: &mut Event, rtype: u16, data: &[u8], users: &mut dyn Us
         types::EXECVE | types::CWD | types::SOCKADDR => {}
         types::SYSCALL => {
             let range = event.message_range(i);
-            if let Some(r) = find_field(data, b"syscall=", MAX_TRAILING_NUMBER_LENGTH) {
+            if let Some(r) = find_field(data, &SYSCALL_FIELD, MAX_TRAILING_NUMBER_LENGTH) {
                 event.set_syscall(range.start + r.start..range.start + r.end);
             } else {
                 event.set_syscall(0..0);
@@ -42,11 +44,23 @@ pub fn add_record(event: &mut Event, rtype: u16, data: &[u8], users: &mut dyn Us
     }
 }
 
+// Built once: building a searcher costs more than searching one record.
+static SYSCALL_FIELD: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"syscall="));
+static KEY_FIELD: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"key="));
+static UID_FIELD: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"uid="));
+
 /// The value of the first `name` occurrence (`name` includes the `=`), up to the next space;
 /// a value that runs to the end of the data counts only if it is at most `max_trailing` long.
 /// Returns its range within `data` (`None` is pauditd's empty string).
-fn find_field(data: &[u8], name: &[u8], max_trailing: usize) -> Option<std::ops::Range<usize>> {
-    let start = memmem::find(data, name)? + name.len();
+fn find_field(
+    data: &[u8],
+    name: &memmem::Finder<'static>,
+    max_trailing: usize,
+) -> Option<std::ops::Range<usize>> {
+    let start = name.find(data)? + name.needle().len();
     match memchr(b' ', &data[start..]) {
         Some(len) => Some(start..start + len),
         None if data.len() - start <= max_trailing => Some(start..data.len()),
@@ -57,7 +71,7 @@ fn find_field(data: &[u8], name: &[u8], max_trailing: usize) -> Option<std::ops:
 /// pauditd's rule key: the `key=` value with every `"` removed, or, when the raw value is
 /// valid hex (the kernel's encoding of several keys joined by 0x01), its decoded bytes.
 fn rule_key(data: &[u8]) -> Vec<u8> {
-    let raw = match find_field(data, b"key=", MAX_RULE_KEY_LENGTH) {
+    let raw = match find_field(data, &KEY_FIELD, MAX_RULE_KEY_LENGTH) {
         Some(r) => &data[r],
         None => return Vec::new(),
     };
@@ -90,7 +104,7 @@ fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
 fn map_uids(event: &mut Event, i: usize, users: &mut dyn UserResolver) {
     let base = event.message_range(i).start;
     let len = event.message_range(i).len();
-    let finder = memmem::Finder::new(b"uid=");
+    let finder = &*UID_FIELD;
     let mut pos = 0;
     loop {
         let (data_start, found) = {

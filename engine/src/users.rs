@@ -67,8 +67,10 @@ impl UserSource {
 /// How long cached names may be used.
 #[derive(Debug, Clone)]
 pub enum CachePolicy {
-    /// pauditd's default (no caching): forget every name at the start of each batch.
-    PerBatch,
+    /// pauditd's default (no caching): names are looked up afresh, but a name is reused for
+    /// at most this long (checked at batch boundaries). Live, a batch can be a few records, and
+    /// an NSS lookup per batch (open and parse /etc/passwd) was the reassembler's top cost.
+    Fresh(Duration),
     /// `parser.enable_uid_caching`: keep names until this file's mtime changes.
     UntilModified(PathBuf),
 }
@@ -91,7 +93,7 @@ impl UserDb {
     pub fn new(source: UserSource, policy: CachePolicy) -> Self {
         let seen_mtime = match &policy {
             CachePolicy::UntilModified(p) => mtime(p),
-            CachePolicy::PerBatch => None,
+            CachePolicy::Fresh(_) => None,
         };
         UserDb {
             source,
@@ -123,7 +125,13 @@ impl UserResolver for UserDb {
 
     fn begin_batch(&mut self, now: Instant) {
         match &self.policy {
-            CachePolicy::PerBatch => self.cache.clear(),
+            CachePolicy::Fresh(max_age) => match self.last_check {
+                Some(t) if now.saturating_duration_since(t) < *max_age => {}
+                _ => {
+                    self.last_check = Some(now);
+                    self.cache.clear();
+                }
+            },
             CachePolicy::UntilModified(path) => {
                 if self
                     .last_check
@@ -190,7 +198,10 @@ pub(crate) mod tests {
 
     #[test]
     fn system_database_knows_root() {
-        let mut db = UserDb::new(UserSource::System, CachePolicy::PerBatch);
+        let mut db = UserDb::new(
+            UserSource::System,
+            CachePolicy::Fresh(Duration::from_secs(1)),
+        );
         assert_eq!(&*db.resolve(b"0"), b"root");
         assert_eq!(&*db.resolve(b"4294967295"), UNKNOWN_USER);
         assert_eq!(&*db.resolve(b"abc"), UNKNOWN_USER);
@@ -228,11 +239,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn per_batch_policy_forgets() {
-        let mut db = UserDb::new(UserSource::System, CachePolicy::PerBatch);
+    fn fresh_policy_forgets_after_max_age() {
+        let mut db = UserDb::new(
+            UserSource::System,
+            CachePolicy::Fresh(Duration::from_secs(1)),
+        );
+        let t0 = Instant::now();
+        db.begin_batch(t0);
         db.resolve(b"0");
         assert_eq!(db.cache.len(), 1);
-        db.begin_batch(Instant::now());
+        db.begin_batch(t0 + Duration::from_millis(999));
+        assert_eq!(db.cache.len(), 1, "still fresh");
+        db.begin_batch(t0 + Duration::from_secs(1));
         assert_eq!(db.cache.len(), 0);
     }
 }
