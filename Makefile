@@ -16,7 +16,7 @@ test:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Regenerate golden outputs; review with `git diff tests/data`.
 goldens:

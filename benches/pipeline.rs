@@ -12,13 +12,11 @@ use pauditd_engine::{
 };
 use pauditd_sinks::Batch;
 
+#[path = "../tests/support/corpus.rs"]
+mod corpus;
+
 fn input(copies: usize) -> Vec<u8> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/laurel");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
+    let names = corpus::files();
     let mut lines: Vec<Vec<u8>> = Vec::new();
     for n in names {
         for l in std::fs::read(n).unwrap().split(|&b| b == b'\n') {

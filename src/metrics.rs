@@ -3,8 +3,6 @@
 //! Owns the name mapping only; the counters live in the engine and sinks, the transport in
 //! `pauditd_sinks::metrics`.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use pauditd_engine::live::ReceiverStats;
 use pauditd_engine::netlink::AuditStatus;
 use pauditd_engine::{DropReason, Stats};
@@ -56,7 +54,7 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
     }
     // One sink may appear several times after SIGHUP replaced outputs: add them up.
     let mut per_sink: Vec<(&str, u64, u64)> = Vec::new();
-    let mut http: Values = Vec::new();
+    let mut live: Values = Vec::new();
     for st in s.sinks {
         let lost = st.lost_total();
         match per_sink.iter_mut().find(|(n, _, _)| *n == st.name) {
@@ -66,13 +64,13 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
             }
             None => per_sink.push((st.name, st.written, lost)),
         }
-        if let Some(h) = &st.http {
+        if let Some(l) = &st.live {
             let mut v = Vec::new();
-            h.counters(&mut v);
+            l.counters(&mut v);
             for (name, n) in v {
-                match http.iter_mut().find(|(k, _)| *k == name) {
+                match live.iter_mut().find(|(k, _)| *k == name) {
                     Some(t) => t.1 += n,
-                    None => http.push((name, n)),
+                    None => live.push((name, n)),
                 }
             }
         }
@@ -81,10 +79,15 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         c.push((format!("output.{name}.written"), written));
         c.push((format!("output.{name}.lost"), lost));
     }
-    c.extend(http);
+    c.extend(live);
     let mut g = Vec::new();
-    if let Some(h) = s.sinks.iter().rev().find_map(|st| st.http.as_ref()) {
-        g.push(("http_writer.queued".into(), h.queued.load(Relaxed)));
+    // Gauges are current values: after SIGHUP only the newest instance of a sink counts.
+    let mut seen: Vec<&str> = Vec::new();
+    for st in s.sinks.iter().rev() {
+        if let (Some(l), false) = (&st.live, seen.contains(&st.name)) {
+            l.gauges(&mut g);
+        }
+        seen.push(st.name);
     }
     if let Some(k) = s.kernel {
         g.push(("kernel.lost".into(), u64::from(k.lost)));
@@ -94,16 +97,12 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
     (c, g)
 }
 
-/// Timing samples since the last call: the HTTP output's request latency.
+/// Timing samples since the last call from the sinks that keep them (HTTP request latency).
 pub fn timings(sinks: &[SinkStats]) -> Vec<(&'static str, std::time::Duration)> {
     let mut t = Vec::new();
     for st in sinks {
-        if let Some(h) = &st.http {
-            t.extend(
-                h.take_latencies()
-                    .into_iter()
-                    .map(|d| ("http_writer.latency", d)),
-            );
+        if let Some(l) = &st.live {
+            l.take_timings(&mut t);
         }
     }
     t

@@ -196,6 +196,16 @@ fn echo_exe() -> String {
         .to_string()
 }
 
+/// Run /bin/echo (audited by [`echo_rules`]) with `arg`.
+fn echo(arg: &str) {
+    assert!(Command::new("/bin/echo")
+        .arg(arg)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+}
+
 /// Rules auditing exec of /bin/echo under the key `e2e`, and enabling auditing.
 fn echo_rules() -> String {
     format!(
@@ -245,12 +255,7 @@ fn exec_under_a_keyed_rule_gives_exactly_one_whole_event() {
     let mut d = Daemon::start(&dir, "exec", &rules);
     d.wait_ready();
     let marker = format!("pauditd-e2e-{}", std::process::id());
-    assert!(Command::new("/bin/echo")
-        .arg(&marker)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success());
+    echo(&marker);
     wait_for("the echo event", 20, || {
         d.lines().iter().any(|l| l.contains(&marker))
     });
@@ -426,14 +431,6 @@ fn sighup_reloads_filters_and_sigusr1_reopens_the_file() {
     let rules = echo_rules();
     let mut d = Daemon::start(&dir, "hup", &rules);
     d.wait_ready();
-    let echo = |m: &str| {
-        assert!(Command::new("/bin/echo")
-            .arg(m)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success())
-    };
     echo("before-hup-keep");
     wait_for("first event", 20, || {
         d.lines().iter().any(|l| l.contains("before-hup-keep"))
@@ -539,12 +536,7 @@ fn multicast_reader_beside_the_audit_daemon_sees_the_same_events() {
     });
     let _ = &mut reader;
     let marker = format!("pauditd-mcast-{}", std::process::id());
-    assert!(Command::new("/bin/echo")
-        .arg(&marker)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success());
+    echo(&marker);
     let find = |d: &Daemon| d.lines().into_iter().find(|l| l.contains(&marker));
     wait_for("the event at both", 20, || {
         find(&holder).is_some() && find(&reader).is_some()
@@ -578,8 +570,7 @@ fn live_events_reach_an_http_service_as_notifications() {
     );
     let mut d = Daemon::start(&dir, "http", &cfg);
     d.wait_ready();
-    let out = Command::new(echo_exe()).arg("to-http").output().unwrap();
-    assert!(out.status.success());
+    echo("to-http");
     wait_for("an e2e event in the file", 20, || {
         d.lines().iter().any(|l| l.contains("\"rule_key\":\"e2e\""))
     });

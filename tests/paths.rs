@@ -8,13 +8,11 @@ use pauditd_engine::replay::{self, ReplayOptions};
 use pauditd_engine::{CachePolicy, FilterSet, Processor, ProcessorConfig, UserDb, UserSource};
 use pauditd_sinks::Batch;
 
+#[path = "support/corpus.rs"]
+mod corpus;
+
 fn corpus() -> Vec<u8> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/laurel");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
+    let names = corpus::files();
     let mut all = Vec::new();
     for n in names {
         all.extend(std::fs::read(n).unwrap());

@@ -142,7 +142,7 @@ mod tests {
     use crate::users::tests::FixedUsers;
 
     fn event_of(records: &[(u16, &[u8])]) -> Event {
-        let mut users = FixedUsers::default();
+        let mut users = FixedUsers;
         let mut e = Event::new(1, b"1.0");
         for (t, d) in records {
             add_record(&mut e, *t, d, &mut users);

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use pauditd_engine::Event;
 
-use crate::http::HttpStats;
-use crate::{Batch, Sink, SinkError};
+use crate::{Batch, LiveCounters, Sink, SinkError};
 
 /// Counters for one sink.
 #[derive(Debug, Default, Clone)]
@@ -19,14 +18,14 @@ pub struct SinkStats {
     pub written: u64,
     /// Events the sink refused or failed to write.
     pub lost: u64,
-    /// The HTTP output's own counters (deliveries happen after `written`).
-    pub http: Option<Arc<HttpStats>>,
+    /// The sink's own counters when it delivers after `written` (the HTTP output).
+    pub live: Option<Arc<dyn LiveCounters>>,
 }
 
 impl SinkStats {
-    /// Events that did not reach their destination, including late HTTP failures.
+    /// Events that did not reach their destination, including late asynchronous failures.
     pub fn lost_total(&self) -> u64 {
-        match &self.http {
+        match &self.live {
             Some(h) => h.undelivered(),
             None => self.lost,
         }
@@ -45,7 +44,7 @@ impl Fanout {
             .iter()
             .map(|s| SinkStats {
                 name: s.name(),
-                http: s.http_stats(),
+                live: s.live_counters(),
                 ..Default::default()
             })
             .collect();

@@ -123,10 +123,23 @@ pub trait Sink: Send {
     }
     /// Finish what was accepted (queued requests) before the sink goes away.
     fn close(&mut self) {}
-    /// Counters an asynchronous sink keeps itself, read live by the metrics reporter.
-    fn http_stats(&self) -> Option<std::sync::Arc<http::HttpStats>> {
+    /// Counters of a sink whose work finishes after `write_batch` returns (the HTTP
+    /// workers), read live by the metrics reporter. Synchronous sinks have none.
+    fn live_counters(&self) -> Option<std::sync::Arc<dyn LiveCounters>> {
         None
     }
+}
+
+/// Counters a sink keeps itself because it delivers asynchronously.
+pub trait LiveCounters: Send + Sync + std::fmt::Debug {
+    /// `(statsd name, cumulative value)`.
+    fn counters(&self, out: &mut Vec<(String, u64)>);
+    /// `(statsd name, current value)`.
+    fn gauges(&self, _out: &mut Vec<(String, u64)>) {}
+    /// Timing samples since the last call.
+    fn take_timings(&self, _out: &mut Vec<(&'static str, std::time::Duration)>) {}
+    /// Events accepted by the sink that never reached their destination (or were refused).
+    fn undelivered(&self) -> u64;
 }
 
 /// The host's name, as Go's `os.Hostname` gives it ("localhost" if it cannot be read).

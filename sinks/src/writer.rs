@@ -50,13 +50,11 @@ pub fn spawn(
         .spawn(move || {
             let mut retired: Vec<SinkStats> = Vec::new();
             for msg in rx {
+                let mut took = None;
                 match msg {
                     WriterMsg::Events(mut events, handed) => {
                         out.write(&mut events);
-                        let mut r = shared.lock().unwrap_or_else(|e| e.into_inner());
-                        if r.latency.len() < MAX_LATENCY_SAMPLES {
-                            r.latency.push(handed.elapsed());
-                        }
+                        took = Some(handed.elapsed());
                     }
                     WriterMsg::Reopen => out.reopen(),
                     WriterMsg::Replace(new) => {
@@ -65,9 +63,14 @@ pub fn spawn(
                         out = new;
                     }
                 }
-                let mut all = retired.clone();
-                all.extend_from_slice(out.stats());
-                shared.lock().unwrap_or_else(|e| e.into_inner()).sinks = all;
+                // One lock per message; the report's vector is reused, not reallocated.
+                let mut r = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(d) = took.filter(|_| r.latency.len() < MAX_LATENCY_SAMPLES) {
+                    r.latency.push(d);
+                }
+                r.sinks.clear();
+                r.sinks.extend_from_slice(&retired);
+                r.sinks.extend_from_slice(out.stats());
             }
             out.close();
             retired.extend_from_slice(out.stats());

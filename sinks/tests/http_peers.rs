@@ -14,7 +14,7 @@ use pauditd_sinks::http::client::{PoolConfig, TlsFiles};
 use pauditd_sinks::http::transform::{self, Transform};
 use pauditd_sinks::http::{HttpConfig, HttpSink, Overflow};
 use pauditd_sinks::retry::Attempts;
-use pauditd_sinks::{Batch, Sink, SinkError};
+use pauditd_sinks::{Batch, LiveCounters, Sink, SinkError};
 use support::httpd::{Pki, Server};
 
 /// Events `first..first+n`, with the rule key `key` (empty for none).

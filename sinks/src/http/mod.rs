@@ -236,7 +236,7 @@ impl Sink for HttpSink {
         }
     }
 
-    fn http_stats(&self) -> Option<Arc<HttpStats>> {
+    fn live_counters(&self) -> Option<Arc<dyn crate::LiveCounters>> {
         Some(self.stats.clone())
     }
 }

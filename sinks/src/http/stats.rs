@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::LiveCounters;
+
 /// Latency samples kept between two metric reports; beyond this they are not recorded (the
 /// distribution statsd computes needs a sample, not every request).
 const MAX_LATENCY_SAMPLES: usize = 4096;
@@ -71,14 +73,27 @@ impl HttpStats {
     pub fn take_latencies(&self) -> Vec<Duration> {
         std::mem::take(&mut *self.latency.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
 
+impl LiveCounters for HttpStats {
     /// Events that did not reach the service, for the output's `lost` count.
-    pub fn undelivered(&self) -> u64 {
+    fn undelivered(&self) -> u64 {
         self.dropped.load(Relaxed) + self.failed.load(Relaxed) + self.rejected.load(Relaxed)
     }
 
-    /// Every counter as `(statsd name, cumulative value)`.
-    pub fn counters(&self, out: &mut Vec<(String, u64)>) {
+    fn gauges(&self, out: &mut Vec<(String, u64)>) {
+        out.push(("http_writer.queued".to_string(), self.queued.load(Relaxed)));
+    }
+
+    fn take_timings(&self, out: &mut Vec<(&'static str, Duration)>) {
+        out.extend(
+            self.take_latencies()
+                .into_iter()
+                .map(|d| ("http_writer.latency", d)),
+        );
+    }
+
+    fn counters(&self, out: &mut Vec<(String, u64)>) {
         let fixed: [(&str, &AtomicU64); 10] = [
             ("http_writer.total_messages", &self.total),
             ("http_writer.dropped_messages", &self.dropped),
