@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use pauditd_config::{Config, NetlinkMode};
-use pauditd_engine::live::{Live, LiveConfig, StatusPoller};
+use pauditd_engine::live::{IoUringMode, Live, LiveConfig, StatusPoller};
 use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode, STATUS_ENABLED};
 use pauditd_engine::rules;
 use pauditd_sinks::fanout::{Fanout, SinkStats};
@@ -101,6 +101,11 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             receiver_core,
             ring_bytes: cfg.engine.ring_size as usize,
             batch: EVENTS_PER_BATCH,
+            io_uring: match cfg.engine.io_uring {
+                pauditd_config::IoUring::Auto => IoUringMode::Auto,
+                pauditd_config::IoUring::On => IoUringMode::On,
+                pauditd_config::IoUring::Off => IoUringMode::Off,
+            },
         },
         processor,
         move |events| {

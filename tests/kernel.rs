@@ -343,10 +343,26 @@ fn load_rules(backlog: u32) -> String {
 }
 
 #[test]
-fn a_burst_of_20000_events_is_written_whole_with_nothing_lost() {
-    let Some(_k) = kernel() else { return };
-    let dir = tempdir("burst");
-    let mut d = Daemon::start(&dir, "burst", &load_rules(8192));
+fn a_burst_of_20000_events_is_written_whole_with_nothing_lost_via_io_uring() {
+    if let Some(log) = burst_of_20000("on") {
+        assert!(log.contains("receiving with io_uring"), "{log}");
+    }
+}
+
+#[test]
+fn a_burst_of_20000_events_is_written_whole_with_nothing_lost_via_recv() {
+    if let Some(log) = burst_of_20000("off") {
+        assert!(!log.contains("receiving with io_uring"), "{log}");
+    }
+}
+
+/// The burst through the receive path `engine.io_uring: <io_uring>`; returns the daemon's log
+/// (`None`: skipped outside CI).
+fn burst_of_20000(io_uring: &str) -> Option<String> {
+    let _k = kernel()?;
+    let dir = tempdir(&format!("burst-{io_uring}"));
+    let rules = load_rules(8192) + &format!("engine: {{ io_uring: {io_uring} }}\n");
+    let mut d = Daemon::start(&dir, "burst", &rules);
     d.wait_ready();
     let lost_before = status_field("lost");
     let out = Command::new(loadgen())
@@ -387,6 +403,7 @@ fn a_burst_of_20000_events_is_written_whole_with_nothing_lost() {
     );
     assert_eq!(lost_after, lost_before, "kernel lost records");
     assert!(log.contains("lost=0"), "{log}");
+    Some(log)
 }
 
 #[test]

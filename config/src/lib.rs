@@ -177,6 +177,19 @@ pub struct Engine {
     pub receiver_core: Option<i64>,
     /// Bytes of the ring between the receiver and the reassembler.
     pub ring_size: u32,
+    /// `engine.io_uring`: `auto` (default), `on` or `off`.
+    pub io_uring: IoUring,
+}
+
+/// Whether the receiver uses io_uring (`engine.io_uring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoUring {
+    /// io_uring where the kernel allows it, else plain `recv` (logged).
+    Auto,
+    /// io_uring or refuse to start.
+    On,
+    /// Plain `recv`.
+    Off,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -368,6 +381,18 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
             .has("receiver_core")
             .then(|| r.int(&mut e, "receiver_core", -1, -1, 4095)),
         ring_size: r.int(&mut e, "ring_size", 8 << 20, 1 << 16, 1 << 30) as u32,
+        io_uring: match r.string(&mut e, "io_uring", "auto").as_str() {
+            "auto" => IoUring::Auto,
+            "on" => IoUring::On,
+            "off" => IoUring::Off,
+            other => {
+                r.report(
+                    e.path.clone() + ".io_uring",
+                    format!("{other:?} is not one of auto, on, off"),
+                );
+                IoUring::Auto
+            }
+        },
     };
     r.finish(e);
 

@@ -42,6 +42,7 @@ fn defaults_are_pauditds() {
     assert_eq!(c.netlink_mode, NetlinkMode::Unicast);
     assert_eq!(c.engine.receiver_core, None);
     assert_eq!(c.engine.ring_size, 8 << 20);
+    assert_eq!(c.engine.io_uring, IoUring::Auto);
 }
 
 #[test]
@@ -54,6 +55,12 @@ fn multicast_needs_no_rules_and_bad_mode_is_refused() {
     assert_eq!(
         errors("netlink: { mode: broadcast }"),
         vec!["netlink.mode: \"broadcast\" is not one of unicast, multicast"]
+    );
+    let c = Config::from_str("engine: { io_uring: off }").unwrap();
+    assert_eq!(c.engine.io_uring, IoUring::Off);
+    assert_eq!(
+        errors("engine: { io_uring: maybe }"),
+        vec!["engine.io_uring: \"maybe\" is not one of auto, on, off"]
     );
 }
 

@@ -22,6 +22,7 @@ pub mod rules;
 pub mod stats;
 pub mod tracking;
 pub mod types;
+pub mod uring;
 pub mod users;
 
 pub use event::Event;

@@ -1,7 +1,9 @@
 //! Live ingestion: the receiver and reassembly threads around the ring.
 //!
-//! Owns the engine's threads. The receiver (pinned to one core) only receives: each datagram
-//! lands straight in the SPSC ring, so the socket is drained as fast as the kernel fills it.
+//! Owns the engine's threads. The receiver (pinned to one core) only receives: through one
+//! io_uring multishot request ([`crate::uring`], a batch per wake-up) or, where io_uring is
+//! unavailable or off, a plain `recv` straight into the SPSC ring; either way the socket is
+//! drained as fast as the kernel fills it.
 //! When the ring is full the receiver waits (the kernel's socket buffer absorbs the burst and
 //! ENOBUFS is counted as `netlink_dropped`); it never waits on anything further downstream.
 //! The reassembly thread drains the ring in batches, splits datagrams, routes ACKs to whoever
@@ -22,7 +24,23 @@ use crate::netlink::{self, AuditSocket, Mode, NlMessage, MAX_DATAGRAM};
 use crate::processor::Processor;
 use crate::ring::{self, Consumer, Producer};
 use crate::stats::{DropReason, Stats};
+use crate::uring::{Stopped, UringReceiver};
 use crate::users::UserResolver;
+
+/// Which receive path to use (`engine.io_uring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoUringMode {
+    /// io_uring where the kernel allows it, else the plain `recv` loop (logged).
+    Auto,
+    /// io_uring or fail to start.
+    On,
+    /// The plain `recv` loop.
+    Off,
+}
+
+/// Provided buffers of the io_uring path: 256 x 16 KiB reserved, of which only the pages
+/// records actually touch become resident.
+const URING_BUFFERS: u16 = 256;
 
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
@@ -33,6 +51,7 @@ pub struct LiveConfig {
     pub ring_bytes: usize,
     /// Events per batch handed to `emit` (sooner when the ring runs dry).
     pub batch: usize,
+    pub io_uring: IoUringMode,
 }
 
 /// Counters the receiver publishes (plain stores of its own tallies; read by anyone).
@@ -47,6 +66,8 @@ pub struct ReceiverCounters {
     pub recv_errors: AtomicU64,
     /// Times the ring was full and the receiver waited for the reassembler.
     pub ring_full_waits: AtomicU64,
+    /// Whether the io_uring path is receiving (false: the plain `recv` loop).
+    pub io_uring: AtomicBool,
 }
 
 /// A snapshot of [`ReceiverCounters`].
@@ -57,6 +78,7 @@ pub struct ReceiverStats {
     pub truncated: u64,
     pub recv_errors: u64,
     pub ring_full_waits: u64,
+    pub io_uring: bool,
 }
 
 impl ReceiverCounters {
@@ -67,7 +89,17 @@ impl ReceiverCounters {
             truncated: self.truncated.load(Ordering::Relaxed),
             recv_errors: self.recv_errors.load(Ordering::Relaxed),
             ring_full_waits: self.ring_full_waits.load(Ordering::Relaxed),
+            io_uring: self.io_uring.load(Ordering::Relaxed),
         }
+    }
+
+    fn publish(&self, c: &ReceiverStats) {
+        self.received.store(c.received, Ordering::Relaxed);
+        self.enobufs.store(c.enobufs, Ordering::Relaxed);
+        self.truncated.store(c.truncated, Ordering::Relaxed);
+        self.recv_errors.store(c.recv_errors, Ordering::Relaxed);
+        self.ring_full_waits
+            .store(c.ring_full_waits, Ordering::Relaxed);
     }
 }
 
@@ -125,6 +157,22 @@ impl Live {
         E: FnMut(Vec<Event>) + Send + 'static,
     {
         socket.set_receive_timeout(Duration::from_millis(200))?;
+        let uring = match cfg.io_uring {
+            IoUringMode::Off => None,
+            mode => match UringReceiver::new(socket.fd(), URING_BUFFERS, MAX_DATAGRAM) {
+                Ok(u) => Some(u),
+                Err(e) if mode == IoUringMode::On => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("engine.io_uring is on but io_uring is unavailable: {e}"),
+                    ))
+                }
+                Err(e) => {
+                    log::info!("io_uring unavailable ({e}); receiving with recv");
+                    None
+                }
+            },
+        };
         let socket = Arc::new(socket);
         let (producer, consumer) = ring::ring(cfg.ring_bytes, MAX_DATAGRAM);
         let stop = Arc::new(AtomicBool::new(false));
@@ -149,7 +197,7 @@ impl Live {
                             log::warn!("could not pin the receiver to core {c}");
                         }
                     }
-                    receive_loop(&socket, producer, &stop, &gone, &counters)
+                    receive_loop(&socket, uring, producer, &stop, &gone, &counters)
                 })?
         };
         let stats = Arc::new(Mutex::new(Stats::default()));
@@ -241,6 +289,7 @@ impl Drop for SetOnDrop {
 
 fn receive_loop(
     socket: &AuditSocket,
+    uring: Option<UringReceiver>,
     mut producer: Producer,
     stop: &AtomicBool,
     consumer_gone: &AtomicBool,
@@ -248,6 +297,27 @@ fn receive_loop(
 ) {
     let mut c = ReceiverStats::default();
     let give_up = || consumer_gone.load(Ordering::Acquire);
+    if let Some(mut u) = uring {
+        counters.io_uring.store(true, Ordering::Relaxed);
+        log::info!("receiving with io_uring (multishot recv, {URING_BUFFERS} provided buffers)");
+        let stopped = u.run(&mut producer, stop, &give_up, &mut c, &mut |c| {
+            counters.publish(c)
+        });
+        counters.io_uring.store(false, Ordering::Relaxed);
+        match stopped {
+            // The plain loop below drains what the socket still holds.
+            Stopped::Requested => {}
+            Stopped::ConsumerGone => {
+                log::error!("reassembly thread gone; receiver stops");
+                return;
+            }
+            Stopped::Unsupported(e) => {
+                log::warn!(
+                    "io_uring multishot receive refused by the kernel ({e}); receiving with recv"
+                )
+            }
+        }
+    }
     loop {
         let draining = stop.load(Ordering::Acquire);
         let Some(slot) = producer.reserve(&give_up) else {
@@ -287,13 +357,7 @@ fn receive_loop(
             },
         }
         c.ring_full_waits = producer.full_waits;
-        counters.received.store(c.received, Ordering::Relaxed);
-        counters.enobufs.store(c.enobufs, Ordering::Relaxed);
-        counters.truncated.store(c.truncated, Ordering::Relaxed);
-        counters.recv_errors.store(c.recv_errors, Ordering::Relaxed);
-        counters
-            .ring_full_waits
-            .store(c.ring_full_waits, Ordering::Relaxed);
+        counters.publish(&c);
     }
 }
 

@@ -121,6 +121,9 @@ impl Producer {
                     if give_up() {
                         return None;
                     }
+                    // Staged entries must become visible, or a full ring of them would
+                    // never drain.
+                    self.shared.head.store(self.head, Ordering::Release);
                     self.wake_consumer();
                     std::thread::sleep(Duration::from_micros(50));
                     continue;
@@ -144,10 +147,22 @@ impl Producer {
     /// Commit the entry written into the last reserved slot (its first `len` bytes) and make
     /// it visible to the consumer.
     pub fn commit(&mut self, len: usize) {
+        self.stage(len);
+        self.publish();
+    }
+
+    /// Commit the entry written into the last reserved slot without publishing it yet: a
+    /// batch of staged entries becomes visible at the next [`Producer::publish`] (one release
+    /// store and at most one wake-up per batch).
+    pub fn stage(&mut self, len: usize) {
         assert!(len <= self.max_entry, "entry longer than reserved");
         // SAFETY: the header bytes at `head` are in the slot reserved by `reserve`.
         unsafe { write_header(self.shared.ptr(self.head), len as u32, 0) };
         self.head += slot_size(len);
+    }
+
+    /// Make every staged entry visible to the consumer.
+    pub fn publish(&mut self) {
         self.shared.head.store(self.head, Ordering::Release);
         if self.shared.consumer_parked.load(Ordering::SeqCst) {
             self.wake_consumer();
@@ -306,8 +321,18 @@ mod tests {
                 for (j, b) in s[8..len].iter_mut().enumerate() {
                     *b = (i as usize).wrapping_mul(31).wrapping_add(j) as u8;
                 }
-                p.commit(len);
+                // Mixed single commits and staged batches (published later, or by a full
+                // ring inside `reserve`), as the two receive paths use them.
+                match x % 3 {
+                    0 => p.commit(len),
+                    1 => p.stage(len),
+                    _ => {
+                        p.stage(len);
+                        p.publish();
+                    }
+                }
             }
+            p.publish();
         });
         let mut next = 0u64;
         loop {

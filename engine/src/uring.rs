@@ -1,0 +1,478 @@
+//! The io_uring receive path: one multishot `recv` on the audit socket, filling buffers the
+//! kernel picks from a provided-buffer ring.
+//!
+//! Owns the io_uring instance, the provided-buffer ring and its slab, and the loop that moves
+//! each received datagram into the SPSC ring. Where the plain path makes one `recv` syscall
+//! per datagram, here one `io_uring_enter` returns every datagram that arrived since the last
+//! one (a batch): each is copied once, from its provided buffer into the ring, staged, and the
+//! batch is published to the reassembler with one release store; the buffers go back to the
+//! kernel together. When all buffers are out the kernel ends the multishot request (the data
+//! waits in the socket buffer) and we re-arm it after the batch: nothing is lost here.
+//! It must never parse what it receives, and never outlive the socket it was given.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::time::Duration;
+
+use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, IoUring};
+
+use crate::live::ReceiverStats;
+use crate::ring::Producer;
+
+/// The buffer group id of our provided-buffer ring (the only one on this io_uring).
+const BGID: u16 = 0;
+const RECV: u64 = 1;
+const CANCEL: u64 = 2;
+/// How long one wait for completions lasts before the stop flag is looked at again.
+const WAIT: Duration = Duration::from_millis(200);
+/// How many waits the shutdown cancel may take before the slab is leaked rather than freed
+/// under a request the kernel might still complete.
+const CANCEL_WAITS: usize = 10;
+
+/// Why the io_uring path stopped.
+#[derive(Debug)]
+pub enum Stopped {
+    /// The stop flag was set; the multishot request is cancelled and reaped.
+    Requested,
+    /// The reassembler is gone; nothing can be handed over any more.
+    ConsumerGone,
+    /// The kernel refused the request type (e.g. multishot recv on this socket): use the
+    /// plain path. Only returned before the first datagram.
+    Unsupported(io::Error),
+}
+
+/// A multishot receiver on one datagram socket.
+pub struct UringReceiver {
+    ring: IoUring,
+    /// The socket (borrowed: whoever created this keeps it open for our lifetime).
+    fd: RawFd,
+    /// `count` entries shared with the kernel (page-aligned mmap); entry `i & mask` is where
+    /// the next returned buffer goes. The kernel reads entries up to `tail`.
+    entries: *mut BufRingEntry,
+    entries_len: usize,
+    /// Buffer `bid` is `slab[bid * buf_size..][..buf_size]`. Never resized or freed while the
+    /// kernel may write into it (see `Drop`).
+    slab: Box<[u8]>,
+    buf_size: usize,
+    count: u16,
+    /// Our copy of the ring tail (published to the kernel by `replenish`).
+    tail: u16,
+    /// The socket's drop counter when last read: an ENOBUFS completion is a socket overflow
+    /// only if it grew (io_uring reports an empty buffer pool with the same errno).
+    socket_drops: u32,
+    /// Whether the multishot request is live in the kernel.
+    armed: bool,
+    /// Whether any datagram came through this path (after that, no fallback).
+    delivered: bool,
+}
+
+// SAFETY: the raw pointer is to our own mapping, used only by the thread that owns the
+// receiver; moving it to that thread is sound.
+unsafe impl Send for UringReceiver {}
+
+impl UringReceiver {
+    /// Set up an io_uring with `count` provided buffers of `buf_size` bytes on `fd`.
+    /// Fails where io_uring is unavailable (old kernel, `kernel.io_uring_disabled`, seccomp).
+    pub fn new(fd: RawFd, count: u16, buf_size: usize) -> io::Result<UringReceiver> {
+        assert!(
+            count.is_power_of_two(),
+            "buffer count must be a power of two"
+        );
+        // Not SINGLE_ISSUER: the ring is built on the starting thread and driven by the
+        // receiver thread.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .build(64)
+            .or_else(|_| IoUring::new(64))?;
+        let entries_len = (count as usize * std::mem::size_of::<BufRingEntry>()).max(4096);
+        // SAFETY: an anonymous private mapping; checked for failure below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                entries_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut r = UringReceiver {
+            ring,
+            fd,
+            entries: map.cast(),
+            entries_len,
+            slab: vec![0u8; count as usize * buf_size].into_boxed_slice(),
+            buf_size,
+            count,
+            tail: 0,
+            socket_drops: socket_drops(fd).unwrap_or(0),
+            armed: false,
+            delivered: false,
+        };
+        // SAFETY: the mapping is page aligned, holds `count` entries, and lives until Drop,
+        // which unregisters it first.
+        unsafe {
+            r.ring
+                .submitter()
+                .register_buf_ring_with_flags(map as u64, count, BGID, 0)?;
+        }
+        for bid in 0..count {
+            r.give_back(bid);
+        }
+        r.replenish();
+        Ok(r)
+    }
+
+    /// Receive until `stop` is set (then cancel and reap what is in flight), the consumer goes
+    /// away, or the kernel refuses multishot receive. `publish` is called after every batch.
+    pub fn run(
+        &mut self,
+        producer: &mut Producer,
+        stop: &AtomicBool,
+        give_up: &dyn Fn() -> bool,
+        c: &mut ReceiverStats,
+        publish: &mut dyn FnMut(&ReceiverStats),
+    ) -> Stopped {
+        let ts = Timespec::from(WAIT);
+        let args = SubmitArgs::new().timespec(&ts);
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return self.cancel(producer, give_up, c);
+            }
+            if !self.armed {
+                if let Err(e) = self.arm() {
+                    return Stopped::Unsupported(e);
+                }
+            }
+            if let Err(e) = self.ring.submitter().submit_with_args(1, &args) {
+                match e.raw_os_error() {
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) => {}
+                    _ => {
+                        c.recv_errors += 1;
+                        log::error!("io_uring wait failed: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            if let Err(s) = self.reap(producer, give_up, c) {
+                producer.publish();
+                return s;
+            }
+            producer.publish();
+            self.replenish();
+            c.ring_full_waits = producer.full_waits;
+            publish(c);
+        }
+    }
+
+    fn arm(&mut self) -> io::Result<()> {
+        let sqe = opcode::RecvMulti::new(Fd(self.fd), BGID)
+            .flags(libc::MSG_TRUNC)
+            .build()
+            .user_data(RECV);
+        // SAFETY: the request refers to the socket (kept open by our owner) and the
+        // registered buffer group, both valid until the request ends (see `Drop`).
+        unsafe { self.ring.submission().push(&sqe) }
+            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        self.ring.submit()?;
+        self.armed = true;
+        Ok(())
+    }
+
+    /// Move every completed datagram into the ring (staged, not yet published).
+    fn reap(
+        &mut self,
+        producer: &mut Producer,
+        give_up: &dyn Fn() -> bool,
+        c: &mut ReceiverStats,
+    ) -> Result<(), Stopped> {
+        let mut done: Vec<u16> = Vec::new();
+        let mut outcome = Ok(());
+        // SAFETY (for `completion_shared`): only this thread touches the completion queue.
+        for cqe in unsafe { self.ring.completion_shared() } {
+            if cqe.user_data() != RECV {
+                continue;
+            }
+            let flags = cqe.flags();
+            if !cqueue::more(flags) {
+                self.armed = false;
+            }
+            let res = cqe.result();
+            // Any completion that carries a buffer hands it back to us, errors included;
+            // one not returned would shrink the pool for good.
+            let buffer = cqueue::buffer_select(flags);
+            if let Some(bid) = buffer {
+                done.push(bid);
+            }
+            if res >= 0 {
+                let Some(bid) = buffer else {
+                    continue; // a zero-length completion without a buffer
+                };
+                let len = res as usize;
+                if len > self.buf_size {
+                    c.truncated += 1;
+                    log::error!(
+                        "dropped a {len}-byte netlink datagram (larger than {} bytes)",
+                        self.buf_size
+                    );
+                    continue;
+                }
+                if outcome.is_err() {
+                    continue;
+                }
+                let Some(slot) = producer.reserve(give_up) else {
+                    outcome = Err(Stopped::ConsumerGone);
+                    continue;
+                };
+                let start = bid as usize * self.buf_size;
+                slot[..len].copy_from_slice(&self.slab[start..start + len]);
+                producer.stage(len);
+                c.received += 1;
+                self.delivered = true;
+                continue;
+            }
+            match -res {
+                libc::ENOBUFS if !drops_grew(self.fd, &mut self.socket_drops) => {
+                    // Our pool ran dry: re-armed after the batch, the data waits in the
+                    // socket buffer meanwhile.
+                }
+                libc::ENOBUFS => {
+                    c.enobufs += 1;
+                    if c.enobufs.is_power_of_two() {
+                        log::warn!(
+                            "netlink socket buffer overflowed ({} times so far): raise socket_buffer.receive; the kernel's lost counter says whether records were lost",
+                            c.enobufs
+                        );
+                    }
+                }
+                libc::EINTR | libc::EAGAIN | libc::ECANCELED => {}
+                libc::EINVAL | libc::EOPNOTSUPP if !self.delivered => {
+                    outcome = Err(Stopped::Unsupported(io::Error::from_raw_os_error(-res)));
+                }
+                e => {
+                    c.recv_errors += 1;
+                    log::error!(
+                        "Error during message receive: {}",
+                        io::Error::from_raw_os_error(e)
+                    );
+                }
+            }
+        }
+        for bid in done {
+            self.give_back(bid);
+        }
+        outcome
+    }
+
+    /// Queue buffer `bid` for the kernel again (visible at the next `replenish`).
+    fn give_back(&mut self, bid: u16) {
+        let addr = self.slab.as_ptr() as u64 + (bid as usize * self.buf_size) as u64;
+        // SAFETY: `tail & (count - 1)` indexes one of the `count` entries of our mapping; the
+        // kernel only reads entries below the published tail, and this one is at or above it.
+        let entry = unsafe { &mut *self.entries.add((self.tail & (self.count - 1)) as usize) };
+        entry.set_addr(addr);
+        entry.set_len(self.buf_size as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publish the tail: every buffer given back so far belongs to the kernel again.
+    fn replenish(&mut self) {
+        // SAFETY: the tail field lives inside our mapping, is 2-byte aligned, and the kernel
+        // reads it with acquire semantics; this release store orders the entry writes first.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// Cancel the multishot request and reap until its last completion, handing over what
+    /// it still delivered.
+    fn cancel(
+        &mut self,
+        producer: &mut Producer,
+        give_up: &dyn Fn() -> bool,
+        c: &mut ReceiverStats,
+    ) -> Stopped {
+        if self.armed {
+            let sqe = opcode::AsyncCancel::new(RECV).build().user_data(CANCEL);
+            // SAFETY: a cancel request carries no buffers.
+            let _ = unsafe { self.ring.submission().push(&sqe) };
+        }
+        let ts = Timespec::from(WAIT);
+        let args = SubmitArgs::new().timespec(&ts);
+        for _ in 0..CANCEL_WAITS {
+            if !self.armed {
+                break;
+            }
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            let r = self.reap(producer, give_up, c);
+            producer.publish();
+            self.replenish();
+            if let Err(s) = r {
+                return s;
+            }
+        }
+        Stopped::Requested
+    }
+}
+
+/// Whether the socket's drop counter moved since `last` (updated).
+fn drops_grew(fd: RawFd, last: &mut u32) -> bool {
+    let now = socket_drops(fd).unwrap_or(*last);
+    let grew = now != *last;
+    *last = now;
+    grew
+}
+
+/// `sk_drops` of a socket (`SO_MEMINFO`): netlink counts every overrun there.
+fn socket_drops(fd: RawFd) -> Option<u32> {
+    const SK_MEMINFO_VARS: usize = 9;
+    const SK_MEMINFO_DROPS: usize = 8;
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes; the kernel writes at most that much.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && len as usize > SK_MEMINFO_DROPS * 4).then_some(info[SK_MEMINFO_DROPS])
+}
+
+impl Drop for UringReceiver {
+    fn drop(&mut self) {
+        if self.armed {
+            // The kernel may still write into the slab: leaking it is the only safe choice.
+            log::error!("io_uring receive request still live at shutdown; leaking its buffers");
+            std::mem::forget(std::mem::take(&mut self.slab));
+            return;
+        }
+        let _ = self.ring.submitter().unregister_buf_ring(BGID);
+        // SAFETY: our own mapping, unregistered above; nothing refers to it any more.
+        unsafe { libc::munmap(self.entries.cast(), self.entries_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::Arc;
+
+    fn datagram(i: u32) -> Vec<u8> {
+        let len = 4 + (i as usize * 37) % 700;
+        let mut d = i.to_le_bytes().to_vec();
+        d.extend((4..len).map(|j| (i as usize + j) as u8));
+        d
+    }
+
+    /// Far more datagrams than provided buffers, sent before and while the receiver runs:
+    /// every one arrives once, in order, intact, and pool exhaustion is not counted as a
+    /// socket overflow.
+    #[test]
+    fn delivers_every_datagram_in_order_through_buffer_exhaustion() {
+        const N: u32 = 20_000;
+        let (tx, rx) = UnixDatagram::pair().unwrap();
+        // A receiver that stops early fails the test instead of hanging it.
+        tx.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The pool is only 8 buffers, the socket queues more: the pool runs dry again and again.
+        let fd = rx.as_raw_fd();
+        let mut recv = match UringReceiver::new(fd, 8, 1024) {
+            Ok(r) => r,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("io_uring unavailable here ({e}); skipping");
+                return;
+            }
+            Err(e) => panic!("io_uring unavailable in CI: {e}"),
+        };
+        let (mut producer, mut consumer) = ring::ring(1 << 16, 1024);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    tx.send(&datagram(i)).unwrap();
+                }
+                // Let the receiver catch up before asking it to stop.
+                std::thread::sleep(Duration::from_millis(300));
+                stop.store(true, Ordering::Release);
+            })
+        };
+        let receiver = std::thread::spawn(move || {
+            let mut c = ReceiverStats::default();
+            let never = || false;
+            let mut publishes = 0u64;
+            let s = recv.run(&mut producer, &stop, &never, &mut c, &mut |_| {
+                publishes += 1
+            });
+            (s, c, publishes)
+        });
+        let mut next = 0u32;
+        loop {
+            let n = consumer.read_batch(|d| {
+                let i = u32::from_le_bytes(d[..4].try_into().unwrap());
+                assert_eq!(i, next, "order");
+                assert_eq!(d, datagram(i).as_slice(), "content of {i}");
+                next += 1;
+            });
+            if n == 0 {
+                if consumer.is_closed() && consumer.pending_bytes() == 0 {
+                    break;
+                }
+                consumer.wait(Duration::from_millis(10));
+            }
+        }
+        sender.join().unwrap();
+        let (stopped, c, publishes) = receiver.join().unwrap();
+        assert!(matches!(stopped, Stopped::Requested), "{stopped:?}");
+        assert_eq!(next, N);
+        assert_eq!(c.received, N as u64);
+        assert_eq!((c.enobufs, c.truncated, c.recv_errors), (0, 0, 0));
+        // Batches, not one hand-off per datagram.
+        assert!(
+            publishes < N as u64,
+            "{publishes} publishes for {N} datagrams"
+        );
+    }
+
+    #[test]
+    fn oversized_datagram_is_counted_truncated_and_the_rest_flow() {
+        let (tx, rx) = UnixDatagram::pair().unwrap();
+        let Ok(mut recv) = UringReceiver::new(rx.as_raw_fd(), 4, 256) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "io_uring unavailable in CI"
+            );
+            return;
+        };
+        tx.send(&[1u8; 100]).unwrap();
+        tx.send(&[2u8; 300]).unwrap();
+        tx.send(&[3u8; 50]).unwrap();
+        let (mut producer, mut consumer) = ring::ring(1 << 12, 256);
+        let stop = AtomicBool::new(false);
+        let mut c = ReceiverStats::default();
+        let stop_after_first = &mut |c: &ReceiverStats| {
+            if c.received + c.truncated >= 3 {
+                stop.store(true, Ordering::Release);
+            }
+        };
+        recv.run(&mut producer, &stop, &|| false, &mut c, stop_after_first);
+        drop(producer);
+        let mut got = vec![];
+        consumer.read_batch(|d| got.push((d[0], d.len())));
+        assert_eq!(got, vec![(1, 100), (3, 50)]);
+        assert_eq!((c.received, c.truncated), (2, 1));
+    }
+}
