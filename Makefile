@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/pauditd
 BENCH_INPUT := target/bench-input.log
 
-.PHONY: all build test lint goldens bench bench-cpu bench-cpulong run clean
+.PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run clean
 
 all: build
 
@@ -39,6 +39,15 @@ bench-cpu: build $(BENCH_INPUT)
 
 bench-cpulong: build $(BENCH_INPUT)
 	scripts/profile-replay $(BENCH_INPUT) perf/replay-long.svg 10
+
+# Re-run every fuzz target briefly over its stored corpus (nightly + cargo-fuzz);
+# long runs: scripts/fuzz --seconds 600.
+fuzz:
+	scripts/fuzz --seconds 30
+
+# The daemon under load with an HTTP sink, sampling RSS, queues and counters (root).
+soak: build
+	scripts/soak --minutes 10
 
 clean:
 	$(CARGO) clean

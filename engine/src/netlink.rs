@@ -153,7 +153,8 @@ pub fn split(dgram: &[u8]) -> impl Iterator<Item = Result<NlMessage<'_>, Truncat
 pub fn ack_errno(payload: &[u8]) -> Option<i32> {
     payload
         .get(..4)
-        .map(|b| -i32::from_ne_bytes(b.try_into().unwrap()))
+        // wrapping: a hostile i32::MIN must not panic (found by fuzz/netlink).
+        .map(|b| i32::from_ne_bytes(b.try_into().unwrap()).wrapping_neg())
 }
 
 /// How the daemon listens.
@@ -410,6 +411,15 @@ mod tests {
         assert_eq!(all(&msg(100, NLMSG_ERROR, 1, b"ab")), vec![Err(Truncated)]);
         assert_eq!(all(&msg(4, NLMSG_ERROR, 1, b"")), vec![Err(Truncated)]);
         assert!(all(&[]).is_empty());
+    }
+
+    #[test]
+    fn ack_errno_of_any_payload_is_an_answer_not_a_panic() {
+        assert_eq!(ack_errno(&(-13i32).to_ne_bytes()), Some(13));
+        assert_eq!(ack_errno(&0i32.to_ne_bytes()), Some(0));
+        // fuzz/artifacts finding: i32::MIN has no negation.
+        assert_eq!(ack_errno(&i32::MIN.to_ne_bytes()), Some(i32::MIN));
+        assert_eq!(ack_errno(b"ab"), None);
     }
 
     #[test]
