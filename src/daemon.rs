@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use pauditd_config::{Config, NetlinkMode};
 use pauditd_engine::live::{IoUringMode, Live, LiveConfig, StatusPoller};
 use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode, STATUS_ENABLED};
-use pauditd_engine::rules;
+use pauditd_engine::{privileges, rules};
 use pauditd_sinks::fanout::{Fanout, SinkStats};
 use pauditd_sinks::http::Overflow;
 use pauditd_sinks::metrics::Reporter;
@@ -48,6 +48,11 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         NetlinkMode::Multicast => Mode::Multicast,
     };
     let unicast = mode == Mode::Unicast;
+    // Resolved before anything changes, so an unknown user fails start-up cleanly.
+    let drop_to = match &cfg.privileges.user {
+        Some(user) => Some(privileges::resolve(user, cfg.privileges.group.as_deref())?),
+        None => None,
+    };
     let fanout = Fanout::new(wiring::sinks(&cfg, Overflow::Drop)?);
     let mut reporter = Reporter::new(
         cfg.metrics.enabled,
@@ -115,6 +120,20 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     )
     .context("starting the engine threads")?;
 
+    // Before the privilege drop, so this thread too ends up with no capabilities; signals
+    // that arrive during start-up wait in the channel.
+    let (sig_tx, sig_rx) = mpsc::channel();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("installing signal handlers")?;
+    let sig_handle = signals.handle();
+    std::thread::spawn(move || {
+        for s in signals.forever() {
+            if sig_tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+
     // From here on, every way out goes through `shutdown` so the pid is released.
     let enabled_by_us = unicast && initial.enabled == 0;
     let started = (|| -> Result<()> {
@@ -128,6 +147,17 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             log::info!(
                 "Reading the audit log multicast group beside audit pid {}",
                 initial.pid
+            );
+        }
+        if let Some(id) = drop_to {
+            // Sockets, rules and outputs are set up: from here on only this thread's
+            // netlink requests and auditctl need a capability (see engine::privileges).
+            privileges::drop_to(id, &[privileges::CAP_AUDIT_CONTROL])?;
+            log::info!(
+                "Running as {} (uid {}, gid {}) with CAP_AUDIT_CONTROL only",
+                privileges::user_name(id.uid),
+                id.uid,
+                id.gid
             );
         }
         Ok(())
@@ -149,18 +179,6 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         cfg.events_min,
         cfg.events_max
     );
-
-    let (sig_tx, sig_rx) = mpsc::channel();
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
-        .context("installing signal handlers")?;
-    let sig_handle = signals.handle();
-    std::thread::spawn(move || {
-        for s in signals.forever() {
-            if sig_tx.send(s).is_err() {
-                break;
-            }
-        }
-    });
 
     let mut next_tick = Instant::now() + KEEPALIVE;
     let mut next_metrics = Instant::now() + METRICS_EVERY;
@@ -219,8 +237,13 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
 /// Every KEEPALIVE: re-assert the audit pid (as pauditd) and look at the kernel's counters.
 fn tick(live: &Live, poller: &mut StatusPoller, unicast: bool) -> Option<AuditStatus> {
     if unicast {
-        if let Err(e) = live.socket().claim(false) {
-            log::error!("Error occurred while trying to keep the connection: {e}");
+        // The kernel answers EEXIST while a live daemon holds the pid (normally us; the poll
+        // below says whether it is someone else); success means it had let go and we are
+        // the daemon again.
+        match live.request(|s| s.claim(false), ACK_TIMEOUT) {
+            Ok(()) => log::debug!("audit pid re-asserted"),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => log::error!("Error occurred while trying to keep the connection: {e}"),
         }
     }
     match poller.poll(unicast) {

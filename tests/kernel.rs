@@ -610,3 +610,115 @@ fn live_events_reach_an_http_service_as_notifications() {
     assert!(log.contains("output http: written="), "{log}");
     assert!(!log.contains("output http: written=0"), "{log}");
 }
+
+/// `CapEff` of one task's status file.
+fn cap_eff(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .expect("CapEff line")
+}
+
+#[test]
+fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("privdrop");
+    let mut d = Daemon::start(
+        &dir,
+        "privdrop",
+        &(echo_rules() + "privileges: { user: nobody }\n"),
+    );
+    d.wait_ready();
+    let pid = d.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uids.split_whitespace().collect::<Vec<_>>(),
+        ["Uid:", "65534", "65534", "65534", "65534"],
+        "{}",
+        d.log()
+    );
+    const AUDIT_CONTROL: u64 = 1 << 30;
+    assert_eq!(cap_eff(&status), AUDIT_CONTROL, "main thread: {status}");
+    let mut others = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap();
+        if task.file_name().to_string_lossy() == pid.to_string() {
+            continue;
+        }
+        let st = std::fs::read_to_string(task.path().join("status")).unwrap();
+        assert_eq!(
+            cap_eff(&st),
+            0,
+            "thread {:?} kept capabilities",
+            task.file_name()
+        );
+        others += 1;
+    }
+    assert!(others >= 3, "receiver, reassembler, writer: {others}");
+    // Past one keepalive (AUDIT_SET every 5 s, needs CAP_AUDIT_CONTROL on the main thread).
+    std::thread::sleep(Duration::from_millis(5500));
+    let marker = format!("pauditd-privdrop-{}", std::process::id());
+    echo(&marker);
+    wait_for("the echo event", 20, || {
+        d.lines().iter().any(|l| l.contains(&marker))
+    });
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert!(log.contains("Running as nobody (uid 65534"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_released(&log);
+    // auditctl -D at shutdown ran with the ambient capability.
+    assert!(auditctl(&["-l"]).contains("No rules"), "{log}");
+}
+
+#[test]
+fn an_unknown_user_stops_start_up_before_the_kernel_is_touched() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("privbad");
+    let mut d = Daemon::start(
+        &dir,
+        "privbad",
+        &(echo_rules() + "privileges: { user: no-such-user-pauditd }\n"),
+    );
+    let st = d.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let log = d.log();
+    assert!(!st.success());
+    assert!(
+        log.contains("unknown user \"no-such-user-pauditd\""),
+        "{log}"
+    );
+    assert_eq!(status_field("pid"), 0, "{log}");
+}
+
+/// Another process asking for the audit pid while we hold it: the kernel refuses it (a live
+/// daemon cannot be replaced), we keep the pid and keep receiving. (The daemon's detection of
+/// a foreign pid, logged and counted as `kernel.audit_pid_taken`, covers the case where the
+/// kernel dropped us first.)
+#[test]
+fn another_process_cannot_take_the_audit_pid_from_the_running_daemon() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("steal");
+    let mut d = Daemon::start(&dir, "steal", &echo_rules());
+    d.wait_ready();
+    let ours = d.child.id() as u64;
+    assert_eq!(status_field("pid"), ours);
+    let thief = Command::new(env!("CARGO_BIN_EXE_pauditd-drain"))
+        .output()
+        .unwrap();
+    assert!(!thief.status.success());
+    let err = String::from_utf8_lossy(&thief.stderr);
+    assert!(err.contains("File exists"), "{err}");
+    assert_eq!(status_field("pid"), ours, "the pid stayed ours");
+    let marker = format!("pauditd-steal-{}", std::process::id());
+    echo(&marker);
+    wait_for("the echo event", 20, || {
+        d.lines().iter().any(|l| l.contains(&marker))
+    });
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert!(!log.contains("not by us"), "{log}");
+    assert_released(&log);
+}

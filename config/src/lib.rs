@@ -35,6 +35,8 @@ impl fmt::Display for FieldError {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {error}")]
     Read { path: String, error: std::io::Error },
+    #[error("refusing config file {path}: it {problem}")]
+    Unsafe { path: String, problem: String },
     #[error("config is not valid YAML: {0}")]
     Yaml(String),
     #[error("{}", join_errors(.0))]
@@ -181,6 +183,16 @@ pub struct Engine {
     pub io_uring: IoUring,
 }
 
+/// `privileges.*` (our extension): who the daemon runs as after start-up.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Privileges {
+    /// User (name or uid) to switch to once the socket, rules and outputs are set up;
+    /// `None` stays root.
+    pub user: Option<String>,
+    /// Group (name or gid); `None`: the user's primary group.
+    pub group: Option<String>,
+}
+
 /// Whether the receiver uses io_uring (`engine.io_uring`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoUring {
@@ -223,6 +235,7 @@ pub struct Config {
     pub log_flags: i64,
     pub netlink_mode: NetlinkMode,
     pub engine: Engine,
+    pub privileges: Privileges,
     /// Unknown keys and other things worth telling the operator; not fatal.
     pub warnings: Vec<String>,
 }
@@ -233,6 +246,42 @@ impl Default for Config {
     }
 }
 
+fn check_owner_and_mode(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|error| ConfigError::Read {
+        path: path.display().to_string(),
+        error,
+    })?;
+    let mode = meta.mode() & 0o7777;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let problem = if mode & 0o022 != 0 {
+        Some(format!(
+            "is writable by {} (mode {mode:04o}); run `chmod go-w {}`",
+            if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            path.display()
+        ))
+    } else if meta.uid() != 0 && meta.uid() != euid {
+        Some(format!(
+            "is owned by uid {}, neither root nor the user running pauditd (uid {euid})",
+            meta.uid()
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ConfigError::Unsafe {
+            path: path.display().to_string(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
 const SYSLOG_NETWORKS: &[&str] = &[
     "unixgram", "unix", "udp", "udp4", "udp6", "tcp", "tcp4", "tcp6",
 ];
@@ -240,7 +289,10 @@ const TRANSFORMERS: &[&str] = &["noop", "notification-service"];
 const DEFAULT_ATTEMPTS: i64 = 3;
 
 impl Config {
+    /// Read and validate the file at `path`. A file that others could rewrite is refused:
+    /// its rules run through auditctl as root and its outputs are opened as root.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        check_owner_and_mode(path)?;
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
             error,
@@ -396,6 +448,25 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
     };
     r.finish(e);
 
+    let mut pv = r.section(root, "privileges");
+    let privileges = Privileges {
+        user: pv
+            .has("user")
+            .then(|| r.string(&mut pv, "user", ""))
+            .filter(|u| !u.is_empty()),
+        group: pv
+            .has("group")
+            .then(|| r.string(&mut pv, "group", ""))
+            .filter(|g| !g.is_empty()),
+    };
+    if privileges.group.is_some() && privileges.user.is_none() {
+        r.report(
+            pv.path.clone() + ".group",
+            "a group without privileges.user has no effect",
+        );
+    }
+    r.finish(pv);
+
     Config {
         receive_buffer,
         events_min,
@@ -410,6 +481,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         log_flags,
         netlink_mode,
         engine,
+        privileges,
         warnings: Vec::new(),
     }
 }
@@ -547,6 +619,24 @@ fn read_http(r: &mut Reader, out: &mut Section<'_>) -> HttpOutput {
         client_key: r.string(&mut s, "client_key", ""),
         ca_cert: r.string(&mut s, "ca_cert", ""),
     };
+    // Verification of the server is not optional: a key that reads as turning it off is an
+    // error, not an ignored unknown key that leaves the operator believing it took effect.
+    for k in [
+        "insecure",
+        "insecure_skip_verify",
+        "skip_verify",
+        "verify",
+        "verify_server",
+        "danger_accept_invalid_certs",
+    ] {
+        if s.has(k) {
+            r.report(
+                format!("{}.{k}", s.path),
+                "TLS server verification cannot be disabled; give the server's CA in ca_cert",
+            );
+            s.mark_known(k);
+        }
+    }
     if enabled && ssl.enabled {
         for (k, v) in [
             ("client_cert", &ssl.client_cert),

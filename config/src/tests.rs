@@ -229,3 +229,80 @@ fn extra_attributes_under_http_or_pauditds_own_key() {
     );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
+
+#[test]
+fn tls_verification_cannot_be_switched_off() {
+    for key in [
+        "insecure_skip_verify: true",
+        "verify: false",
+        "insecure: true",
+    ] {
+        let errs = errors(&format!(
+            "output:\n  http: {{ enabled: true, url: 'https://x', ssl: {{ {key} }} }}"
+        ));
+        let name = key.split(':').next().unwrap();
+        assert_eq!(
+            errs,
+            vec![format!(
+                "output.http.ssl.{name}: TLS server verification cannot be disabled; give the server's CA in ca_cert"
+            )],
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn privileges_user_and_group() {
+    let c = Config::from_str("privileges: { user: nobody, group: nogroup }").unwrap();
+    assert_eq!(c.privileges.user.as_deref(), Some("nobody"));
+    assert_eq!(c.privileges.group.as_deref(), Some("nogroup"));
+    assert_eq!(Config::default().privileges, Privileges::default());
+    assert_eq!(
+        errors("privileges: { group: nogroup }"),
+        vec!["privileges.group: a group without privileges.user has no effect"]
+    );
+}
+
+#[test]
+fn a_config_file_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("pauditd-config-perm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pauditd.yaml");
+    std::fs::write(&path, "rules: ['-e 1']\n").unwrap();
+    for (mode, ok, who) in [
+        (0o600, true, ""),
+        (0o644, true, ""),
+        (0o664, false, "its group (mode 0664)"),
+        (0o646, false, "everyone (mode 0646)"),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        match Config::load(&path) {
+            Ok(_) => assert!(ok, "{mode:o} accepted"),
+            Err(e) => {
+                assert!(!ok, "{mode:o} refused: {e}");
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with(&format!(
+                        "refusing config file {}: it is writable by {who}",
+                        path.display()
+                    )),
+                    "{msg}"
+                );
+                assert!(msg.contains("chmod go-w"), "{msg}");
+            }
+        }
+    }
+    // Owned by someone who is neither root nor us (only root can arrange that here).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("is owned by uid 65534, neither root nor"),
+            "{msg}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

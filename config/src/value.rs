@@ -44,6 +44,11 @@ impl<'a> Section<'a> {
     }
 
     /// Whether the key is present with a non-null value.
+    /// Count `key` as understood (reported on by the caller) so `finish` does not warn.
+    pub fn mark_known(&mut self, key: &'static str) {
+        self.known.push(key);
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.raw(key).is_some()
     }

@@ -13,6 +13,7 @@ pub mod header;
 pub mod live;
 pub mod logline;
 pub mod netlink;
+pub mod privileges;
 pub mod processor;
 pub mod reader;
 pub mod reassemble;

@@ -77,3 +77,54 @@ pub fn load(auditctl: &Path, rules: &[String]) -> Result<usize, RuleError> {
     }
     Ok(added)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in auditctl (a real executable) that records each invocation's argv, one
+    /// argument per line, so we see exactly what reached it.
+    fn recorder(dir: &Path) -> (PathBuf, PathBuf) {
+        let log = dir.join("argv.log");
+        let exe = dir.join("auditctl");
+        std::fs::write(
+            &exe,
+            format!(
+                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> {}; done\necho -- >> {}\n",
+                log.display(),
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (exe, log)
+    }
+
+    #[test]
+    fn rules_reach_auditctl_as_argument_vectors_never_through_a_shell() {
+        let dir = std::env::temp_dir().join(format!("pauditd-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (exe, log) = recorder(&dir);
+        let pwned = dir.join("pwned");
+        let rules = vec![
+            "-a exit,always  -S execve\t-k exec".to_string(),
+            format!(
+                "-w /etc/passwd;touch {} -k $(touch {})",
+                pwned.display(),
+                pwned.display()
+            ),
+        ];
+        assert_eq!(load(&exe, &rules).unwrap(), 2);
+        let argv = std::fs::read_to_string(&log).unwrap();
+        let p = pwned.display();
+        assert_eq!(
+            argv,
+            format!(
+                "-D\n--\n-a\nexit,always\n-S\nexecve\n-k\nexec\n--\n-w\n/etc/passwd;touch\n{p}\n-k\n$(touch\n{p})\n--\n"
+            )
+        );
+        assert!(!pwned.exists(), "a shell ran the rule");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
