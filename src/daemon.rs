@@ -29,6 +29,8 @@ use crate::wiring;
 
 /// pauditd re-sends AUDIT_SET (and we poll AUDIT_GET) this often.
 const KEEPALIVE: Duration = Duration::from_secs(5);
+/// The counters and per-output accounting are logged this often.
+const STATS_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Counters go to statsd this often.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 /// Batches of events queued for the writer before the reassembler waits.
@@ -182,6 +184,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
 
     let mut next_tick = Instant::now() + KEEPALIVE;
     let mut next_metrics = Instant::now() + METRICS_EVERY;
+    let mut next_stats_log = Instant::now() + STATS_LOG_EVERY;
     let mut kernel_status = None;
     loop {
         if Instant::now() >= next_metrics {
@@ -190,8 +193,16 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
                 (r.sinks.clone(), std::mem::take(&mut r.latency))
             };
+            let engine = live.stats();
+            if Instant::now() >= next_stats_log {
+                next_stats_log = Instant::now() + STATS_LOG_EVERY;
+                log::info!("stats: {}", engine.summary());
+                for s in &sinks {
+                    log::info!("output {}: {}", s.name, s.accounting());
+                }
+            }
             let (c, g) = metrics::names(&Sample {
-                engine: live.stats(),
+                engine,
                 receiver: Some(live.receiver_stats()),
                 sinks: &sinks,
                 kernel: kernel_status,
@@ -356,12 +367,15 @@ fn shutdown(
         stats.summary()
     );
     for s in &sinks {
-        log::info!(
-            "output {}: written={} lost={}",
-            s.name,
-            s.written,
-            s.lost_total()
-        );
+        let a = s.accounting();
+        log::info!("output {}: {a}", s.name);
+        if a.in_flight != 0 {
+            log::error!(
+                "output {}: {} event(s) unaccounted at exit (received != written + lost + skipped)",
+                s.name,
+                a.in_flight
+            );
+        }
     }
     let (c, g) = metrics::names(&Sample {
         engine: stats,

@@ -167,12 +167,7 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
     reporter.timings(&t);
     let mut lost = 0;
     for s in out.stats() {
-        log::info!(
-            "output {}: written={} lost={}",
-            s.name,
-            s.written,
-            s.lost_total()
-        );
+        log::info!("output {}: {}", s.name, s.accounting());
         lost += s.lost_total();
     }
     if lost > 0 {

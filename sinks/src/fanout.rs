@@ -22,7 +22,46 @@ pub struct SinkStats {
     pub live: Option<Arc<dyn LiveCounters>>,
 }
 
+/// Where every event handed to one sink went: `received = delivered + lost + skipped +
+/// in_flight`, and `in_flight` is 0 once the sink is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accounting {
+    pub received: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub skipped: u64,
+    /// Still queued or being sent (an asynchronous sink), or unaccounted after close.
+    pub in_flight: i64,
+}
+
+impl std::fmt::Display for Accounting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "written={} lost={} skipped={} received={} in_flight={}",
+            self.delivered, self.lost, self.skipped, self.received, self.in_flight
+        )
+    }
+}
+
 impl SinkStats {
+    /// The accounting identity for this sink (see [`Accounting`]).
+    pub fn accounting(&self) -> Accounting {
+        let received = self.written + self.lost;
+        let (delivered, skipped) = match &self.live {
+            Some(l) => (l.delivered(), l.skipped()),
+            None => (self.written, 0),
+        };
+        let lost = self.lost_total();
+        Accounting {
+            received,
+            delivered,
+            lost,
+            skipped,
+            in_flight: received as i64 - (delivered + lost + skipped) as i64,
+        }
+    }
+
     /// Events that did not reach their destination, including late asynchronous failures.
     pub fn lost_total(&self) -> u64 {
         match &self.live {

@@ -128,7 +128,27 @@ impl Sink for FileSink {
     }
 
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        write_all_with_attempts("file", &mut self.file, batch, self.cfg.policy)
+        let before = self.file.metadata().map(|m| m.len()).ok();
+        let r = write_all_with_attempts("file", &mut self.file, batch, self.cfg.policy);
+        if let (Err(SinkError::Write { lost, .. }), Some(before)) = (&r, before) {
+            // A write cut short (a full disk) leaves part of a line behind; cut the file back
+            // to the last whole line so the next batch does not glue onto a torn one. The
+            // torn line is among the `lost` ones.
+            let kept = batch.len() - lost;
+            let good = before
+                + if kept > 0 {
+                    batch.line_range(kept - 1).end as u64
+                } else {
+                    0
+                };
+            if let Err(e) = self.file.set_len(good) {
+                log::error!(
+                    "file: cannot cut a torn line from {}: {e}",
+                    self.cfg.path.display()
+                );
+            }
+        }
+        r
     }
 
     fn reopen(&mut self) -> Result<(), SinkError> {

@@ -140,6 +140,12 @@ pub trait LiveCounters: Send + Sync + std::fmt::Debug {
     fn take_timings(&self, _out: &mut Vec<(&'static str, std::time::Duration)>) {}
     /// Events accepted by the sink that never reached their destination (or were refused).
     fn undelivered(&self) -> u64;
+    /// Events that reached their destination.
+    fn delivered(&self) -> u64;
+    /// Events deliberately not sent (a transformer skipped them).
+    fn skipped(&self) -> u64 {
+        0
+    }
 }
 
 /// The host's name, as Go's `os.Hostname` gives it ("localhost" if it cannot be read).

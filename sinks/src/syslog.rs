@@ -75,6 +75,29 @@ impl Conn {
         })
     }
 
+    /// Whether a stream peer has closed or reset the connection (a non-blocking peek reads
+    /// EOF or an error). Syslog has no acknowledgements: a line written into a connection the
+    /// peer already closed would vanish without an error, so this is checked before writing.
+    fn peer_closed(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Conn::UnixStream(s) => s.as_raw_fd(),
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::UnixDgram(_) | Conn::Udp(_) => return false,
+        };
+        let mut b = [0u8; 1];
+        // SAFETY: `b` is valid for one byte; MSG_PEEK leaves the stream as it is.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
+    }
+
     fn is_local(&self) -> bool {
         matches!(self, Conn::UnixDgram(_) | Conn::UnixStream(_))
     }
@@ -168,6 +191,10 @@ impl Sink for SyslogSink {
     }
 
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        if self.conn.as_ref().is_some_and(Conn::peer_closed) {
+            log::warn!("syslog: the receiver closed the connection; reconnecting");
+            self.conn = None;
+        }
         let mut lost = 0;
         let mut last_err = None;
         for i in 0..batch.len() {

@@ -81,6 +81,14 @@ impl LiveCounters for HttpStats {
         self.dropped.load(Relaxed) + self.failed.load(Relaxed) + self.rejected.load(Relaxed)
     }
 
+    fn delivered(&self) -> u64 {
+        self.delivered.load(Relaxed)
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped.load(Relaxed)
+    }
+
     fn gauges(&self, out: &mut Vec<(String, u64)>) {
         out.push(("http_writer.queued".to_string(), self.queued.load(Relaxed)));
     }

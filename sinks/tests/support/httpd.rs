@@ -45,6 +45,8 @@ struct State {
     delay_ms: AtomicUsize,
     connections: AtomicUsize,
     handshake_failures: AtomicUsize,
+    /// Set by `stop`: the listener closes and open connections end without answering.
+    down: std::sync::atomic::AtomicBool,
 }
 
 pub struct Server {
@@ -61,14 +63,38 @@ impl Server {
         Self::start(Some(config))
     }
 
+    /// A plain server on a given address (to come back where a stopped one was).
+    pub fn plain_at(addr: SocketAddr) -> Server {
+        Self::start_at(None, addr)
+    }
+
+    /// Take the service down: the port refuses connections, and connections already open are
+    /// closed at their next request without an answer (the request is not recorded).
+    pub fn stop(&self) {
+        self.state.down.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag and drops the listener.
+        let _ = TcpStream::connect(self.addr);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(self.addr).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn start(tls: Option<Arc<ServerConfig>>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_at(tls, "127.0.0.1:0".parse().unwrap())
+    }
+
+    fn start_at(tls: Option<Arc<ServerConfig>>, at: SocketAddr) -> Server {
+        let listener = TcpListener::bind(at).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         state.status.store(200, Ordering::SeqCst);
         let st = state.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
+                if st.down.load(Ordering::SeqCst) {
+                    break;
+                }
                 let Ok(stream) = stream else { continue };
                 let id = st.connections.fetch_add(1, Ordering::SeqCst);
                 let (st, tls) = (st.clone(), tls.clone());
@@ -170,6 +196,9 @@ fn handle<S: Read + Write>(stream: S, id: usize, st: &State, cert: Option<Vec<u8
             .unwrap_or(0);
         let mut body = vec![0; len];
         if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        if st.down.load(Ordering::SeqCst) {
             return;
         }
         let delay = st.delay_ms.load(Ordering::SeqCst);
