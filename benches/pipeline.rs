@@ -139,5 +139,89 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages);
+/// pauditd's event shape as serde data, for the encoder comparison. Building it (lossy UTF-8,
+/// a sorted map) is part of the cost of encoding with serde, so it is inside the timed loop.
+#[derive(serde::Serialize)]
+struct SerdeEvent<'a> {
+    sequence: i64,
+    timestamp: std::borrow::Cow<'a, str>,
+    messages: Vec<SerdeMessage<'a>>,
+    uid_map: std::collections::BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>,
+    rule_key: std::borrow::Cow<'a, str>,
+}
+
+#[derive(serde::Serialize)]
+struct SerdeMessage<'a> {
+    #[serde(rename = "type")]
+    rtype: u16,
+    data: std::borrow::Cow<'a, str>,
+}
+
+fn serde_event(e: &Event) -> SerdeEvent<'_> {
+    let s = String::from_utf8_lossy;
+    SerdeEvent {
+        sequence: e.serial,
+        timestamp: s(e.timestamp()),
+        messages: e
+            .messages()
+            .map(|(rtype, data)| SerdeMessage {
+                rtype,
+                data: s(data),
+            })
+            .collect(),
+        uid_map: e.uid_map().into_iter().map(|(k, v)| (s(k), s(v))).collect(),
+        rule_key: s(e.rule_key()),
+    }
+}
+
+/// Our Go-exact encoder against serde_json and simd-json on the same events. Neither library
+/// prints pauditd's bytes (no HTML escapes, different invalid-UTF-8 handling); this measures
+/// whether either would be faster.
+fn encoders(c: &mut Criterion) {
+    let data = input(20);
+    let mut events = Vec::new();
+    let mut p = processor();
+    replay::run(
+        BufReader::new(&data[..]),
+        &mut p,
+        &ReplayOptions { batch: 256 },
+        |e| events.append(e),
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("encoders");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    let mut out = Vec::with_capacity(8 << 20);
+    g.bench_function("pauditd go-exact (events)", |b| {
+        b.iter(|| {
+            out.clear();
+            for e in &events {
+                pauditd_sinks::json::encode_event(e, &mut out);
+            }
+            out.len()
+        })
+    });
+    g.bench_function("serde_json (events)", |b| {
+        b.iter(|| {
+            out.clear();
+            for e in &events {
+                serde_json::to_writer(&mut out, &serde_event(e)).unwrap();
+                out.push(b'\n');
+            }
+            out.len()
+        })
+    });
+    g.bench_function("simd-json (events)", |b| {
+        b.iter(|| {
+            out.clear();
+            for e in &events {
+                simd_json::to_writer(&mut out, &serde_event(e)).unwrap();
+                out.push(b'\n');
+            }
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages, encoders);
 criterion_main!(benches);

@@ -722,3 +722,53 @@ fn another_process_cannot_take_the_audit_pid_from_the_running_daemon() {
     assert!(!log.contains("not by us"), "{log}");
     assert_released(&log);
 }
+
+#[test]
+fn sighup_during_a_burst_loses_and_duplicates_nothing() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("hupburst");
+    let mut d = Daemon::start(&dir, "hupburst", &load_rules(8192));
+    d.wait_ready();
+    let lost_before = status_field("lost");
+    const N: usize = 150_000;
+    let mut gen = Command::new(loadgen())
+        .args(["--count", &N.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let count = |d: &Daemon| {
+        d.lines()
+            .iter()
+            .filter(|l| l.contains("\"rule_key\":\"load\""))
+            .count()
+    };
+    let mut hups = 0;
+    while gen.try_wait().unwrap().is_none() {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+        hups += 1;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(gen.wait().unwrap().success());
+    wait_for("every load event", 120, || count(&d) >= N);
+    std::thread::sleep(Duration::from_millis(300));
+    let lost_after = status_field("lost");
+    let lines = d.lines();
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert!(hups >= 2, "the burst outlived several reloads ({hups})");
+    assert!(log.matches("INFO: reloaded ").count() >= 2, "{log}");
+    assert!(!log.contains("reload failed"), "{log}");
+    let mut serials: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.contains("\"rule_key\":\"load\""))
+        .map(|l| parse(l)["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(serials.len(), N, "each event written once");
+    serials.sort_unstable();
+    serials.dedup();
+    assert_eq!(serials.len(), N, "no duplicates");
+    assert_eq!(lost_after, lost_before, "kernel lost records");
+    assert!(log.contains("in_flight=0"), "{log}");
+    assert!(!log.contains("unaccounted"), "{log}");
+}
