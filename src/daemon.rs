@@ -182,6 +182,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         cfg.events_max
     );
 
+    let mut loaded_rules = cfg.rules.clone();
     let mut next_tick = Instant::now() + KEEPALIVE;
     let mut next_metrics = Instant::now() + METRICS_EVERY;
     let mut next_stats_log = Instant::now() + STATS_LOG_EVERY;
@@ -219,7 +220,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 log::info!("Shutting down: draining events already received");
                 break;
             }
-            Ok(SIGHUP) => reload(config_path, &live, &tx, unicast),
+            Ok(SIGHUP) => reload(config_path, &live, &tx, unicast, &mut loaded_rules),
             Ok(SIGUSR1) => {
                 let _ = tx.send(WriterMsg::Reopen);
             }
@@ -298,7 +299,13 @@ fn tick(live: &Live, poller: &mut StatusPoller, unicast: bool) -> Option<AuditSt
 /// SIGHUP: re-read the config; apply rules, filters and outputs. A bad config is logged and
 /// the running one kept. Events in flight are untouched: new filters apply to events that
 /// complete from now on, new outputs take over between two batches.
-fn reload(path: &Path, live: &Live, tx: &SyncSender<WriterMsg>, unicast: bool) {
+fn reload(
+    path: &Path,
+    live: &Live,
+    tx: &SyncSender<WriterMsg>,
+    unicast: bool,
+    loaded_rules: &mut Vec<String>,
+) {
     log::info!("SIGHUP: reloading {}", path.display());
     let applied = (|| -> Result<()> {
         let cfg = Config::load(path)?;
@@ -312,7 +319,14 @@ fn reload(path: &Path, live: &Live, tx: &SyncSender<WriterMsg>, unicast: bool) {
             if let Some(e) = errs.first() {
                 bail!("{e}");
             }
-            rules::load(&rules::find_auditctl(), &cfg.rules)?;
+            // auditctl can only replace rules by deleting them all first: skip that blind
+            // window (audited syscalls in it are never recorded) when nothing changed.
+            if cfg.rules == *loaded_rules {
+                log::info!("rules unchanged; not reloading them");
+            } else {
+                rules::load(&rules::find_auditctl(), &cfg.rules)?;
+                *loaded_rules = cfg.rules.clone();
+            }
         }
         live.set_filters(filters);
         let _ = tx.send(WriterMsg::Replace(fanout));
