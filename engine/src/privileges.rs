@@ -78,16 +78,21 @@ fn lookup_user(user: &str) -> Option<(u32, u32)> {
         return Some((pwd.pw_uid, pwd.pw_gid));
     }
     let uid: u32 = user.parse().ok()?;
-    // SAFETY: as above.
+    Some((uid, passwd_by_uid(uid).map_or(uid, |(gid, _)| gid)))
+}
+
+/// `(primary gid, name)` of `uid` in the system database.
+fn passwd_by_uid(uid: u32) -> Option<(u32, String)> {
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    let mut result = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; the name is copied before `buf` goes.
     let r = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    Some((
-        uid,
-        if r == 0 && !result.is_null() {
-            pwd.pw_gid
-        } else {
-            uid
-        },
-    ))
+    (r == 0 && !result.is_null()).then(|| {
+        // SAFETY: getpwuid_r filled `pw_name` with a NUL-terminated string inside `buf`.
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+        (pwd.pw_gid, name.to_string_lossy().into_owned())
+    })
 }
 
 fn lookup_group(group: &str) -> Option<u32> {
@@ -202,17 +207,5 @@ pub fn drop_to(id: Identity, keep: &[u32]) -> Result<(), PrivilegeError> {
 
 /// The user name for log lines.
 pub fn user_name(uid: u32) -> String {
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 << 10];
-    let mut result = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; the name is copied before `buf` goes.
-    let r = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if r == 0 && !result.is_null() {
-        // SAFETY: getpwuid_r filled `pw_name` with a NUL-terminated string inside `buf`.
-        unsafe { CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned()
-    } else {
-        uid.to_string()
-    }
+    passwd_by_uid(uid).map_or_else(|| uid.to_string(), |(_, name)| name)
 }
