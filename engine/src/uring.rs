@@ -66,6 +66,9 @@ pub struct UringReceiver {
     armed: bool,
     /// Whether any datagram came through this path (after that, no fallback).
     delivered: bool,
+    /// Buffer ids seen in the current batch, given back after it (kept to avoid an
+    /// allocation per batch).
+    done: Vec<u16>,
 }
 
 // SAFETY: the raw pointer is to our own mapping, used only by the thread that owns the
@@ -113,6 +116,7 @@ impl UringReceiver {
             socket_drops: socket_drops(fd).unwrap_or(0),
             armed: false,
             delivered: false,
+            done: Vec::with_capacity(count as usize),
         };
         // SAFETY: the mapping is page aligned, holds `count` entries, and lives until Drop,
         // which unregisters it first.
@@ -191,7 +195,7 @@ impl UringReceiver {
         give_up: &dyn Fn() -> bool,
         c: &mut ReceiverStats,
     ) -> Result<(), Stopped> {
-        let mut done: Vec<u16> = Vec::new();
+        let mut done = std::mem::take(&mut self.done);
         let mut outcome = Ok(());
         // SAFETY (for `completion_shared`): only this thread touches the completion queue.
         for cqe in unsafe { self.ring.completion_shared() } {
@@ -263,9 +267,11 @@ impl UringReceiver {
                 }
             }
         }
-        for bid in done {
+        for &bid in &done {
             self.give_back(bid);
         }
+        done.clear();
+        self.done = done;
         outcome
     }
 
