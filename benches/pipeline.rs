@@ -60,6 +60,20 @@ fn processor() -> Processor<UserDb> {
     )
 }
 
+/// Every event of `data`, replayed as the daemon would.
+fn replayed(data: &[u8]) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut p = processor();
+    replay::run(
+        BufReader::new(data),
+        &mut p,
+        &ReplayOptions { batch: 256 },
+        |e| events.append(e),
+    )
+    .unwrap();
+    events
+}
+
 fn stages(c: &mut Criterion) {
     let data = input(50);
     let records = data
@@ -94,15 +108,7 @@ fn stages(c: &mut Criterion) {
             p.finish(&mut out);
         })
     });
-    let mut events = Vec::new();
-    let mut p = processor();
-    replay::run(
-        BufReader::new(&data[..]),
-        &mut p,
-        &ReplayOptions { batch: 256 },
-        |e| events.append(e),
-    )
-    .unwrap();
+    let events = replayed(&data);
     g.throughput(Throughput::Elements(records));
     g.bench_function("encode (records)", |b| {
         let mut batch = Batch::default();
@@ -182,15 +188,7 @@ fn serde_event(e: &Event) -> SerdeEvent<'_> {
 /// whether either would be faster.
 fn encoders(c: &mut Criterion) {
     let data = input(20);
-    let mut events = Vec::new();
-    let mut p = processor();
-    replay::run(
-        BufReader::new(&data[..]),
-        &mut p,
-        &ReplayOptions { batch: 256 },
-        |e| events.append(e),
-    )
-    .unwrap();
+    let events = replayed(&data);
     let mut g = c.benchmark_group("encoders");
     g.throughput(Throughput::Elements(events.len() as u64));
     let mut out = Vec::with_capacity(8 << 20);

@@ -207,6 +207,17 @@ fn echo(arg: &str) {
 }
 
 /// Rules auditing exec of /bin/echo under the key `e2e`, and enabling auditing.
+/// Run /bin/echo with a marker naming `tag` and wait until `d` wrote its event; returns the
+/// marker.
+fn echo_seen_by(d: &Daemon, tag: &str) -> String {
+    let marker = format!("pauditd-{tag}-{}", std::process::id());
+    echo(&marker);
+    wait_for("the echo event", 20, || {
+        d.lines().iter().any(|l| l.contains(&marker))
+    });
+    marker
+}
+
 fn echo_rules() -> String {
     format!(
         "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k e2e\n  - -e 1\n",
@@ -254,11 +265,7 @@ fn exec_under_a_keyed_rule_gives_exactly_one_whole_event() {
     );
     let mut d = Daemon::start(&dir, "exec", &rules);
     d.wait_ready();
-    let marker = format!("pauditd-e2e-{}", std::process::id());
-    echo(&marker);
-    wait_for("the echo event", 20, || {
-        d.lines().iter().any(|l| l.contains(&marker))
-    });
+    let marker = echo_seen_by(&d, "e2e");
     let lines = d.lines();
     let (status, log) = d.terminate();
     assert!(status.success(), "exit {status}: {log}");
@@ -659,11 +666,7 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
     assert!(others >= 3, "receiver, reassembler, writer: {others}");
     // Past one keepalive (AUDIT_SET every 5 s, needs CAP_AUDIT_CONTROL on the main thread).
     std::thread::sleep(Duration::from_millis(5500));
-    let marker = format!("pauditd-privdrop-{}", std::process::id());
-    echo(&marker);
-    wait_for("the echo event", 20, || {
-        d.lines().iter().any(|l| l.contains(&marker))
-    });
+    echo_seen_by(&d, "privdrop");
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert!(log.contains("Running as nobody (uid 65534"), "{log}");
@@ -712,11 +715,7 @@ fn another_process_cannot_take_the_audit_pid_from_the_running_daemon() {
     let err = String::from_utf8_lossy(&thief.stderr);
     assert!(err.contains("File exists"), "{err}");
     assert_eq!(status_field("pid"), ours, "the pid stayed ours");
-    let marker = format!("pauditd-steal-{}", std::process::id());
-    echo(&marker);
-    wait_for("the echo event", 20, || {
-        d.lines().iter().any(|l| l.contains(&marker))
-    });
+    echo_seen_by(&d, "steal");
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert!(!log.contains("not by us"), "{log}");
