@@ -11,6 +11,7 @@ pub mod http;
 pub mod json;
 pub mod metrics;
 pub mod retry;
+pub mod spool;
 pub mod stdout;
 pub mod syslog;
 pub mod writer;
@@ -55,6 +56,14 @@ impl Batch {
     /// All lines, as one byte string.
     pub fn bytes(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Lines `from..`, as one byte string.
+    pub fn bytes_from(&self, from: usize) -> &[u8] {
+        if from >= self.len() {
+            return &[];
+        }
+        &self.buf[self.line_range(from).start..]
     }
 
     pub fn line_range(&self, i: usize) -> Range<usize> {
