@@ -67,7 +67,10 @@ fn replayed(data: &[u8]) -> Vec<Event> {
     replay::run(
         BufReader::new(data),
         &mut p,
-        &ReplayOptions { batch: 256 },
+        &ReplayOptions {
+            batch: 256,
+            ..Default::default()
+        },
         |e| events.append(e),
     )
     .unwrap();
@@ -129,7 +132,10 @@ fn stages(c: &mut Criterion) {
             replay::run(
                 BufReader::new(&data[..]),
                 &mut p,
-                &ReplayOptions { batch: 256 },
+                &ReplayOptions {
+            batch: 256,
+            ..Default::default()
+        },
                 |evs| {
                     for e in evs.drain(..) {
                         batch.push_event(&e);

@@ -18,9 +18,9 @@ use pauditd_engine::live::{IoUringMode, Live, LiveConfig, StatusPoller};
 use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode, STATUS_ENABLED};
 use pauditd_engine::{privileges, rules};
 use pauditd_sinks::fanout::{Fanout, SinkStats};
-use pauditd_sinks::http::Overflow;
 use pauditd_sinks::metrics::Reporter;
-use pauditd_sinks::writer::{self, WriterMsg, WriterReport};
+use pauditd_sinks::writer::{self, CloseBudget, WriterMsg, WriterReport};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::sync::{Arc, Mutex};
 
@@ -55,7 +55,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         Some(user) => Some(privileges::resolve(user, cfg.privileges.group.as_deref())?),
         None => None,
     };
-    let fanout = Fanout::new(wiring::sinks(&cfg, Overflow::Drop)?);
+    let fanout = Fanout::new(wiring::outputs(&cfg, wiring::Role::Daemon)?);
     let mut reporter = Reporter::new(
         cfg.metrics.enabled,
         &cfg.metrics.address,
@@ -95,12 +95,21 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     };
     let processor = wiring::processor(&cfg, wiring::Clock::Millis, None)?;
     let (tx, rx) = mpsc::sync_channel::<WriterMsg>(WRITER_QUEUE);
-    let report = Arc::new(Mutex::new(WriterReport {
-        sinks: fanout.stats().to_vec(),
-        latency: Vec::new(),
-    }));
-    let writer = writer::spawn(fanout, rx, report.clone()).context("starting the writer thread")?;
+    let report = Arc::new(Mutex::new(WriterReport::default()));
+    let writer = writer::spawn(
+        fanout,
+        rx,
+        report.clone(),
+        CloseBudget {
+            timeout: cfg.shutdown_timeout,
+        },
+    )
+    .context("starting the writer thread")?;
     let emit_tx = tx.clone();
+    // Events the engine completed after the writer had gone (it died): counted, never silent;
+    // supervision stops the daemon right after.
+    let orphaned = Arc::new(AtomicU64::new(0));
+    let orphaned_in = orphaned.clone();
     let live = Live::start(
         socket,
         LiveConfig {
@@ -116,8 +125,16 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         },
         processor,
         move |events| {
-            // Waits when the writer is behind; only fails once the writer is gone.
-            let _ = emit_tx.send(WriterMsg::Events(events, Instant::now()));
+            // Waits when the writer is behind (it only is when an output's policy is
+            // `block`); fails only once the writer is gone.
+            let n = events.len() as u64;
+            if emit_tx
+                .send(WriterMsg::Events(events, Instant::now()))
+                .is_err()
+                && orphaned_in.fetch_add(n, Relaxed) == 0
+            {
+                log::error!("the writer thread is gone: completed events are counted lost");
+            }
         },
     )
     .context("starting the engine threads")?;
@@ -183,6 +200,8 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     );
 
     let mut loaded_rules = cfg.rules.clone();
+    let mut running = cfg.clone();
+    let mut failure: Option<String> = None;
     let mut next_tick = Instant::now() + KEEPALIVE;
     let mut next_metrics = Instant::now() + METRICS_EVERY;
     let mut next_stats_log = Instant::now() + STATS_LOG_EVERY;
@@ -213,6 +232,12 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             let mut t = metrics::timings(&sinks);
             t.extend(latency.into_iter().map(|d| ("latency", d)));
             reporter.timings(&t);
+            // Supervision: a pipeline that can no longer drain the socket must not stay the
+            // audit daemon (the kernel would hold audited processes behind it).
+            failure = supervise(&live, &writer, &report, &orphaned);
+            if failure.is_some() {
+                break;
+            }
         }
         let wake = next_tick.min(next_metrics);
         match sig_rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
@@ -220,7 +245,14 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 log::info!("Shutting down: draining events already received");
                 break;
             }
-            Ok(SIGHUP) => reload(config_path, &live, &tx, unicast, &mut loaded_rules),
+            Ok(SIGHUP) => reload(
+                config_path,
+                &live,
+                &tx,
+                unicast,
+                &mut loaded_rules,
+                &mut running,
+            ),
             Ok(SIGUSR1) => {
                 let _ = tx.send(WriterMsg::Reopen);
             }
@@ -234,6 +266,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         }
     }
     sig_handle.close();
+    if let Some(why) = &failure {
+        log::error!("{why}: releasing the audit pid and exiting (the service manager restarts us)");
+    }
     shutdown(
         live,
         unicast,
@@ -243,7 +278,28 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         &poller,
         &mut reporter,
     );
-    Ok(ExitCode::SUCCESS)
+    match failure {
+        Some(why) => bail!("{why}"),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Why the pipeline can no longer be trusted to drain the socket, if it cannot.
+fn supervise(
+    live: &Live,
+    writer: &std::thread::JoinHandle<Vec<SinkStats>>,
+    report: &Mutex<WriterReport>,
+    orphaned: &AtomicU64,
+) -> Option<String> {
+    if let Some(t) = live.failed_thread() {
+        return Some(format!("the engine's {t} thread stopped"));
+    }
+    if writer.is_finished() || orphaned.load(Relaxed) > 0 {
+        return Some("the writer thread stopped".into());
+    }
+    let r = report.lock().unwrap_or_else(|e| e.into_inner());
+    r.dead_output
+        .map(|name| format!("the {name} output's thread stopped"))
 }
 
 /// Every KEEPALIVE: re-assert the audit pid (as pauditd) and look at the kernel's counters.
@@ -298,13 +354,15 @@ fn tick(live: &Live, poller: &mut StatusPoller, unicast: bool) -> Option<AuditSt
 
 /// SIGHUP: re-read the config; apply rules, filters and outputs. A bad config is logged and
 /// the running one kept. Events in flight are untouched: new filters apply to events that
-/// complete from now on, new outputs take over between two batches.
+/// complete from now on; outputs are rebuilt only when their settings changed, between two
+/// batches (a spooled output hands its spool to its successor).
 fn reload(
     path: &Path,
     live: &Live,
     tx: &SyncSender<WriterMsg>,
     unicast: bool,
     loaded_rules: &mut Vec<String>,
+    running: &mut Config,
 ) {
     log::info!("SIGHUP: reloading {}", path.display());
     let applied = (|| -> Result<()> {
@@ -313,7 +371,6 @@ fn reload(
             log::warn!("{}: {w}", path.display());
         }
         let filters = wiring::filters(&cfg)?;
-        let fanout = Fanout::new(wiring::sinks(&cfg, Overflow::Drop)?);
         if unicast {
             let errs = cfg.daemon_errors();
             if let Some(e) = errs.first() {
@@ -329,7 +386,20 @@ fn reload(
             }
         }
         live.set_filters(filters);
-        let _ = tx.send(WriterMsg::Replace(fanout));
+        if cfg.output == running.output && cfg.shutdown_timeout == running.shutdown_timeout {
+            log::info!("outputs unchanged; kept running");
+        } else {
+            let (new, old) = (cfg.clone(), running.clone());
+            let _ = tx.send(WriterMsg::Replace {
+                new: Box::new(move || {
+                    wiring::outputs(&new, wiring::Role::Daemon).map_err(|e| format!("{e:#}"))
+                }),
+                fallback: Box::new(move || {
+                    wiring::outputs(&old, wiring::Role::Daemon).map_err(|e| format!("{e:#}"))
+                }),
+            });
+        }
+        *running = cfg;
         Ok(())
     })();
     match applied {
@@ -385,9 +455,16 @@ fn shutdown(
         log::info!("output {}: {a}", s.name);
         if a.in_flight != 0 {
             log::error!(
-                "output {}: {} event(s) unaccounted at exit (received != written + lost + skipped)",
+                "output {}: {} event(s) unaccounted at exit (received != written + lost + skipped + spooled)",
                 s.name,
                 a.in_flight
+            );
+        }
+        if a.spooled > 0 {
+            log::info!(
+                "output {}: {} event(s) wait in the spool for the next start",
+                s.name,
+                a.spooled
             );
         }
     }

@@ -14,12 +14,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pauditd_config::Config;
 use pauditd_engine::replay::{self, ReplayOptions};
 use pauditd_sinks::fanout::Fanout;
+use pauditd_sinks::output::Deadline;
 
 use cli::{Cli, Command};
 
@@ -112,10 +114,16 @@ fn check_config(path: &Path) -> Result<ExitCode> {
 
 fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Result<ExitCode> {
     let mut processor = wiring::processor(cfg, wiring::Clock::Records { window }, passwd)?;
-    let mut out = Fanout::new(wiring::sinks(cfg, pauditd_sinks::http::Overflow::Wait)?);
+    let mut out = Fanout::new(wiring::outputs(cfg, wiring::Role::Replay)?);
     let reopen = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())
         .context("installing the SIGUSR1 handler")?;
+    // SIGTERM/SIGINT stop the reading; what was read is still completed, written (a line is
+    // never cut) and summed up.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
 
     let reader: Box<dyn Read> = if input == Path::new("-") {
         Box::new(std::io::stdin().lock())
@@ -125,15 +133,17 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
                 .with_context(|| format!("cannot open {}", input.display()))?,
         )
     };
-    let opts = ReplayOptions { batch: BATCH };
-    // pauditd's `latency`: per batch, the encode-and-write step (bounded sample).
+    let opts = ReplayOptions {
+        batch: BATCH,
+        stop: Some(stop.clone()),
+    };
+    // pauditd's `latency`: per batch, the encode-and-hand-over step (bounded sample).
     let mut latency: Vec<std::time::Duration> = Vec::new();
     replay::run(
         BufReader::with_capacity(1 << 16, reader),
         &mut processor,
         &opts,
         |events| {
-            // Reopen before writing, so events after the signal land in the new file.
             if reopen.swap(false, Ordering::Relaxed) {
                 out.reopen();
             }
@@ -142,12 +152,25 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
             if latency.len() < 4096 {
                 latency.push(t.elapsed());
             }
+            // Nobody left to write to (e.g. `| head`): stop reading.
+            if out.all_ended() {
+                stop.store(true, Ordering::Relaxed);
+            }
         },
     )
     .with_context(|| format!("reading {}", input.display()))?;
 
-    // Every queued HTTP request is sent before the counts below are final.
-    out.close();
+    // Outputs deliver what they hold for as long as they make progress (a slow service is
+    // waited for; one that stops answering for `shutdown_timeout` is given up and counted).
+    // After a signal, they get `shutdown_timeout` in all.
+    let deadline = if stop.load(Ordering::Relaxed) && !out.all_ended() {
+        Deadline::At(Instant::now() + cfg.shutdown_timeout)
+    } else {
+        Deadline::Stalled(cfg.shutdown_timeout)
+    };
+    for name in out.close(deadline, Instant::now() + Duration::from_secs(24 * 3600)) {
+        log::error!("output {name}: did not stop");
+    }
     let stats = processor.stats();
     log::info!("replay done: {}", stats.summary());
     let mut reporter = pauditd_sinks::metrics::Reporter::new(
@@ -156,17 +179,18 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
         &pauditd_sinks::short_hostname(),
         cfg.metrics.sample_rate,
     )?;
+    let sinks = out.stats();
     let (c, g) = metrics::names(&metrics::Sample {
         engine: stats,
-        sinks: out.stats(),
+        sinks: &sinks,
         ..Default::default()
     });
     reporter.report(&c, &g);
-    let mut t = metrics::timings(out.stats());
+    let mut t = metrics::timings(&sinks);
     t.extend(latency.into_iter().map(|d| ("latency", d)));
     reporter.timings(&t);
     let mut lost = 0;
-    for s in out.stats() {
+    for s in &sinks {
         log::info!("output {}: {}", s.name, s.accounting());
         lost += s.lost_total();
     }

@@ -6,7 +6,10 @@
 use pauditd_engine::live::ReceiverStats;
 use pauditd_engine::netlink::AuditStatus;
 use pauditd_engine::{DropReason, Stats};
+use std::sync::atomic::Ordering::Relaxed;
+
 use pauditd_sinks::fanout::SinkStats;
+use pauditd_sinks::output::LossReason;
 
 /// Everything we know at one moment.
 #[derive(Default)]
@@ -52,17 +55,38 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         c.push(("receiver.truncated".into(), r.truncated));
         c.push(("receiver.errors".into(), r.recv_errors));
     }
-    // One sink may appear several times after SIGHUP replaced outputs: add them up.
-    let mut per_sink: Vec<(&str, u64, u64)> = Vec::new();
+    // One output may appear several times after SIGHUP replaced outputs: add them up.
+    let mut per: Values = Vec::new();
+    let mut add = |name: String, v: u64| match per.iter_mut().find(|(k, _)| *k == name) {
+        Some(t) => t.1 += v,
+        None => per.push((name, v)),
+    };
     let mut live: Values = Vec::new();
     for st in s.sinks {
-        let lost = st.lost_total();
-        match per_sink.iter_mut().find(|(n, _, _)| *n == st.name) {
-            Some(t) => {
-                t.1 += st.written;
-                t.2 += lost;
-            }
-            None => per_sink.push((st.name, st.written, lost)),
+        let n = st.name;
+        let k = &st.counters;
+        let a = st.accounting();
+        add(format!("output.{n}.received"), k.received.load(Relaxed));
+        add(format!("output.{n}.written"), a.delivered);
+        add(format!("output.{n}.lost"), a.lost);
+        for r in LossReason::ALL {
+            add(format!("output.{n}.lost.{}", r.name()), k.lost(r));
+        }
+        add(format!("output.{n}.spooled"), k.spooled.load(Relaxed));
+        add(format!("output.{n}.unspooled"), k.unspooled.load(Relaxed));
+        add(format!("output.{n}.recovered"), k.recovered.load(Relaxed));
+        add(
+            format!("output.{n}.spool_corrupt_bytes"),
+            k.spool_corrupt_bytes.load(Relaxed),
+        );
+        add(
+            format!("output.{n}.breaker_opened"),
+            k.breaker_opened.load(Relaxed),
+        );
+        if n == "http" {
+            // pauditd's names for the HTTP writer's queue: offered and not delivered.
+            add("http_writer.total_messages".into(), k.received.load(Relaxed));
+            add("http_writer.dropped_messages".into(), a.lost);
         }
         if let Some(l) = &st.live {
             let mut v = Vec::new();
@@ -75,24 +99,33 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
             }
         }
     }
-    for (name, written, lost) in per_sink {
-        c.push((format!("output.{name}.written"), written));
-        c.push((format!("output.{name}.lost"), lost));
-    }
+    c.extend(per);
     c.extend(live);
     let mut g = Vec::new();
-    // Gauges are current values: after SIGHUP only the newest instance of a sink counts.
+    // Gauges are current values: after SIGHUP only the newest instance of an output counts.
     let mut seen: Vec<&str> = Vec::new();
     for st in s.sinks.iter().rev() {
-        if let (Some(l), false) = (&st.live, seen.contains(&st.name)) {
-            l.gauges(&mut g);
+        if seen.contains(&st.name) {
+            continue;
         }
         seen.push(st.name);
+        let (n, k) = (st.name, &st.counters);
+        g.push((format!("output.{n}.queue"), k.queued_batches.load(Relaxed)));
+        g.push((format!("output.{n}.in_flight"), k.in_flight.load(Relaxed)));
+        g.push((format!("output.{n}.spool_events"), k.spool_events.load(Relaxed)));
+        g.push((format!("output.{n}.spool_bytes"), k.spool_bytes.load(Relaxed)));
+        if let Some(l) = &st.live {
+            l.gauges(&mut g);
+        }
     }
     if let Some(k) = s.kernel {
         g.push(("kernel.lost".into(), u64::from(k.lost)));
         g.push(("kernel.backlog".into(), u64::from(k.backlog)));
         g.push(("kernel.backlog_limit".into(), u64::from(k.backlog_limit)));
+        g.push((
+            "kernel.backlog_wait_time_actual".into(),
+            u64::from(k.backlog_wait_time_actual),
+        ));
     }
     (c, g)
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pauditd_config::{Config, FilterAction as CfgAction, HttpOutput};
+use pauditd_config::{Config, Delivery, FilterAction as CfgAction, HttpOutput, Overflow as CfgOverflow};
 use pauditd_engine::{
     CachePolicy, Completion, FilterAction, FilterSet, FilterSpec, Processor, ProcessorConfig,
     ReassemblerConfig, TrackerConfig, UserDb, UserSource,
@@ -15,7 +15,9 @@ use pauditd_engine::{
 use pauditd_sinks::file::{FileConfig, FileSink};
 use pauditd_sinks::http::breaker::BreakerConfig;
 use pauditd_sinks::http::client::{PoolConfig, TlsFiles};
-use pauditd_sinks::http::{transform, HttpConfig, HttpSink, Overflow};
+use pauditd_sinks::http::{transform, HttpConfig, HttpSink};
+use pauditd_sinks::output::{Output, OutputConfig, Overflow};
+use pauditd_sinks::spool::SpoolConfig;
 use pauditd_sinks::retry::Attempts;
 use pauditd_sinks::stdout::StdoutSink;
 use pauditd_sinks::syslog::{SyslogConfig, SyslogSink};
@@ -93,48 +95,96 @@ pub fn filters(cfg: &Config) -> Result<FilterSet> {
 
 /// A request that has not finished after this frees its HTTP worker (Go's client has no limit;
 /// a hung service would otherwise hold every worker forever).
-const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// At shutdown or reload, queued HTTP requests still unsent after this are counted as failed
-/// (a dead service must not hold SIGTERM for queue x attempts x timeout).
-const HTTP_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Bound on a syslog connect and on each send: a dead receiver costs its output this long,
+/// never another output or the pipeline.
+const SYSLOG_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Every enabled output. pauditd allows exactly one; several at once is our extension and
-/// every enabled sink receives every event. `overflow` is what the HTTP output does when its
-/// queue is full.
-pub fn sinks(cfg: &Config, overflow: Overflow) -> Result<Vec<Box<dyn Sink>>> {
+/// Who the outputs serve: the daemon (each output's configured policy) or `replay`, which
+/// waits for slow outputs (`block`, no spool: a file can pause, the kernel cannot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Daemon,
+    Replay,
+}
+
+fn output_config(d: &Delivery, attempts: u32, role: Role) -> OutputConfig {
+    let overflow = match (role, d.overflow) {
+        (Role::Replay, _) | (Role::Daemon, CfgOverflow::Block) => Overflow::Block,
+        (Role::Daemon, CfgOverflow::Spool) => Overflow::Spool,
+        (Role::Daemon, CfgOverflow::Drop) => Overflow::Drop,
+    };
+    let mut oc = OutputConfig::new(overflow, attempts);
+    oc.queue = d.queue_size as usize;
+    if overflow == Overflow::Spool {
+        oc.spool = Some(SpoolConfig {
+            dir: d.spool.dir.clone().into(),
+            max_bytes: d.spool.max_bytes,
+            fsync: d.spool.fsync,
+        });
+    }
+    oc
+}
+
+/// One sink attempt per write: the output ([`pauditd_sinks::output`]) retries.
+const ONE_TRY: Attempts = Attempts {
+    attempts: 1,
+    pause: Duration::ZERO,
+};
+
+/// Every enabled output, each on its own thread. pauditd allows exactly one; several at once
+/// is our extension and every enabled output receives every event.
+pub fn outputs(cfg: &Config, role: Role) -> Result<Vec<Output>> {
     let o = &cfg.output;
-    let mut v: Vec<Box<dyn Sink>> = Vec::new();
+    let mut v: Vec<Output> = Vec::new();
+    let mut start = |sink: Box<dyn Sink>, d: &Delivery, attempts: u32| -> Result<()> {
+        let name = sink.name();
+        let out = Output::start(sink, output_config(d, attempts, role))
+            .with_context(|| format!("output.{name}"))?;
+        v.push(out);
+        Ok(())
+    };
     if o.stdout.enabled {
-        v.push(Box::new(StdoutSink::new(Attempts::new(o.stdout.attempts))));
+        start(
+            Box::new(StdoutSink::new(ONE_TRY)),
+            &o.stdout.delivery,
+            o.stdout.attempts,
+        )?;
     }
     if o.file.enabled {
-        v.push(Box::new(FileSink::open(FileConfig {
-            path: o.file.path.clone().into(),
-            mode: o.file.mode,
-            user: o.file.user.clone(),
-            group: o.file.group.clone(),
-            policy: Attempts {
-                attempts: o.file.attempts,
-                pause: Duration::from_secs(1),
-            },
-        })?));
+        start(
+            Box::new(FileSink::open(FileConfig {
+                path: o.file.path.clone().into(),
+                mode: o.file.mode,
+                user: o.file.user.clone(),
+                group: o.file.group.clone(),
+                policy: ONE_TRY,
+            })?),
+            &o.file.delivery,
+            o.file.attempts,
+        )?;
     }
     if o.syslog.enabled {
-        v.push(Box::new(SyslogSink::connect(SyslogConfig {
-            network: o.syslog.network.clone(),
-            address: o.syslog.address.clone(),
-            priority: o.syslog.priority,
-            tag: o.syslog.tag.clone(),
-            hostname: pauditd_sinks::hostname(),
-            policy: Attempts {
-                attempts: o.syslog.attempts,
-                pause: Duration::from_secs(1),
-            },
-        })?));
+        start(
+            Box::new(SyslogSink::connect(SyslogConfig {
+                network: o.syslog.network.clone(),
+                address: o.syslog.address.clone(),
+                priority: o.syslog.priority,
+                tag: o.syslog.tag.clone(),
+                hostname: pauditd_sinks::hostname(),
+                timeout: SYSLOG_TIMEOUT,
+            })?),
+            &o.syslog.delivery,
+            o.syslog.attempts,
+        )?;
     }
     if o.http.enabled {
-        v.push(Box::new(http(&o.http, overflow)?));
+        start(
+            Box::new(http(&o.http)?),
+            &o.http.delivery,
+            o.http.attempts,
+        )?;
     }
     if v.is_empty() {
         bail!("No outputs were configured (enable one of output.stdout, output.file, output.syslog, output.http)");
@@ -142,7 +192,7 @@ pub fn sinks(cfg: &Config, overflow: Overflow) -> Result<Vec<Box<dyn Sink>>> {
     Ok(v)
 }
 
-fn http(h: &HttpOutput, overflow: Overflow) -> Result<HttpSink> {
+fn http(h: &HttpOutput) -> Result<HttpSink> {
     let transform = transform::by_name(
         &h.response_body_transformer,
         &pauditd_sinks::short_hostname(),
@@ -176,11 +226,5 @@ fn http(h: &HttpOutput, overflow: Overflow) -> Result<HttpSink> {
             tls,
         },
         cert_refresh: Duration::from_secs(60),
-        attempts: Attempts {
-            attempts: h.attempts,
-            pause: Duration::from_secs(1),
-        },
-        overflow,
-        drain_limit: HTTP_DRAIN_LIMIT,
     })?)
 }

@@ -36,7 +36,10 @@ fn run(input: &[u8], batch: usize) -> (Vec<u8>, usize) {
     replay::run(
         BufReader::with_capacity(4096, input),
         &mut p,
-        &ReplayOptions { batch },
+        &ReplayOptions {
+            batch,
+            ..Default::default()
+        },
         |events| {
             calls += 1;
             for e in events.drain(..) {

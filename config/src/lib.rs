@@ -83,16 +83,51 @@ pub struct MessageTracking {
     pub max_out_of_order: i64,
 }
 
+/// `output.<name>.overflow` (our extension): what the output does when its queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Spill to the output's spool on disk, delivered in order later.
+    Spool,
+    /// Count the events lost and go on.
+    Drop,
+    /// Wait: throttles the audited processes while the output is behind.
+    Block,
+}
+
+/// `output.<name>.spool` (our extension).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolSettings {
+    /// Default `/var/lib/pauditd/spool/<name>`.
+    pub dir: String,
+    /// Default 1 GiB.
+    pub max_bytes: u64,
+    /// Flush every spooled batch to the disk (default false: survives `kill -9`, not a
+    /// power cut).
+    pub fsync: bool,
+}
+
+/// How one output takes events (our extension), the same keys in every output section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Default: `spool` for syslog and http, `drop` for stdout and file.
+    pub overflow: Overflow,
+    /// Batches (of up to 256 events) queued for the output; default 64.
+    pub queue_size: u32,
+    pub spool: SpoolSettings,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StdoutOutput {
     pub enabled: bool,
     pub attempts: u32,
+    pub delivery: Delivery,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileOutput {
     pub enabled: bool,
     pub attempts: u32,
+    pub delivery: Delivery,
     pub path: String,
     pub mode: u32,
     /// Owner to chown the file to; `None` leaves ownership alone.
@@ -104,6 +139,7 @@ pub struct FileOutput {
 pub struct SyslogOutput {
     pub enabled: bool,
     pub attempts: u32,
+    pub delivery: Delivery,
     pub network: String,
     pub address: String,
     pub priority: u8,
@@ -122,6 +158,7 @@ pub struct Ssl {
 pub struct HttpOutput {
     pub enabled: bool,
     pub attempts: u32,
+    pub delivery: Delivery,
     pub url: String,
     pub worker_count: u32,
     pub buffer_size: u32,
@@ -236,6 +273,9 @@ pub struct Config {
     pub netlink_mode: NetlinkMode,
     pub engine: Engine,
     pub privileges: Privileges,
+    /// `shutdown_timeout` (our extension, default 10 s): how long SIGTERM waits for outputs
+    /// to deliver what they hold; the rest goes to their spool or is counted lost.
+    pub shutdown_timeout: Duration,
     /// Unknown keys and other things worth telling the operator; not fatal.
     pub warnings: Vec<String>,
 }
@@ -345,6 +385,44 @@ impl Config {
 
 fn attempts(r: &mut Reader, s: &mut Section<'_>) -> u32 {
     r.int(s, "attempts", DEFAULT_ATTEMPTS, 1, 1000) as u32
+}
+
+/// Where spools live unless `output.<name>.spool.dir` says otherwise.
+pub const SPOOL_ROOT: &str = "/var/lib/pauditd/spool";
+
+fn delivery(r: &mut Reader, s: &mut Section<'_>, name: &str, default: Overflow) -> Delivery {
+    let overflow = match r.string(s, "overflow", "").as_str() {
+        "" => default,
+        "spool" => Overflow::Spool,
+        "drop" => Overflow::Drop,
+        "block" => Overflow::Block,
+        other => {
+            r.report(
+                s.key_path("overflow"),
+                format!("{other:?} is not one of spool, drop, block"),
+            );
+            default
+        }
+    };
+    let queue_size = r.int(s, "queue_size", 64, 1, 1 << 20) as u32;
+    let mut sp = r.section(s, "spool");
+    let spool = SpoolSettings {
+        dir: r.string(&mut sp, "dir", &format!("{SPOOL_ROOT}/{name}")),
+        max_bytes: r.int(&mut sp, "max_bytes", 1 << 30, 1 << 20, i64::MAX) as u64,
+        fsync: r.bool(&mut sp, "fsync", false),
+    };
+    if overflow == Overflow::Spool && !spool.dir.starts_with('/') {
+        r.report(
+            sp.key_path("dir"),
+            format!("{:?} must be an absolute path", spool.dir),
+        );
+    }
+    r.finish(sp);
+    Delivery {
+        overflow,
+        queue_size,
+        spool,
+    }
 }
 
 fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
@@ -467,6 +545,8 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
     }
     r.finish(pv);
 
+    let shutdown_timeout = r.duration(root, "shutdown_timeout", Duration::from_secs(10));
+
     Config {
         receive_buffer,
         events_min,
@@ -482,6 +562,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         netlink_mode,
         engine,
         privileges,
+        shutdown_timeout,
         warnings: Vec::new(),
     }
 }
@@ -493,6 +574,7 @@ fn read_outputs(r: &mut Reader, root: &mut Section<'_>) -> Outputs {
     let stdout = StdoutOutput {
         enabled: r.bool(&mut s, "enabled", false),
         attempts: attempts(r, &mut s),
+        delivery: delivery(r, &mut s, "stdout", Overflow::Drop),
     };
     r.finish(s);
 
@@ -500,6 +582,7 @@ fn read_outputs(r: &mut Reader, root: &mut Section<'_>) -> Outputs {
     let file = FileOutput {
         enabled: r.bool(&mut f, "enabled", false),
         attempts: attempts(r, &mut f),
+        delivery: delivery(r, &mut f, "file", Overflow::Drop),
         path: r.string(&mut f, "path", ""),
         mode: r.int(&mut f, "mode", 0o600, 1, 0o7777) as u32,
         user: f.has("user").then(|| r.string(&mut f, "user", "")),
@@ -517,6 +600,7 @@ fn read_outputs(r: &mut Reader, root: &mut Section<'_>) -> Outputs {
     let syslog = SyslogOutput {
         enabled: r.bool(&mut sl, "enabled", false),
         attempts: attempts(r, &mut sl),
+        delivery: delivery(r, &mut sl, "syslog", Overflow::Spool),
         network: r.string(&mut sl, "network", "unixgram"),
         address: r.string(&mut sl, "address", "/dev/log"),
         priority: r.int(&mut sl, "priority", 132, 0, 191) as u8,
@@ -557,6 +641,7 @@ fn read_http(r: &mut Reader, out: &mut Section<'_>) -> HttpOutput {
     let mut h = r.section(out, "http");
     let enabled = r.bool(&mut h, "enabled", false);
     let attempts = attempts(r, &mut h);
+    let delivery = delivery(r, &mut h, "http", Overflow::Spool);
     let url = r.string(&mut h, "url", "");
     if enabled && url.is_empty() {
         r.report(h.path.clone() + ".url", "output http URL must be set");
@@ -661,6 +746,7 @@ fn read_http(r: &mut Reader, out: &mut Section<'_>) -> HttpOutput {
     HttpOutput {
         enabled,
         attempts,
+        delivery,
         url,
         worker_count,
         buffer_size,

@@ -35,7 +35,7 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn key_path(&self, key: &str) -> String {
+    pub fn key_path(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()
         } else {

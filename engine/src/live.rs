@@ -229,6 +229,18 @@ impl Live {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// An engine thread that has stopped while the engine runs (a panic): the socket is no
+    /// longer drained.
+    pub fn failed_thread(&self) -> Option<&'static str> {
+        if self.receiver.is_finished() {
+            Some("receiver")
+        } else if self.reassembler.is_finished() {
+            Some("reassembler")
+        } else {
+            None
+        }
+    }
+
     pub fn socket(&self) -> &AuditSocket {
         &self.socket
     }

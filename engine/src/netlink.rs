@@ -53,6 +53,9 @@ pub struct AuditStatus {
     pub backlog: u32,
     pub feature_bitmap: u32,
     pub backlog_wait_time: u32,
+    /// Time audited processes spent waiting for backlog room since the counter was reset
+    /// (Linux >= 5.9; read only: 0 where the kernel does not report it).
+    pub backlog_wait_time_actual: u32,
 }
 
 impl AuditStatus {
@@ -95,6 +98,7 @@ impl AuditStatus {
             backlog: get(7),
             feature_bitmap: get(8),
             backlog_wait_time: get(9),
+            backlog_wait_time_actual: get(10),
         }
     }
 }

@@ -19,10 +19,14 @@ use crate::users::UserResolver;
 pub const MAX_LINE: usize = 1 << 20;
 
 /// Options of one replay run.
+#[derive(Debug, Default, Clone)]
 pub struct ReplayOptions {
     /// Events collected before they are handed to `on_batch` (one record can complete several
     /// events, so a batch may exceed it by a few).
     pub batch: usize,
+    /// Set (by a signal, or when no output can take events any more) to stop reading: the
+    /// events of lines already read are completed and handed on, then `run` returns.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Run `input` through `processor`; `on_batch` receives completed events (and must drain the
@@ -41,6 +45,13 @@ pub fn run<U: UserResolver>(
     loop {
         if !events.is_empty() && !reader.has_buffered_input() {
             on_batch(&mut events);
+        }
+        if opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            break;
         }
         let Some(line) = reader.next_line()? else {
             break;

@@ -1,156 +1,121 @@
-//! Fan-out: encode each batch of events once and hand it to every enabled sink.
+//! Fan-out: encode each batch of events once and offer it to every output.
 //!
-//! Owns the per-sink accounting (events written, events lost after the sink's attempts) and
-//! the policy that a failing sink never stops the others or the daemon: its loss is counted
-//! and logged. It must never reorder events: every sink sees them in completion order.
+//! Owns the one encoding of each batch, shared (an `Arc`, never copied) by every output's
+//! queue, and the output set's lifecycle (reopen, bounded close, the death of an output's
+//! thread). Each [`Output`] has its own thread and policy, so a slow or dead one never holds
+//! back another or the caller (unless its policy is `block`). It must never reorder events:
+//! every output is offered them in completion order.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use pauditd_engine::Event;
 
-use crate::{Batch, LiveCounters, Sink, SinkError};
+pub use crate::output::{Accounting, SinkStats};
+use crate::output::{Deadline, Output};
+use crate::Batch;
 
-/// Counters for one sink.
-#[derive(Debug, Default, Clone)]
-pub struct SinkStats {
-    pub name: &'static str,
-    /// Events the sink accepted (for the HTTP output: queued).
-    pub written: u64,
-    /// Events the sink refused or failed to write.
-    pub lost: u64,
-    /// The sink's own counters when it delivers after `written` (the HTTP output).
-    pub live: Option<Arc<dyn LiveCounters>>,
-}
-
-/// Where every event handed to one sink went: `received = delivered + lost + skipped +
-/// in_flight`, and `in_flight` is 0 once the sink is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Accounting {
-    pub received: u64,
-    pub delivered: u64,
-    pub lost: u64,
-    pub skipped: u64,
-    /// Still queued or being sent (an asynchronous sink), or unaccounted after close.
-    pub in_flight: i64,
-}
-
-impl std::fmt::Display for Accounting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "written={} lost={} skipped={} received={} in_flight={}",
-            self.delivered, self.lost, self.skipped, self.received, self.in_flight
-        )
-    }
-}
-
-impl SinkStats {
-    /// The accounting identity for this sink (see [`Accounting`]).
-    pub fn accounting(&self) -> Accounting {
-        let received = self.written + self.lost;
-        let (delivered, skipped) = match &self.live {
-            Some(l) => (l.delivered(), l.skipped()),
-            None => (self.written, 0),
-        };
-        let lost = self.lost_total();
-        Accounting {
-            received,
-            delivered,
-            lost,
-            skipped,
-            in_flight: received as i64 - (delivered + lost + skipped) as i64,
-        }
-    }
-
-    /// Events that did not reach their destination, including late asynchronous failures.
-    pub fn lost_total(&self) -> u64 {
-        match &self.live {
-            Some(h) => h.undelivered(),
-            None => self.lost,
-        }
-    }
-}
+/// Encoded batches kept for reuse once every output is done with them.
+const RECYCLE: usize = 8;
 
 pub struct Fanout {
-    sinks: Vec<Box<dyn Sink>>,
-    stats: Vec<SinkStats>,
-    batch: Batch,
+    outputs: Vec<Output>,
+    /// Batches handed out; reused when no output holds them any more (no allocation per
+    /// batch in the steady state).
+    recycle: std::collections::VecDeque<Arc<Batch>>,
 }
 
 impl Fanout {
-    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
-        let stats = sinks
-            .iter()
-            .map(|s| SinkStats {
-                name: s.name(),
-                live: s.live_counters(),
-                ..Default::default()
-            })
-            .collect();
+    pub fn new(outputs: Vec<Output>) -> Self {
         Fanout {
-            sinks,
-            stats,
-            batch: Batch::default(),
+            outputs,
+            recycle: Default::default(),
         }
     }
 
-    /// Encode and write `events`, leaving `events` empty for reuse.
+    fn fresh_batch(&mut self) -> Arc<Batch> {
+        if let Some(mut b) = self.recycle.pop_front() {
+            if let Some(inner) = Arc::get_mut(&mut b) {
+                inner.clear();
+                return b;
+            }
+            self.recycle.push_front(b);
+        }
+        Arc::new(Batch::default())
+    }
+
+    /// Encode and offer `events`, leaving `events` empty for reuse.
     pub fn write(&mut self, events: &mut Vec<Event>) {
         if events.is_empty() {
             return;
         }
-        self.batch.clear();
-        for e in events.drain(..) {
-            self.batch.push_event(&e);
-        }
-        self.write_encoded();
-    }
-
-    /// Write the batch already encoded into [`batch_mut`](Self::batch_mut).
-    pub fn write_encoded(&mut self) {
-        let n = self.batch.len() as u64;
-        for (sink, st) in self.sinks.iter_mut().zip(&mut self.stats) {
-            match sink.write_batch(&self.batch) {
-                Ok(()) => st.written += n,
-                Err(e) => {
-                    let lost = e.lost() as u64;
-                    st.written += n - lost;
-                    let before = st.lost;
-                    st.lost += lost;
-                    // A full queue can drop on every batch: log when the total crosses a
-                    // power of two, so a flood costs a bounded number of lines.
-                    let quiet = matches!(e, SinkError::Dropped { .. })
-                        && (before + 1..=st.lost).all(|c| !c.is_power_of_two());
-                    if !quiet {
-                        log::error!("{e} ({} lost so far)", st.lost);
-                    }
-                }
+        let mut batch = self.fresh_batch();
+        {
+            let b = Arc::get_mut(&mut batch).expect("a fresh batch is not shared");
+            for e in events.drain(..) {
+                b.push_event(&e);
             }
         }
-        self.batch.clear();
+        self.offer(batch);
     }
 
-    pub fn batch_mut(&mut self) -> &mut Batch {
-        &mut self.batch
+    /// Offer an already encoded batch.
+    pub fn offer(&mut self, batch: Arc<Batch>) {
+        for o in &self.outputs {
+            o.offer(&batch);
+        }
+        if self.recycle.len() >= RECYCLE {
+            self.recycle.pop_front();
+        }
+        self.recycle.push_back(batch);
     }
 
-    /// SIGUSR1: reopen every sink that has something to reopen.
-    pub fn reopen(&mut self) {
-        for s in &mut self.sinks {
-            if let Err(e) = s.reopen() {
-                log::error!("Error re-opening output: {e}");
+    /// SIGUSR1: every output reopens before its next batch.
+    pub fn reopen(&self) {
+        for o in &self.outputs {
+            o.reopen();
+        }
+    }
+
+    /// Stop every output: each delivers what it holds until `deadline`, then spools or
+    /// counts the rest. Waits for their threads until `limit` at most; returns the names of
+    /// outputs whose thread was still stuck then (a write blocked in the kernel).
+    pub fn close(&mut self, deadline: Deadline, limit: Instant) -> Vec<&'static str> {
+        for o in &mut self.outputs {
+            o.begin_close(deadline);
+        }
+        let mut stuck = Vec::new();
+        for o in &mut self.outputs {
+            if !o.join(limit) {
+                stuck.push(o.name());
+            }
+        }
+        stuck
+    }
+
+    /// Stop the outputs that have a spool right away (what they hold is spooled), so a new
+    /// output can open the same spool.
+    pub fn close_spooled(&mut self, now: Instant) {
+        let limit = now + std::time::Duration::from_secs(5);
+        for o in self.outputs.iter_mut().filter(|o| o.has_spool()) {
+            o.begin_close(Deadline::At(now));
+            if !o.join(limit) {
+                log::error!("output {}: did not stop within 5 s", o.name());
             }
         }
     }
 
-    /// Let every sink finish what it accepted (the HTTP queue drains).
-    pub fn close(&mut self) {
-        for s in &mut self.sinks {
-            s.close();
-        }
+    /// Whether every output has ended (its destination closed for good).
+    pub fn all_ended(&self) -> bool {
+        !self.outputs.is_empty() && self.outputs.iter().all(|o| o.has_ended())
     }
 
-    pub fn stats(&self) -> &[SinkStats] {
-        &self.stats
+    /// An output whose thread died (a panic): the pipeline cannot trust its accounting.
+    pub fn dead_output(&self) -> Option<&'static str> {
+        self.outputs.iter().find(|o| o.has_died()).map(|o| o.name())
+    }
+
+    pub fn stats(&self) -> Vec<SinkStats> {
+        self.outputs.iter().map(|o| o.stats()).collect()
     }
 }

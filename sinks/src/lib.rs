@@ -10,6 +10,7 @@ pub mod file;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod output;
 pub mod retry;
 pub mod spool;
 pub mod stdout;
@@ -21,7 +22,7 @@ use std::ops::Range;
 use pauditd_engine::Event;
 
 /// Encoded events, one JSON line each, back to back in one buffer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     buf: Vec<u8>,
     /// `ends[i]` is the end of line `i` in `buf` (newline included); ascending.
@@ -82,9 +83,10 @@ impl Batch {
     }
 }
 
-/// A failed write, after the configured attempts.
+/// A failed write.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// The last `lost` lines of the batch were not written; trying again may work.
     #[error(
         "{sink}: write failed after {attempts} attempt(s), {lost} event(s) not written: {error}"
     )]
@@ -94,6 +96,23 @@ pub enum SinkError {
         lost: usize,
         error: std::io::Error,
     },
+    /// The destination is gone for good (stdout's reader exited): the last `lost` lines
+    /// and everything after them cannot be written.
+    #[error("{sink}: the destination closed ({error}), {lost} event(s) not written")]
+    Closed {
+        sink: &'static str,
+        lost: usize,
+        error: std::io::Error,
+    },
+    /// Some lines were not delivered: `retry` (indices, ascending) may succeed later,
+    /// `rejected` were refused by the destination and must not be sent again.
+    #[error("{sink}: {} event(s) not delivered, {rejected} refused: {error}", retry.len())]
+    Undelivered {
+        sink: &'static str,
+        retry: Vec<usize>,
+        rejected: usize,
+        error: String,
+    },
     #[error("{sink}: cannot open {path}: {error}")]
     Open {
         sink: &'static str,
@@ -102,21 +121,53 @@ pub enum SinkError {
     },
     #[error("{sink}: {message}")]
     Setup { sink: &'static str, message: String },
-    /// Events the sink refused without trying (a full queue).
-    #[error("{sink}: {reason}: {lost} event(s) dropped")]
-    Dropped {
-        sink: &'static str,
-        lost: usize,
-        reason: String,
-    },
+}
+
+/// What a failed write of a batch of `len` lines left undone.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// Lines worth trying again, ascending.
+    pub retry: Vec<usize>,
+    pub rejected: usize,
+    pub closed: bool,
 }
 
 impl SinkError {
-    /// Events this error lost.
+    /// Events this error did not write.
     pub fn lost(&self) -> usize {
         match self {
-            SinkError::Write { lost, .. } | SinkError::Dropped { lost, .. } => *lost,
+            SinkError::Write { lost, .. } | SinkError::Closed { lost, .. } => *lost,
+            SinkError::Undelivered {
+                retry, rejected, ..
+            } => retry.len() + rejected,
             _ => 0,
+        }
+    }
+
+    /// Which lines of a batch of `len` failed, and how.
+    pub fn failure(&self, len: usize) -> Failure {
+        let suffix = |lost: usize| (len - lost.min(len)..len).collect();
+        match self {
+            SinkError::Write { lost, .. } => Failure {
+                retry: suffix(*lost),
+                ..Default::default()
+            },
+            SinkError::Closed { lost, .. } => Failure {
+                retry: suffix(*lost),
+                closed: true,
+                ..Default::default()
+            },
+            SinkError::Undelivered {
+                retry, rejected, ..
+            } => Failure {
+                retry: retry.clone(),
+                rejected: *rejected,
+                closed: false,
+            },
+            SinkError::Open { .. } | SinkError::Setup { .. } => Failure {
+                retry: (0..len).collect(),
+                ..Default::default()
+            },
         }
     }
 }
@@ -124,16 +175,18 @@ impl SinkError {
 /// Where events go.
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
-    /// Write every line of `batch`, in order, retrying as configured.
+    /// One try at writing every line of `batch`, in order; fail fast (bounded by the
+    /// transport's timeouts). Retrying, backing off and spooling are the output's job
+    /// ([`output`]), on the output's own thread.
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError>;
     /// Reopen the destination (SIGUSR1, after log rotation). Most sinks have nothing to do.
     fn reopen(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
-    /// Finish what was accepted (queued requests) before the sink goes away.
+    /// Release the destination (called once, on the output's thread, when it stops).
     fn close(&mut self) {}
-    /// Counters of a sink whose work finishes after `write_batch` returns (the HTTP
-    /// workers), read live by the metrics reporter. Synchronous sinks have none.
+    /// The transport's own counters (HTTP codes, latency, topics), read live by the metrics
+    /// reporter. Most sinks have none.
     fn live_counters(&self) -> Option<std::sync::Arc<dyn LiveCounters>> {
         None
     }
@@ -147,10 +200,6 @@ pub trait LiveCounters: Send + Sync + std::fmt::Debug {
     fn gauges(&self, _out: &mut Vec<(String, u64)>) {}
     /// Timing samples since the last call.
     fn take_timings(&self, _out: &mut Vec<(&'static str, std::time::Duration)>) {}
-    /// Events accepted by the sink that never reached their destination (or were refused).
-    fn undelivered(&self) -> u64;
-    /// Events that reached their destination.
-    fn delivered(&self) -> u64;
     /// Events deliberately not sent (a transformer skipped them).
     fn skipped(&self) -> u64 {
         0

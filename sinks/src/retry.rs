@@ -50,7 +50,8 @@ pub fn write_all_with_attempts(
             Ok(()) => return Ok(()),
             Err(e) => {
                 failures += 1;
-                if failures >= policy.attempts {
+                // A reader that has gone does not come back: no point waiting to retry.
+                if failures >= policy.attempts || e.kind() == io::ErrorKind::BrokenPipe {
                     return Err(SinkError::Write {
                         sink,
                         attempts: failures,

@@ -1,7 +1,8 @@
 //! The stdout sink: one JSON line per event on standard output.
 //!
-//! Owns writing batches to fd 1 (one write per batch when the pipe takes it). It must never
-//! print anything but event lines: the daemon's own logs go to stderr.
+//! Owns writing batches to fd 1 (one write per batch when the pipe takes it). A reader that
+//! has gone (EPIPE) ends the output: reported as [`SinkError::Closed`], never retried. It must
+//! never print anything but event lines: the daemon's own logs go to stderr.
 
 use std::io;
 
@@ -29,6 +30,17 @@ impl Sink for StdoutSink {
 
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let mut lock = self.out.lock();
-        write_all_with_attempts("stdout", &mut lock, batch, self.policy)
+        match write_all_with_attempts("stdout", &mut lock, batch, self.policy) {
+            Err(SinkError::Write { lost, error, .. })
+                if error.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                Err(SinkError::Closed {
+                    sink: "stdout",
+                    lost,
+                    error,
+                })
+            }
+            r => r,
+        }
     }
 }

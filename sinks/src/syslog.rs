@@ -5,7 +5,12 @@
 //! sockets); over the network (`udp`, `tcp`) `<PRI>2006-01-02T15:04:05Z HOSTNAME TAG[PID]: MSG`.
 //! MSG is the event's JSON line and ends with its newline, which is also the frame delimiter
 //! on TCP (non-transparent framing, RFC 6587 3.4.2, what Go writes and rsyslog's imtcp reads).
-//! Timestamps are UTC. On a failed send it reconnects and retries, up to `attempts`. It must
+//! Timestamps are UTC. Each `write_batch` is one try, bounded by `timeout` (connect and
+//! send): on stream transports the whole batch goes out in one write; on a failure the
+//! connection is dropped (the next try reconnects) and the lines not sent are reported, so
+//! the output backs off, spools or counts them. Over `udp` and `unixgram`, "written" means
+//! accepted by the local kernel: a receiver that is not listening is only reported
+//! (ECONNREFUSED) on a later send, so the line before the failing one is sent again. It must
 //! never split an event across messages.
 
 use std::io::{self, Write};
@@ -13,7 +18,6 @@ use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::retry::Attempts;
 use crate::{Batch, Sink, SinkError};
 
 #[derive(Debug, Clone)]
@@ -25,7 +29,8 @@ pub struct SyslogConfig {
     pub tag: String,
     /// Printed in network messages (Go: the OS hostname).
     pub hostname: String,
-    pub policy: Attempts,
+    /// Bound on connecting and on each send.
+    pub timeout: Duration,
 }
 
 enum Conn {
@@ -37,7 +42,7 @@ enum Conn {
 
 impl Conn {
     fn open(cfg: &SyslogConfig) -> io::Result<Conn> {
-        let timeout = Some(Duration::from_secs(5));
+        let timeout = Some(cfg.timeout);
         Ok(match cfg.network.as_str() {
             "unixgram" => {
                 let s = UnixDatagram::unbound()?;
@@ -61,7 +66,19 @@ impl Conn {
                 Conn::Udp(s)
             }
             "tcp" | "tcp4" | "tcp6" => {
-                let s = TcpStream::connect(&cfg.address)?;
+                use std::net::ToSocketAddrs;
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+                let mut conn = None;
+                for a in cfg.address.to_socket_addrs()? {
+                    match TcpStream::connect_timeout(&a, cfg.timeout) {
+                        Ok(s) => {
+                            conn = Some(s);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                let s = conn.ok_or(last)?;
                 s.set_write_timeout(timeout)?;
                 s.set_nodelay(true)?;
                 Conn::Tcp(s)
@@ -102,6 +119,11 @@ impl Conn {
         matches!(self, Conn::UnixDgram(_) | Conn::UnixStream(_))
     }
 
+    fn is_stream(&self) -> bool {
+        matches!(self, Conn::UnixStream(_) | Conn::Tcp(_))
+    }
+
+    /// One datagram.
     fn send(&mut self, msg: &[u8]) -> io::Result<()> {
         match self {
             Conn::UnixDgram(s) => s.send(msg).map(drop),
@@ -110,6 +132,25 @@ impl Conn {
             Conn::Tcp(s) => s.write_all(msg),
         }
     }
+
+    /// As much of `buf` as the stream takes; returns how far it got and the error, if any.
+    fn write_stream(&mut self, buf: &[u8]) -> (usize, Option<io::Error>) {
+        let mut off = 0;
+        while off < buf.len() {
+            let r = match self {
+                Conn::UnixStream(s) => s.write(&buf[off..]),
+                Conn::Tcp(s) => s.write(&buf[off..]),
+                _ => unreachable!("datagram sockets are sent line by line"),
+            };
+            match r {
+                Ok(0) => return (off, Some(io::ErrorKind::WriteZero.into())),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (off, Some(e)),
+            }
+        }
+        (off, None)
+    }
 }
 
 pub struct SyslogSink {
@@ -117,6 +158,9 @@ pub struct SyslogSink {
     conn: Option<Conn>,
     pid: u32,
     msg: Vec<u8>,
+    /// A batch's messages back to back (stream transports), and where each one ends.
+    out: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 impl SyslogSink {
@@ -132,6 +176,8 @@ impl SyslogSink {
             conn: Some(conn),
             pid: std::process::id(),
             msg: Vec::with_capacity(4096),
+            out: Vec::new(),
+            ends: Vec::new(),
         })
     }
 
@@ -151,37 +197,15 @@ impl SyslogSink {
         }
     }
 
-    fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
-        let mut failures = 0;
-        loop {
-            let res = (|| {
-                if self.conn.is_none() {
-                    self.conn = Some(Conn::open(&self.cfg)?);
-                }
-                let local = self.conn.as_ref().is_some_and(Conn::is_local);
-                self.format(line, local, SystemTime::now());
-                let msg = std::mem::take(&mut self.msg);
-                let r = self.conn.as_mut().expect("connected above").send(&msg);
-                self.msg = msg;
-                r
-            })();
-            match res {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    // Reconnect on the next try (the receiver may have restarted).
-                    self.conn = None;
-                    failures += 1;
-                    if failures >= self.cfg.policy.attempts {
-                        return Err(e);
-                    }
-                    log::error!(
-                        "syslog: send failed, retrying in {:?}: {e}",
-                        self.cfg.policy.pause
-                    );
-                    std::thread::sleep(self.cfg.policy.pause);
-                }
-            }
-        }
+    fn fail(&mut self, lost: usize, error: io::Error) -> Result<(), SinkError> {
+        // The next try reconnects (the receiver may have restarted).
+        self.conn = None;
+        Err(SinkError::Write {
+            sink: "syslog",
+            attempts: 1,
+            lost,
+            error,
+        })
     }
 }
 
@@ -195,24 +219,72 @@ impl Sink for SyslogSink {
             log::warn!("syslog: the receiver closed the connection; reconnecting");
             self.conn = None;
         }
-        let mut lost = 0;
-        let mut last_err = None;
-        for i in 0..batch.len() {
-            let line = &batch.bytes()[batch.line_range(i)];
-            if let Err(e) = self.send_line(line) {
-                lost += 1;
-                last_err = Some(e);
+        let mut from = 0;
+        // A connection from an earlier batch may have gone stale (the receiver restarted):
+        // one fresh connection is tried at once before the failure is reported.
+        let mut fresh = self.conn.is_none();
+        loop {
+            if self.conn.is_none() {
+                match Conn::open(&self.cfg) {
+                    Ok(c) => self.conn = Some(c),
+                    Err(e) => return self.fail(batch.len() - from, e),
+                }
+            }
+            match self.send_from(batch, from) {
+                Ok(()) => return Ok(()),
+                Err((done, e)) => {
+                    from = done;
+                    if fresh {
+                        return self.fail(batch.len() - from, e);
+                    }
+                    self.conn = None;
+                    fresh = true;
+                }
             }
         }
-        match last_err {
-            None => Ok(()),
-            Some(error) => Err(SinkError::Write {
-                sink: "syslog",
-                attempts: self.cfg.policy.attempts,
-                lost,
-                error,
-            }),
+    }
+}
+
+impl SyslogSink {
+    /// Send lines `from..` over the open connection; on failure, how many lines are known
+    /// sent and the error.
+    fn send_from(&mut self, batch: &Batch, from: usize) -> Result<(), (usize, io::Error)> {
+        let conn = self.conn.as_ref().expect("connected by the caller");
+        let (local, stream) = (conn.is_local(), conn.is_stream());
+        let now = SystemTime::now();
+        if stream {
+            self.out.clear();
+            self.ends.clear();
+            for i in from..batch.len() {
+                self.format(&batch.bytes()[batch.line_range(i)], local, now);
+                self.out.extend_from_slice(&self.msg);
+                self.ends.push(self.out.len());
+            }
+            let out = std::mem::take(&mut self.out);
+            let (written, err) = self.conn.as_mut().expect("connected").write_stream(&out);
+            self.out = out;
+            return match err {
+                None => Ok(()),
+                // Whole lines written count; a torn one is sent again whole.
+                Some(e) => Err((from + self.ends.partition_point(|&end| end <= written), e)),
+            };
         }
+        for i in from..batch.len() {
+            self.format(&batch.bytes()[batch.line_range(i)], local, now);
+            let msg = std::mem::take(&mut self.msg);
+            let r = self.conn.as_mut().expect("connected").send(&msg);
+            self.msg = msg;
+            if let Err(e) = r {
+                // ECONNREFUSED reports an earlier datagram that found no listener.
+                let sent = if e.kind() == io::ErrorKind::ConnectionRefused {
+                    i.saturating_sub(1).max(from)
+                } else {
+                    i
+                };
+                return Err((sent, e));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pauditd_engine::Event;
@@ -16,7 +17,8 @@ use pauditd_sinks::file::{FileConfig, FileSink};
 use pauditd_sinks::http::breaker::BreakerConfig;
 use pauditd_sinks::http::client::PoolConfig;
 use pauditd_sinks::http::transform;
-use pauditd_sinks::http::{HttpConfig, HttpSink, Overflow};
+use pauditd_sinks::http::{HttpConfig, HttpSink};
+use pauditd_sinks::output::{Deadline, Output, OutputConfig, Overflow};
 use pauditd_sinks::retry::Attempts;
 use pauditd_sinks::syslog::{SyslogConfig, SyslogSink};
 use pauditd_sinks::{Batch, Sink, SinkError};
@@ -49,11 +51,10 @@ fn lost_of(r: Result<(), SinkError>) -> u64 {
 fn http_service_down_for_20s_then_back_every_event_arrives_or_is_counted() {
     let first = Server::plain();
     let addr = first.addr;
-    let buffer_size = 200;
-    let mut sink = HttpSink::start(HttpConfig {
+    let sink = HttpSink::start(HttpConfig {
         url: first.url("http", "/events"),
         workers: 2,
-        buffer_size,
+        buffer_size: 200,
         batch_size: None,
         trace_header: None,
         transform: Box::new(transform::Noop),
@@ -66,62 +67,47 @@ fn http_service_down_for_20s_then_back_every_event_arrives_or_is_counted() {
             tls: None,
         },
         cert_refresh: Duration::from_secs(60),
-        attempts: Attempts {
-            attempts: 3,
-            pause: Duration::from_millis(500),
-        },
-        // The daemon's policy: never block the pipeline, drop and count when full.
-        overflow: Overflow::Drop,
-        drain_limit: Duration::from_secs(30),
     })
     .unwrap();
+    // pauditd's policy: never block the pipeline; attempts, then drop and count.
+    let mut oc = OutputConfig::new(Overflow::Drop, 3);
+    oc.pause = Duration::from_millis(500);
+    oc.queue = 20;
+    let mut out = Output::start(Box::new(sink), oc).unwrap();
     let mut next = 1i64;
-    let mut counted_drops = 0u64;
-    let mut max_queued = 0usize;
+    let mut max_queued = 0u64;
     // 100 events/s for `secs`.
-    let mut run = |sink: &mut HttpSink, secs: u64| {
+    let mut run = |out: &Output, secs: u64| {
         let end = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < end {
-            counted_drops += lost_of(sink.write_batch(&batch(next, 10)));
+            out.offer(&Arc::new(batch(next, 10)));
             next += 10;
-            max_queued = max_queued.max(sink.queued());
+            max_queued = max_queued.max(out.stats().counters.queued_batches.load(Relaxed));
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    run(&mut sink, 3);
+    run(&out, 3);
     first.stop();
-    run(&mut sink, 20);
+    run(&out, 20);
     let second = Server::plain_at(addr);
     // Long enough for the breaker's cooldown and a probe to close it again.
-    run(&mut sink, 10);
-    sink.close();
+    run(&out, 10);
+    out.begin_close(Deadline::Stalled(Duration::from_secs(30)));
+    assert!(out.join(Instant::now() + Duration::from_secs(60)));
 
     let total = (next - 1) as u64;
-    let st = sink.stats();
-    let (delivered, dropped, failed, rejected) = (
-        st.delivered.load(Relaxed),
-        st.dropped.load(Relaxed),
-        st.failed.load(Relaxed),
-        st.rejected.load(Relaxed),
-    );
-    assert_eq!(st.total.load(Relaxed), total);
-    assert_eq!(dropped, counted_drops, "queue drops reported to the caller");
-    assert_eq!(
-        delivered + dropped + failed + rejected,
-        total,
-        "sent + dropped = total"
-    );
-    assert!(dropped + failed > 0, "the outage cost something");
-    assert!(max_queued <= buffer_size, "queue bounded: {max_queued}");
+    let st = out.stats();
+    let a = st.accounting();
+    assert_eq!(a.received, total);
+    assert_eq!(a.in_flight, 0, "{a}");
+    assert_eq!(a.delivered + a.lost, total, "{a}");
+    assert!(a.lost > 0, "the outage cost something");
+    assert!(max_queued <= 20, "queue bounded: {max_queued}");
     let mut seen = BTreeSet::new();
     for r in first.requests().iter().chain(second.requests().iter()) {
         assert!(seen.insert(sequence_of(&r.body)), "duplicate delivery");
     }
-    assert_eq!(
-        seen.len() as u64,
-        delivered,
-        "every delivered event arrived once"
-    );
+    assert_eq!(seen.len() as u64, a.delivered, "every delivered event arrived once");
     // The service was reachable again: the last second of events all arrived.
     assert!(
         (next - 100..next).all(|s| seen.contains(&s)),
@@ -136,10 +122,7 @@ fn syslog_cfg(address: String) -> SyslogConfig {
         priority: 132,
         tag: "pauditd".into(),
         hostname: "testhost".into(),
-        policy: Attempts {
-            attempts: 2,
-            pause: Duration::from_millis(20),
-        },
+        timeout: Duration::from_secs(2),
     }
 }
 
@@ -179,7 +162,7 @@ fn syslog_receiver_restarted_reconnect_and_nothing_lost_beyond_what_is_counted()
     let before = reader.join().unwrap();
     drop(listener);
     std::thread::sleep(Duration::from_millis(50));
-    // Down: nothing listens; these are counted lost after their attempts.
+    // Down: nothing listens; the write fails fast and reports these ten.
     lost += lost_of(sink.write_batch(&batch(51, 10)));
     // Back on the same port.
     let listener = TcpListener::bind(addr).unwrap();

@@ -1,20 +1,23 @@
 //! The HTTP output against a real HTTP/1.1 server on loopback (tests/support/httpd.rs): plain
 //! and TLS with a generated CA and client certificates, both transformers, trace ids,
-//! keep-alive pooling, attempts, the circuit breaker, the full-queue policy, batching and
-//! certificate rotation. Bodies are compared byte for byte.
+//! keep-alive pooling, one try per write with exact reporting of what failed, the circuit
+//! breaker, redirects not followed, batching and certificate rotation; and, through an
+//! [`Output`], the full-queue policy and the shutdown deadline. Bodies are compared byte for
+//! byte.
 
 mod support;
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pauditd_engine::Event;
 use pauditd_sinks::http::breaker::BreakerConfig;
 use pauditd_sinks::http::client::{PoolConfig, TlsFiles};
 use pauditd_sinks::http::transform::{self, Transform};
-use pauditd_sinks::http::{HttpConfig, HttpSink, Overflow};
-use pauditd_sinks::retry::Attempts;
-use pauditd_sinks::{Batch, LiveCounters, Sink, SinkError};
+use pauditd_sinks::http::{HttpConfig, HttpSink};
+use pauditd_sinks::output::{Deadline, LossReason, Output, OutputConfig, Overflow};
+use pauditd_sinks::{Batch, Sink, SinkError};
 use support::httpd::{Pki, Server};
 
 /// Events `first..first+n`, with the rule key `key` (empty for none).
@@ -46,12 +49,17 @@ fn config(url: String, transform: Box<dyn Transform>) -> HttpConfig {
             tls: None,
         },
         cert_refresh: Duration::from_secs(60),
-        attempts: Attempts {
-            attempts: 1,
-            pause: Duration::from_millis(10),
-        },
-        overflow: Overflow::Wait,
-        drain_limit: Duration::from_secs(30),
+    }
+}
+
+/// The lines a failed write reports worth retrying, and those refused.
+fn failure(r: Result<(), SinkError>, len: usize) -> (usize, usize) {
+    match r {
+        Ok(()) => (0, 0),
+        Err(e) => {
+            let f = e.failure(len);
+            (f.retry.len(), f.rejected)
+        }
     }
 }
 
@@ -93,7 +101,6 @@ fn noop_posts_each_event_over_one_kept_alive_connection() {
         "keep-alive: one connection for all"
     );
     let st = sink.stats();
-    assert_eq!(st.total.load(Relaxed), 5);
     assert_eq!(st.delivered.load(Relaxed), 5);
     assert_eq!(st.named("http_code.200"), 5);
     assert_eq!(st.take_latencies().len(), 5);
@@ -131,7 +138,7 @@ fn notification_service_wraps_events_and_skips_keyless_ones() {
     );
     assert_eq!(st.named("notif-service-transformer.topic.no-topic"), 2);
     assert_eq!(st.skipped.load(Relaxed), 2);
-    assert_eq!(st.total.load(Relaxed), 4);
+    assert_eq!(st.delivered.load(Relaxed), 2);
 }
 
 #[test]
@@ -172,29 +179,16 @@ fn server_errors_open_the_breaker_then_a_probe_closes_it() {
         min_observations: 4,
         cooldown: Duration::from_millis(300),
     };
-    cfg.attempts = Attempts {
-        attempts: 2,
-        pause: Duration::from_millis(1),
-    };
     let mut sink = HttpSink::start(cfg).unwrap();
     let st = sink.stats();
-    sink.write_batch(&batch(1, 10, "k")).unwrap();
-    // Wait until the worker has given up on all ten.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while st.failed.load(Relaxed) < 10 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(st.failed.load(Relaxed), 10);
-    // Four requests reached the service (two events, two attempts each); then it opened.
+    // One try per event: four reach the service, then the breaker opens and the other six
+    // fail fast. All ten are reported worth retrying, none refused.
+    assert_eq!(failure(sink.write_batch(&batch(1, 10, "k")), 10), (10, 0));
     assert_eq!(server.requests().len(), 4);
     assert_eq!(st.named("http_code.500"), 4);
     assert_eq!(st.breaker_opened.load(Relaxed), 1);
-    assert_eq!(
-        st.breaker_rejected.load(Relaxed),
-        16,
-        "8 events x 2 attempts"
-    );
-    assert_eq!(st.retries.load(Relaxed), 10);
+    assert_eq!(st.breaker_rejected.load(Relaxed), 6);
+    assert_eq!(st.failed.load(Relaxed), 10);
 
     // The service recovers; after the cooldown one probe goes through and closes the breaker.
     server.set_status(200);
@@ -204,53 +198,60 @@ fn server_errors_open_the_breaker_then_a_probe_closes_it() {
     assert_eq!(st.delivered.load(Relaxed), 3);
     assert_eq!(server.requests().len(), 7);
     assert_eq!(st.named("http_code.200"), 3);
-    assert_eq!(
-        st.total.load(Relaxed),
-        st.delivered.load(Relaxed) + st.failed.load(Relaxed)
-    );
 }
 
 #[test]
-fn refused_events_are_not_retried() {
+fn refused_events_are_reported_refused_not_worth_retrying() {
     let server = Server::plain();
     server.set_status(400);
-    let mut cfg = config(server.url("http", "/"), Box::new(transform::Noop));
-    cfg.attempts = Attempts {
-        attempts: 3,
-        pause: Duration::from_millis(1),
-    };
-    let mut sink = HttpSink::start(cfg).unwrap();
-    sink.write_batch(&batch(1, 2, "k")).unwrap();
+    let mut sink = HttpSink::start(config(server.url("http", "/"), Box::new(transform::Noop)))
+        .unwrap();
+    assert_eq!(failure(sink.write_batch(&batch(1, 2, "k")), 2), (0, 2));
     sink.close();
     assert_eq!(server.requests().len(), 2);
-    let st = sink.stats();
-    assert_eq!(st.rejected.load(Relaxed), 2);
-    assert_eq!(st.retries.load(Relaxed), 0);
-    assert_eq!(st.undelivered(), 2);
+    assert_eq!(sink.stats().rejected.load(Relaxed), 2);
 }
 
 #[test]
-fn dead_service_fails_each_event_after_its_attempts() {
+fn redirects_are_not_followed_and_count_as_not_delivered() {
+    let server = Server::plain();
+    server.set_status(302);
+    let mut sink = HttpSink::start(config(server.url("http", "/"), Box::new(transform::Noop)))
+        .unwrap();
+    let err = sink.write_batch(&batch(1, 3, "k")).unwrap_err();
+    assert_eq!(err.failure(3).retry, vec![0, 1, 2]);
+    assert!(err.to_string().contains("redirects are not followed"), "{err}");
+    sink.close();
+    // Three POSTs with their bodies, and nothing else (no GET to a Location).
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs.iter().all(|r| r.method == "POST" && !r.body.is_empty()));
+}
+
+#[test]
+fn dead_service_reports_every_event_worth_retrying() {
     // A port nobody listens on: bind, note it, close.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut cfg = config(
+    let mut sink = HttpSink::start(config(
         format!("http://127.0.0.1:{port}/"),
         Box::new(transform::Noop),
-    );
-    cfg.attempts = Attempts {
-        attempts: 2,
-        pause: Duration::from_millis(1),
-    };
-    let mut sink = HttpSink::start(cfg).unwrap();
-    sink.write_batch(&batch(1, 3, "k")).unwrap();
+    ))
+    .unwrap();
+    assert_eq!(failure(sink.write_batch(&batch(1, 3, "k")), 3), (3, 0));
     sink.close();
     let st = sink.stats();
     assert_eq!(st.failed.load(Relaxed), 3);
-    assert_eq!(st.request_errors.load(Relaxed), 6);
+    assert_eq!(st.request_errors.load(Relaxed), 3);
+}
+
+fn drop_output(sink: HttpSink, queue: usize) -> Output {
+    let mut oc = OutputConfig::new(Overflow::Drop, 1);
+    oc.queue = queue;
+    Output::start(Box::new(sink), oc).unwrap()
 }
 
 #[test]
@@ -259,35 +260,24 @@ fn slow_service_full_queue_drops_and_counts_with_bounded_memory() {
     server.set_delay(Duration::from_millis(200));
     let mut cfg = config(server.url("http", "/"), Box::new(transform::Noop));
     cfg.workers = 2;
-    cfg.buffer_size = 4;
     cfg.pool.connections = 2;
-    cfg.overflow = Overflow::Drop;
-    let mut sink = HttpSink::start(cfg).unwrap();
-    let st = sink.stats();
-    let mut lost = 0;
+    let mut out = drop_output(HttpSink::start(cfg).unwrap(), 2);
     for i in 0..50 {
-        match sink.write_batch(&batch(i * 2, 2, "k")) {
-            Ok(()) => {}
-            Err(e @ SinkError::Dropped { .. }) => lost += e.lost(),
-            Err(e) => panic!("{e}"),
-        }
-        assert!(
-            sink.queued() <= 4,
-            "the queue never holds more than buffer_size"
-        );
+        out.offer(&Arc::new(batch(i * 2, 2, "k")));
+        let queued = out.stats().counters.queued_batches.load(Relaxed);
+        assert!(queued <= 2, "the queue never holds more than its size");
     }
-    let dropped = st.dropped.load(Relaxed);
-    assert_eq!(dropped as usize, lost);
-    // At most 4 queued + 2 in flight were accepted while the service sat on its answers.
+    out.begin_close(Deadline::Stalled(Duration::from_secs(10)));
+    assert!(out.join(Instant::now() + Duration::from_secs(30)));
+    let a = out.stats().accounting();
+    let dropped = out.stats().counters.lost(LossReason::QueueFull);
+    // At most 2 queued + 1 being sent were accepted while the service sat on its answers.
     assert!((94..100).contains(&dropped), "dropped {dropped}");
-    sink.close();
-    assert_eq!(st.total.load(Relaxed), 100);
-    assert_eq!(
-        st.delivered.load(Relaxed) + dropped,
-        100,
-        "every accepted event delivered"
-    );
-    assert_eq!(server.requests().len() as u64, 100 - dropped);
+    assert_eq!(a.received, 100);
+    assert_eq!(a.lost, dropped);
+    assert_eq!(a.delivered + dropped, 100, "every accepted event delivered");
+    assert_eq!(a.in_flight, 0);
+    assert_eq!(server.requests().len() as u64, a.delivered);
 }
 
 #[test]
@@ -357,7 +347,7 @@ fn tls_refuses_a_server_from_another_ca() {
         ca_cert: ours.ca_pem.clone(),
     });
     let mut sink = HttpSink::start(cfg).unwrap();
-    sink.write_batch(&batch(1, 1, "k")).unwrap();
+    assert_eq!(failure(sink.write_batch(&batch(1, 1, "k")), 1), (1, 0));
     sink.close();
     assert!(server.requests().is_empty());
     assert_eq!(sink.stats().failed.load(Relaxed), 1);
@@ -376,19 +366,23 @@ fn missing_certificate_files_are_a_setup_error_naming_the_path() {
 }
 
 #[test]
-fn closing_gives_up_on_what_is_still_queued_after_the_drain_limit() {
+fn closing_gives_up_at_the_deadline_and_counts_the_rest() {
     let server = Server::plain();
     server.set_delay(Duration::from_millis(300));
-    let mut cfg = config(server.url("http", "/"), Box::new(transform::Noop));
-    cfg.drain_limit = Duration::from_millis(100);
-    let mut sink = HttpSink::start(cfg).unwrap();
-    sink.write_batch(&batch(1, 5, "k")).unwrap();
-    sink.close();
-    let st = sink.stats();
-    // The request in flight when closing began (normally the first) finishes; the next could
-    // only start after the limit, so none of the rest is tried.
-    let delivered = st.delivered.load(Relaxed);
-    assert!(delivered <= 1, "{delivered}");
-    assert_eq!(st.failed.load(Relaxed), 5 - delivered);
-    assert_eq!(server.requests().len() as u64, delivered);
+    let mut out = drop_output(
+        HttpSink::start(config(server.url("http", "/"), Box::new(transform::Noop))).unwrap(),
+        8,
+    );
+    for i in 0..5 {
+        out.offer(&Arc::new(batch(i, 1, "k")));
+    }
+    out.begin_close(Deadline::At(Instant::now() + Duration::from_millis(100)));
+    assert!(out.join(Instant::now() + Duration::from_secs(5)));
+    let st = out.stats();
+    let a = st.accounting();
+    // The request in flight when the deadline passed finishes; nothing after it is tried.
+    assert!(a.delivered <= 1, "{a}");
+    assert_eq!(st.counters.lost(LossReason::Shutdown), 5 - a.delivered);
+    assert_eq!(a.in_flight, 0, "{a}");
+    assert_eq!(server.requests().len() as u64, a.delivered);
 }

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pauditd_engine::Event;
-use pauditd_sinks::retry::Attempts;
 use pauditd_sinks::syslog::{SyslogConfig, SyslogSink};
 use pauditd_sinks::{Batch, Sink};
 
@@ -29,10 +28,7 @@ fn cfg(network: &str, address: String) -> SyslogConfig {
         priority: 132,
         tag: "pauditd".into(),
         hostname: "testhost".into(),
-        policy: Attempts {
-            attempts: 3,
-            pause: Duration::from_millis(10),
-        },
+        timeout: Duration::from_secs(2),
     }
 }
 

@@ -93,6 +93,8 @@ pub fn agent(cfg: &PoolConfig) -> Result<Agent, SinkError> {
         .max_idle_connections_per_host(cfg.connections)
         .max_idle_age(cfg.idle_timeout)
         .timeout_global(Some(cfg.request_timeout))
+        // A redirected POST would arrive as a bodiless GET: report the 3xx instead.
+        .max_redirects(0)
         // pauditd's transport has no proxy; neither do we (no surprise from the environment).
         .proxy(None)
         .user_agent(concat!("pauditd/", env!("CARGO_PKG_VERSION")))

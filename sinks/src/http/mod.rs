@@ -1,13 +1,14 @@
 //! The HTTP output: POST each event (or a batch of them) to a service from a pool of workers.
 //!
-//! Owns pauditd's HTTP writer: a bounded queue of `buffer_size` requests feeding
-//! `worker_count` threads over pooled keep-alive connections (plain or rustls with a client
-//! certificate), a trace-id header per request, a body transformer, `attempts` per request and
-//! a circuit breaker in front of the service. Queue policy: in the daemon a full queue drops
-//! the event and counts it (`http_writer.dropped_messages`, pauditd's policy: the kernel path
-//! must not wait on a remote service); `replay` waits instead, since a file can. Closing the
-//! sink drains the queue before it returns. It must never reorder within a request, never
-//! retry a request the service answered below 500, and never block the caller in drop mode.
+//! Owns pauditd's HTTP transport: `worker_count` threads over pooled keep-alive connections
+//! (plain or rustls with a client certificate), a trace-id header per request, a body
+//! transformer and a circuit breaker in front of the service. A batch is written by handing
+//! its requests to the workers (at most `buffer_size` waiting) and collecting every answer,
+//! so the output knows which events failed: it retries, spools or counts them per its policy
+//! ([`crate::output`]). 2xx is delivered; 4xx (but 408 and 429) is refused and never sent
+//! again; 3xx, 408, 429, 5xx, transport errors and an open breaker are failures worth a
+//! retry. Redirects are not followed: following one turns a POST into a bodiless GET. It
+//! must never reorder within a request.
 
 pub mod breaker;
 pub mod client;
@@ -15,33 +16,23 @@ pub mod stats;
 pub mod transform;
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use ureq::Agent;
 
-use crate::retry::Attempts;
 use crate::{Batch, Sink, SinkError};
 use breaker::{Breaker, BreakerConfig};
 use client::{CertWatcher, PoolConfig};
 pub use stats::HttpStats;
 use transform::{Transform, Transformed};
 
-/// What a full queue does to the next event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// Drop it and count it (the daemon; pauditd's policy).
-    Drop,
-    /// Wait for room (replay: reading a file can pause).
-    Wait,
-}
-
 pub struct HttpConfig {
     pub url: String,
     pub workers: usize,
-    /// Queue capacity, in requests.
+    /// Requests handed to the workers at once (pauditd's queue size).
     pub buffer_size: usize,
     /// Events per request: `None` sends each event alone (pauditd); `Some(n)` sends up to `n`
     /// as one JSON array (our extension).
@@ -53,16 +44,22 @@ pub struct HttpConfig {
     pub pool: PoolConfig,
     /// How often the certificate files are checked for changes (pauditd: 60 s).
     pub cert_refresh: Duration,
-    pub attempts: Attempts,
-    pub overflow: Overflow,
-    /// How long closing the sink keeps sending what is queued (the daemon: 10 s).
-    pub drain_limit: Duration,
 }
 
 /// One request's worth of events, copied out of the batch.
 struct Job {
     lines: Batch,
+    /// Which lines of the caller's batch these are.
+    first: usize,
     queued: Instant,
+    done: Sender<Done>,
+}
+
+/// How one request ended.
+enum Done {
+    Delivered,
+    Rejected { n: usize },
+    Failed { first: usize, n: usize, error: String },
 }
 
 /// What every worker shares.
@@ -72,14 +69,9 @@ struct Shared {
     transform: Box<dyn Transform>,
     batched: bool,
     debug: bool,
-    attempts: Attempts,
     agent: Arc<RwLock<Agent>>,
     breaker: Mutex<Breaker>,
     stats: Arc<HttpStats>,
-    /// Set when the sink closes: requests not started by then fail without being tried, so a
-    /// dead service cannot stall shutdown for `queue x attempts x timeout`.
-    drain_until: OnceLock<Instant>,
-    drain_limit: Duration,
 }
 
 pub struct HttpSink {
@@ -89,10 +81,7 @@ pub struct HttpSink {
     watcher_stop: Option<Sender<()>>,
     watcher: Option<JoinHandle<()>>,
     chunk: usize,
-    overflow: Overflow,
-    buffer_size: usize,
     stats: Arc<HttpStats>,
-    shared: Arc<Shared>,
 }
 
 impl HttpSink {
@@ -106,12 +95,9 @@ impl HttpSink {
             transform: cfg.transform,
             batched: cfg.batch_size.is_some(),
             debug: cfg.debug,
-            attempts: cfg.attempts,
             agent: agent.clone(),
             breaker: Mutex::new(Breaker::new(cfg.breaker, Instant::now())),
             stats: stats.clone(),
-            drain_until: OnceLock::new(),
-            drain_limit: cfg.drain_limit,
         });
         let (tx, rx) = bounded::<Job>(cfg.buffer_size.max(1));
         let spawn_err = |e: std::io::Error| SinkError::Setup {
@@ -150,20 +136,12 @@ impl HttpSink {
             watcher_stop,
             watcher,
             chunk: cfg.batch_size.unwrap_or(1).max(1),
-            overflow: cfg.overflow,
-            buffer_size: cfg.buffer_size,
             stats,
-            shared,
         })
     }
 
     pub fn stats(&self) -> Arc<HttpStats> {
         self.stats.clone()
-    }
-
-    /// Requests waiting for a worker.
-    pub fn queued(&self) -> usize {
-        self.tx.as_ref().map_or(0, |t| t.len())
     }
 }
 
@@ -172,15 +150,19 @@ impl Sink for HttpSink {
         "http"
     }
 
+    /// Send the batch's requests through the worker pool (`worker_count` at a time) and wait
+    /// for all of them: the output learns exactly which events failed.
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let Some(tx) = &self.tx else {
-            return Err(SinkError::Dropped {
+            return Err(SinkError::Undelivered {
                 sink: "http",
-                lost: batch.len(),
-                reason: "output closed".into(),
+                retry: (0..batch.len()).collect(),
+                rejected: 0,
+                error: "output closed".into(),
             });
         };
-        let mut lost = 0;
+        let (done_tx, done_rx) = unbounded();
+        let mut jobs = 0;
         let mut i = 0;
         while i < batch.len() {
             let n = self.chunk.min(batch.len() - i);
@@ -188,44 +170,60 @@ impl Sink for HttpSink {
             for l in i..i + n {
                 lines.push_line(&batch.bytes()[batch.line_range(l)]);
             }
-            i += n;
-            self.stats.total.fetch_add(n as u64, Relaxed);
             let job = Job {
                 lines,
+                first: i,
                 queued: Instant::now(),
+                done: done_tx.clone(),
             };
-            let sent = match self.overflow {
-                Overflow::Drop => match tx.try_send(job) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-                },
-                Overflow::Wait => tx.send(job).is_ok(),
-            };
-            if !sent {
-                self.stats.dropped.fetch_add(n as u64, Relaxed);
-                lost += n;
+            i += n;
+            if tx.send(job).is_err() {
+                break;
+            }
+            jobs += 1;
+            self.stats.queued.store(tx.len() as u64, Relaxed);
+        }
+        drop(done_tx);
+        let mut retry = Vec::new();
+        let mut rejected = 0;
+        let mut error = String::new();
+        let mut answered = 0;
+        for d in done_rx.iter().take(jobs) {
+            answered += 1;
+            match d {
+                Done::Delivered => {}
+                Done::Rejected { n, .. } => rejected += n,
+                Done::Failed { first, n, error: e } => {
+                    retry.extend(first..first + n);
+                    error = e;
+                }
             }
         }
-        self.stats.queued.store(tx.len() as u64, Relaxed);
-        if lost > 0 {
-            return Err(SinkError::Dropped {
+        if answered < jobs || i < batch.len() {
+            // A worker died or the pool closed: nothing after what answered was sent.
+            return Err(SinkError::Undelivered {
                 sink: "http",
-                lost,
-                reason: format!(
-                    "buffer full ({} requests waiting), messages dropped",
-                    self.buffer_size
-                ),
+                retry: (0..batch.len()).collect(),
+                rejected: 0,
+                error: "the HTTP workers stopped".into(),
             });
         }
-        Ok(())
+        if retry.is_empty() && rejected == 0 {
+            return Ok(());
+        }
+        retry.sort_unstable();
+        if error.is_empty() {
+            error = "refused by the service (HTTP 4xx)".into();
+        }
+        Err(SinkError::Undelivered {
+            sink: "http",
+            retry,
+            rejected,
+            error,
+        })
     }
 
-    /// Drain: every queued request is sent (or fails its attempts) before this returns.
     fn close(&mut self) {
-        let _ = self
-            .shared
-            .drain_until
-            .set(Instant::now() + self.shared.drain_limit);
         drop(self.tx.take());
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -251,7 +249,8 @@ fn work(rx: &Receiver<Job>, shared: &Shared) {
     let mut body = Vec::new();
     for job in rx.iter() {
         shared.stats.queued.store(rx.len() as u64, Relaxed);
-        shared.send(&job, &mut body);
+        let done = shared.send(&job, &mut body);
+        let _ = job.done.send(done);
     }
 }
 
@@ -309,70 +308,64 @@ impl Shared {
         carried
     }
 
-    fn send(&self, job: &Job, body: &mut Vec<u8>) {
+    /// One try of one request.
+    fn send(&self, job: &Job, body: &mut Vec<u8>) -> Done {
         let trace_id = uuid::Uuid::new_v4().hyphenated().to_string();
         let n = self.build(job, &trace_id, body);
+        let total = job.lines.len();
         if n == 0 {
-            return;
+            return Done::Delivered;
         }
-        let n = n as u64;
-        let mut last_error = String::new();
-        for attempt in 1..=self.attempts.attempts {
-            if self.drain_until.get().is_some_and(|d| Instant::now() >= *d) {
-                last_error = format!("still queued {:?} after shutdown began", self.drain_limit);
-                break;
+        let failed = |error: String| {
+            self.stats.failed.fetch_add(n as u64, Relaxed);
+            Done::Failed {
+                first: job.first,
+                n: total,
+                error,
             }
-            if attempt > 1 {
-                self.stats.retries.fetch_add(1, Relaxed);
-                std::thread::sleep(self.attempts.pause);
-            }
-            if !self.lock_breaker().allow(Instant::now()) {
-                self.stats.breaker_rejected.fetch_add(1, Relaxed);
-                last_error = "circuit breaker open".into();
-                continue;
-            }
-            let agent = self.agent.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let mut req = agent
-                .post(&self.url)
-                .header("Content-Type", "application/json");
-            if let Some(h) = &self.trace_header {
-                req = req.header(h.as_str(), trace_id.as_str());
-            }
-            match req.send(&body[..]) {
-                Ok(mut resp) => {
-                    let code = resp.status().as_u16();
-                    // Read the answer so the connection can go back to the pool.
-                    let _ = resp.body_mut().with_config().limit(1 << 20).read_to_vec();
-                    self.stats.bump(&format!("http_code.{code}"), 1);
-                    self.stats.record_latency(job.queued.elapsed());
-                    self.record(code < 500);
-                    if code < 400 {
-                        self.stats.delivered.fetch_add(n, Relaxed);
-                        return;
-                    }
-                    if code < 500 {
-                        let c = self.stats.rejected.fetch_add(n, Relaxed) + n;
-                        if worth_logging(c) {
-                            log::error!("http: {} refused {n} event(s) with HTTP {code} (not retried; {c} refused so far)", self.url);
-                        }
-                        return;
-                    }
-                    last_error = format!("HTTP {code}");
-                }
-                Err(e) => {
-                    self.stats.request_errors.fetch_add(1, Relaxed);
-                    self.record(false);
-                    last_error = format!("could not send request: {e}");
-                }
-            }
+        };
+        if !self.lock_breaker().allow(Instant::now()) {
+            self.stats.breaker_rejected.fetch_add(1, Relaxed);
+            return failed("circuit breaker open".into());
         }
-        let c = self.stats.failed.fetch_add(n, Relaxed) + n;
-        if worth_logging(c) {
-            log::error!(
-                "http: {n} event(s) not delivered to {} after {} attempt(s): {last_error} ({c} undelivered so far)",
-                self.url,
-                self.attempts.attempts
-            );
+        let agent = self.agent.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut req = agent
+            .post(&self.url)
+            .header("Content-Type", "application/json");
+        if let Some(h) = &self.trace_header {
+            req = req.header(h.as_str(), trace_id.as_str());
+        }
+        match req.send(&body[..]) {
+            Ok(mut resp) => {
+                let code = resp.status().as_u16();
+                // Read the answer so the connection can go back to the pool.
+                let _ = resp.body_mut().with_config().limit(1 << 20).read_to_vec();
+                self.stats.bump(&format!("http_code.{code}"), 1);
+                self.stats.record_latency(job.queued.elapsed());
+                self.record(code < 500);
+                if code < 300 {
+                    self.stats.delivered.fetch_add(n as u64, Relaxed);
+                    return Done::Delivered;
+                }
+                if (300..400).contains(&code) {
+                    // Redirects are not followed for a POST (a client that follows turns it
+                    // into a bodiless GET): nothing was delivered; the service is misconfigured.
+                    return failed(format!("HTTP {code} (redirects are not followed)"));
+                }
+                if code < 500 && code != 408 && code != 429 {
+                    let c = self.stats.rejected.fetch_add(n as u64, Relaxed) + n as u64;
+                    if worth_logging(c) {
+                        log::error!("http: {} refused {n} event(s) with HTTP {code} (not retried; {c} refused so far)", self.url);
+                    }
+                    return Done::Rejected { n: total };
+                }
+                failed(format!("HTTP {code}"))
+            }
+            Err(e) => {
+                self.stats.request_errors.fetch_add(1, Relaxed);
+                self.record(false);
+                failed(format!("could not send request: {e}"))
+            }
         }
     }
 

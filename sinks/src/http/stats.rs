@@ -1,8 +1,9 @@
 //! The HTTP output's counters, shared by its workers and read by the metrics reporter.
 //!
-//! Owns the accounting of every event offered to the HTTP output: once the queue has drained,
-//! `total = delivered + rejected + failed + skipped + dropped`. Workers update it as requests
-//! finish, so it lives behind an `Arc` and is read live (not copied per batch). It must never
+//! Owns what only the HTTP transport knows: requests by outcome, response codes, latency,
+//! breaker, transformer topics. The output ([`crate::output`]) keeps the per-event accounting
+//! (pauditd's `http_writer.total_messages` and `dropped_messages` come from there). Workers
+//! update it as requests finish, so it lives behind an `Arc` and is read live. It must never
 //! block a worker for longer than a counter update.
 
 use std::collections::BTreeMap;
@@ -18,15 +19,12 @@ const MAX_LATENCY_SAMPLES: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct HttpStats {
-    /// Events offered to the output (pauditd's `http_writer.total_messages`).
-    pub total: AtomicU64,
-    /// Events dropped because the queue was full (pauditd's `http_writer.dropped_messages`).
-    pub dropped: AtomicU64,
     /// Events in requests the service answered with 1xx-3xx.
     pub delivered: AtomicU64,
     /// Events in requests answered 4xx: the service refused them; not retried.
     pub rejected: AtomicU64,
-    /// Events still undelivered after every attempt (5xx, transport error, breaker open).
+    /// Events in requests that failed (5xx, transport error, breaker open): the output tries
+    /// them again or spools them, per its policy.
     pub failed: AtomicU64,
     /// Events the transformer skipped (no topic).
     pub skipped: AtomicU64,
@@ -76,15 +74,6 @@ impl HttpStats {
 }
 
 impl LiveCounters for HttpStats {
-    /// Events that did not reach the service, for the output's `lost` count.
-    fn undelivered(&self) -> u64 {
-        self.dropped.load(Relaxed) + self.failed.load(Relaxed) + self.rejected.load(Relaxed)
-    }
-
-    fn delivered(&self) -> u64 {
-        self.delivered.load(Relaxed)
-    }
-
     fn skipped(&self) -> u64 {
         self.skipped.load(Relaxed)
     }
@@ -102,9 +91,7 @@ impl LiveCounters for HttpStats {
     }
 
     fn counters(&self, out: &mut Vec<(String, u64)>) {
-        let fixed: [(&str, &AtomicU64); 10] = [
-            ("http_writer.total_messages", &self.total),
-            ("http_writer.dropped_messages", &self.dropped),
+        let fixed: [(&str, &AtomicU64); 8] = [
             ("http_writer.delivered", &self.delivered),
             ("http_writer.rejected", &self.rejected),
             ("http_writer.failed", &self.failed),
