@@ -658,7 +658,15 @@ impl Runner {
                 self.stash(Some((&held, &cur)), LossReason::Shutdown);
                 return false;
             }
-            if let Some(until) = self.open_until.filter(|t| Instant::now() < *t) {
+            let open = self.open_until.filter(|t| Instant::now() < *t);
+            if open.is_some() && self.closing() && self.shared.spool.is_some() {
+                // Closing while the destination is down: keep it all for the next start now
+                // rather than wait out the deadline.
+                let cur = cur_owned(&rest, &held);
+                self.stash(Some((&held, &cur)), LossReason::Shutdown);
+                return false;
+            }
+            if let Some(until) = open {
                 // Breaker open: fail fast (drop), move it all to the spool, or wait (block).
                 if self.cfg.overflow == Overflow::Drop {
                     let cur = cur_owned(&rest, &held);
