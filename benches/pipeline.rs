@@ -133,9 +133,9 @@ fn stages(c: &mut Criterion) {
                 BufReader::new(&data[..]),
                 &mut p,
                 &ReplayOptions {
-            batch: 256,
-            ..Default::default()
-        },
+                    batch: 256,
+                    ..Default::default()
+                },
                 |evs| {
                     for e in evs.drain(..) {
                         batch.push_event(&e);

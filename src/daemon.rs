@@ -20,8 +20,8 @@ use pauditd_engine::{privileges, rules};
 use pauditd_sinks::fanout::{Fanout, SinkStats};
 use pauditd_sinks::metrics::Reporter;
 use pauditd_sinks::writer::{self, CloseBudget, WriterMsg, WriterReport};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::{self, Sample};

@@ -85,7 +85,10 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         );
         if n == "http" {
             // pauditd's names for the HTTP writer's queue: offered and not delivered.
-            add("http_writer.total_messages".into(), k.received.load(Relaxed));
+            add(
+                "http_writer.total_messages".into(),
+                k.received.load(Relaxed),
+            );
             add("http_writer.dropped_messages".into(), a.lost);
         }
         if let Some(l) = &st.live {
@@ -112,8 +115,14 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         let (n, k) = (st.name, &st.counters);
         g.push((format!("output.{n}.queue"), k.queued_batches.load(Relaxed)));
         g.push((format!("output.{n}.in_flight"), k.in_flight.load(Relaxed)));
-        g.push((format!("output.{n}.spool_events"), k.spool_events.load(Relaxed)));
-        g.push((format!("output.{n}.spool_bytes"), k.spool_bytes.load(Relaxed)));
+        g.push((
+            format!("output.{n}.spool_events"),
+            k.spool_events.load(Relaxed),
+        ));
+        g.push((
+            format!("output.{n}.spool_bytes"),
+            k.spool_bytes.load(Relaxed),
+        ));
         if let Some(l) = &st.live {
             l.gauges(&mut g);
         }

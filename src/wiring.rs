@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use pauditd_config::{Config, Delivery, FilterAction as CfgAction, HttpOutput, Overflow as CfgOverflow};
+use pauditd_config::{
+    Config, Delivery, FilterAction as CfgAction, HttpOutput, Overflow as CfgOverflow,
+};
 use pauditd_engine::{
     CachePolicy, Completion, FilterAction, FilterSet, FilterSpec, Processor, ProcessorConfig,
     ReassemblerConfig, TrackerConfig, UserDb, UserSource,
@@ -17,8 +19,8 @@ use pauditd_sinks::http::breaker::BreakerConfig;
 use pauditd_sinks::http::client::{PoolConfig, TlsFiles};
 use pauditd_sinks::http::{transform, HttpConfig, HttpSink};
 use pauditd_sinks::output::{Output, OutputConfig, Overflow};
-use pauditd_sinks::spool::SpoolConfig;
 use pauditd_sinks::retry::Attempts;
+use pauditd_sinks::spool::SpoolConfig;
 use pauditd_sinks::stdout::StdoutSink;
 use pauditd_sinks::syslog::{SyslogConfig, SyslogSink};
 use pauditd_sinks::Sink;
@@ -117,6 +119,8 @@ fn output_config(d: &Delivery, attempts: u32, role: Role) -> OutputConfig {
     };
     let mut oc = OutputConfig::new(overflow, attempts);
     oc.queue = d.queue_size as usize;
+    // Replay waits for a slow output, not forever for a dead one: `attempts`, then counted.
+    oc.give_up |= role == Role::Replay;
     if overflow == Overflow::Spool {
         oc.spool = Some(SpoolConfig {
             dir: d.spool.dir.clone().into(),
@@ -180,11 +184,7 @@ pub fn outputs(cfg: &Config, role: Role) -> Result<Vec<Output>> {
         )?;
     }
     if o.http.enabled {
-        start(
-            Box::new(http(&o.http)?),
-            &o.http.delivery,
-            o.http.attempts,
-        )?;
+        start(Box::new(http(&o.http)?), &o.http.delivery, o.http.attempts)?;
     }
     if v.is_empty() {
         bail!("No outputs were configured (enable one of output.stdout, output.file, output.syslog, output.http)");

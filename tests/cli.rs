@@ -486,3 +486,203 @@ fn wait_for(mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `n` whole events with serials 1..=n, as auditd log lines.
+fn many_events(n: u64) -> Vec<u8> {
+    let mut s = String::new();
+    for i in 1..=n {
+        s.push_str(&format!(
+            "type=SYSCALL msg=audit(1.000:{i}): syscall=59 uid=0 key=\"k\"\ntype=EOE msg=audit(1.000:{i}): \n"
+        ));
+    }
+    s.into_bytes()
+}
+
+/// The value of `name=` in the accounting line of output `output` in `log`.
+fn accounting_field(log: &str, output: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(&format!("output {output}: written=")))
+        .unwrap_or_else(|| panic!("no accounting for {output}: {log}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+}
+
+/// Wait for `child` at most `secs` (no timing claim: a bound so a hang fails instead of
+/// stalling the suite).
+fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            panic!("still running after {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn replay_into_a_pipe_whose_reader_exits_stops_at_once_and_counts() {
+    let input = std::env::temp_dir().join(format!("pauditd-cli-head-{}.log", std::process::id()));
+    std::fs::write(&input, many_events(200_000)).unwrap();
+    let mut child = pauditd()
+        .arg("replay")
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -1`: read one line, then go away.
+    let mut first = String::new();
+    {
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    }
+    assert!(first.starts_with("{\"sequence\":1,"), "{first}");
+    let status = wait_exit(&mut child, 60);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let _ = std::fs::remove_file(&input);
+    assert!(!status.success(), "events were lost: exit 1\n{err}");
+    assert!(err.contains("the destination closed"), "{err}");
+    // Said once, not per batch.
+    assert_eq!(err.matches("the destination closed").count(), 1, "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+    assert_eq!(accounting_field(&err, "stdout", "in_flight"), 0, "{err}");
+    let received = accounting_field(&err, "stdout", "received");
+    assert_eq!(
+        accounting_field(&err, "stdout", "written") + accounting_field(&err, "stdout", "lost"),
+        received,
+        "{err}"
+    );
+    assert!(received < 200_000, "reading stopped early: {err}");
+}
+
+#[test]
+fn replay_waits_for_a_slow_service_while_it_makes_progress() {
+    let dir = tempdir("slowhttp");
+    let server = httpd::Server::plain();
+    server.set_delay(Duration::from_millis(300));
+    // Each answer takes 0.3 s, 20 events take 6 s: far past `shutdown_timeout`, which only
+    // bounds how long replay waits without progress.
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "output:\n  http:\n    enabled: true\n    url: {}\n    worker_count: 1\n    buffer_size: 1\nshutdown_timeout: 2s\n",
+            server.url("http", "/slow")
+        ),
+    );
+    let o = run_with_stdin(
+        &["replay", "-", "--config", cfg.to_str().unwrap()],
+        &many_events(20),
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("output http: written=20 lost=0"), "{err}");
+    assert_eq!(server.requests().len(), 20);
+}
+
+#[test]
+fn sigterm_during_a_replay_to_a_slow_reader_ends_on_a_whole_line_with_a_summary() {
+    let input = std::env::temp_dir().join(format!("pauditd-cli-term-{}.log", std::process::id()));
+    std::fs::write(&input, many_events(100_000)).unwrap();
+    let mut child = pauditd()
+        .arg("replay")
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let err_pipe = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut { err_pipe }, &mut s);
+        s
+    });
+    // A slow reader: 4 KiB every 10 ms; SIGTERM after half a second.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    let mut signalled = false;
+    loop {
+        if !signalled && start.elapsed() > Duration::from_millis(500) {
+            // SAFETY: kill(2) on our own child.
+            assert_eq!(unsafe { libc_kill(child.id() as i32, 15) }, 0);
+            signalled = true;
+        }
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _status = wait_exit(&mut child, 60);
+    let err = err_reader.join().unwrap();
+    let _ = std::fs::remove_file(&input);
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.ends_with('\n'), "the last line is whole");
+    let lines = text.lines().count() as u64;
+    for l in text.lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap();
+    }
+    assert!(lines < 100_000, "stopped early");
+    assert!(err.contains("replay done:"), "{err}");
+    assert_eq!(accounting_field(&err, "stdout", "written"), lines, "{err}");
+    assert_eq!(accounting_field(&err, "stdout", "in_flight"), 0, "{err}");
+}
+
+#[test]
+fn syslog_over_udp_to_nobody_is_counted_not_claimed_written() {
+    let dir = tempdir("udpnobody");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "output:\n  syslog: {{ enabled: true, network: udp, address: '127.0.0.1:{port}', attempts: 1 }}\n"
+        ),
+    );
+    let o = run_with_stdin(
+        &["replay", "-", "--config", cfg.to_str().unwrap()],
+        &many_events(40),
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    let lost = accounting_field(&err, "syslog", "lost");
+    assert!(lost > 0, "refusals are losses: {err}");
+    assert_eq!(
+        accounting_field(&err, "syslog", "written") + lost,
+        40,
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_output_on_a_full_device_fails_fast_with_few_log_lines() {
+    let dir = tempdir("devfull");
+    let cfg = write_config(
+        &dir,
+        "output:\n  file: { enabled: true, path: /dev/full, attempts: 2 }\n",
+    );
+    let o = run_with_stdin(
+        &["replay", "-", "--config", cfg.to_str().unwrap()],
+        &many_events(5000),
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert_eq!(accounting_field(&err, "file", "lost"), 5000, "{err}");
+    assert!(!err.contains("torn line"), "{err}");
+    let errors = err.lines().filter(|l| l.contains("ERROR")).count();
+    assert!(errors <= 12, "{errors} error lines for 5000 events:\n{err}");
+}

@@ -878,10 +878,16 @@ fn outputs_stay_isolated(bad: BadReceiver) {
         "{line}"
     );
     assert!(field("received") >= calls, "{line}");
-    assert!(field("spooled") > 0, "the dead receiver's events wait in the spool: {line}");
+    assert!(
+        field("spooled") > 0,
+        "the dead receiver's events wait in the spool: {line}"
+    );
     assert!(log.contains("output file: written="), "{log}");
     assert!(
-        log.contains(&format!("output file: written={} lost=0", field("received"))),
+        log.contains(&format!(
+            "output file: written={} lost=0",
+            field("received")
+        )),
         "the file output lost nothing: {log}"
     );
 }

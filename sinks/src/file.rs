@@ -128,7 +128,13 @@ impl Sink for FileSink {
     }
 
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let before = self.file.metadata().map(|m| m.len()).ok();
+        // Only a regular file can be cut back (not /dev/full, a FIFO, a terminal).
+        let before = self
+            .file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
         let r = write_all_with_attempts("file", &mut self.file, batch, self.cfg.policy);
         if let (Err(SinkError::Write { lost, .. }), Some(before)) = (&r, before) {
             // A write cut short (a full disk) leaves part of a line behind; cut the file back

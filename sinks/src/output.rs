@@ -98,9 +98,13 @@ pub struct OutputConfig {
     pub overflow: Overflow,
     /// Required for [`Overflow::Spool`]; ignored otherwise.
     pub spool: Option<SpoolConfig>,
-    /// Attempts per batch under [`Overflow::Drop`] (pauditd's `attempts`); the other policies
-    /// keep trying until delivered or shut down.
+    /// Attempts per batch before its events are counted lost (pauditd's `attempts`), under
+    /// [`Overflow::Drop`] or when `give_up` is set; otherwise the output keeps trying until
+    /// delivered (or spooled) or shut down.
     pub attempts: u32,
+    /// Give up on a batch after `attempts` whatever the overflow policy (replay: wait for a
+    /// slow output, but do not wait forever for a dead one).
+    pub give_up: bool,
     /// Pause between attempts of one batch (pauditd: 1 s).
     pub pause: Duration,
     /// First and longest wait of the breaker after a failure; doubles in between.
@@ -114,6 +118,7 @@ impl OutputConfig {
             overflow,
             spool: None,
             attempts: attempts.max(1),
+            give_up: overflow == Overflow::Drop,
             pause: Duration::from_secs(1),
             backoff: (Duration::from_millis(250), Duration::from_secs(5)),
         }
@@ -668,7 +673,7 @@ impl Runner {
             }
             if let Some(until) = open {
                 // Breaker open: fail fast (drop), move it all to the spool, or wait (block).
-                if self.cfg.overflow == Overflow::Drop {
+                if self.cfg.give_up {
                     let cur = cur_owned(&rest, &held);
                     self.settle(&held, &cur, LossReason::Failed);
                     return true;
@@ -726,12 +731,12 @@ impl Runner {
                 );
             }
             rest = Some(o.retry);
-            if self.cfg.overflow == Overflow::Drop && tries < self.cfg.attempts {
+            if self.cfg.give_up && tries < self.cfg.attempts {
                 self.sleep_until(Instant::now() + self.cfg.pause);
                 continue;
             }
             self.open_breaker();
-            if self.cfg.overflow == Overflow::Drop {
+            if self.cfg.give_up {
                 let cur = cur_owned(&rest, &held);
                 self.settle(&held, &cur, LossReason::Failed);
                 return true;

@@ -107,7 +107,11 @@ fn http_service_down_for_20s_then_back_every_event_arrives_or_is_counted() {
     for r in first.requests().iter().chain(second.requests().iter()) {
         assert!(seen.insert(sequence_of(&r.body)), "duplicate delivery");
     }
-    assert_eq!(seen.len() as u64, a.delivered, "every delivered event arrived once");
+    assert_eq!(
+        seen.len() as u64,
+        a.delivered,
+        "every delivered event arrived once"
+    );
     // The service was reachable again: the last second of events all arrived.
     assert!(
         (next - 100..next).all(|s| seen.contains(&s)),

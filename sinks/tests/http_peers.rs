@@ -204,8 +204,8 @@ fn server_errors_open_the_breaker_then_a_probe_closes_it() {
 fn refused_events_are_reported_refused_not_worth_retrying() {
     let server = Server::plain();
     server.set_status(400);
-    let mut sink = HttpSink::start(config(server.url("http", "/"), Box::new(transform::Noop)))
-        .unwrap();
+    let mut sink =
+        HttpSink::start(config(server.url("http", "/"), Box::new(transform::Noop))).unwrap();
     assert_eq!(failure(sink.write_batch(&batch(1, 2, "k")), 2), (0, 2));
     sink.close();
     assert_eq!(server.requests().len(), 2);
@@ -216,16 +216,21 @@ fn refused_events_are_reported_refused_not_worth_retrying() {
 fn redirects_are_not_followed_and_count_as_not_delivered() {
     let server = Server::plain();
     server.set_status(302);
-    let mut sink = HttpSink::start(config(server.url("http", "/"), Box::new(transform::Noop)))
-        .unwrap();
+    let mut sink =
+        HttpSink::start(config(server.url("http", "/"), Box::new(transform::Noop))).unwrap();
     let err = sink.write_batch(&batch(1, 3, "k")).unwrap_err();
     assert_eq!(err.failure(3).retry, vec![0, 1, 2]);
-    assert!(err.to_string().contains("redirects are not followed"), "{err}");
+    assert!(
+        err.to_string().contains("redirects are not followed"),
+        "{err}"
+    );
     sink.close();
     // Three POSTs with their bodies, and nothing else (no GET to a Location).
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
-    assert!(reqs.iter().all(|r| r.method == "POST" && !r.body.is_empty()));
+    assert!(reqs
+        .iter()
+        .all(|r| r.method == "POST" && !r.body.is_empty()));
 }
 
 #[test]

@@ -58,8 +58,14 @@ struct Job {
 /// How one request ended.
 enum Done {
     Delivered,
-    Rejected { n: usize },
-    Failed { first: usize, n: usize, error: String },
+    Rejected {
+        n: usize,
+    },
+    Failed {
+        first: usize,
+        n: usize,
+        error: String,
+    },
 }
 
 /// What every worker shares.
