@@ -55,7 +55,10 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         Some(user) => Some(privileges::resolve(user, cfg.privileges.group.as_deref())?),
         None => None,
     };
-    let fanout = Fanout::new(wiring::outputs(&cfg, wiring::Role::Daemon)?);
+    let role = wiring::Role::Daemon {
+        spool_owner: drop_to.map(|id| (id.uid, id.gid)),
+    };
+    let fanout = Fanout::new(wiring::outputs(&cfg, role)?);
     let mut reporter = Reporter::new(
         cfg.metrics.enabled,
         &cfg.metrics.address,
@@ -252,6 +255,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 unicast,
                 &mut loaded_rules,
                 &mut running,
+                role,
             ),
             Ok(SIGUSR1) => {
                 let _ = tx.send(WriterMsg::Reopen);
@@ -363,6 +367,7 @@ fn reload(
     unicast: bool,
     loaded_rules: &mut Vec<String>,
     running: &mut Config,
+    role: wiring::Role,
 ) {
     log::info!("SIGHUP: reloading {}", path.display());
     let applied = (|| -> Result<()> {
@@ -391,11 +396,9 @@ fn reload(
         } else {
             let (new, old) = (cfg.clone(), running.clone());
             let _ = tx.send(WriterMsg::Replace {
-                new: Box::new(move || {
-                    wiring::outputs(&new, wiring::Role::Daemon).map_err(|e| format!("{e:#}"))
-                }),
+                new: Box::new(move || wiring::outputs(&new, role).map_err(|e| format!("{e:#}"))),
                 fallback: Box::new(move || {
-                    wiring::outputs(&old, wiring::Role::Daemon).map_err(|e| format!("{e:#}"))
+                    wiring::outputs(&old, role).map_err(|e| format!("{e:#}"))
                 }),
             });
         }

@@ -107,15 +107,18 @@ const SYSLOG_TIMEOUT: Duration = Duration::from_secs(2);
 /// waits for slow outputs (`block`, no spool: a file can pause, the kernel cannot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    Daemon,
+    /// `spool_owner`: the `(uid, gid)` of `privileges.user`, who must own the spools.
+    Daemon {
+        spool_owner: Option<(u32, u32)>,
+    },
     Replay,
 }
 
 fn output_config(d: &Delivery, attempts: u32, role: Role) -> OutputConfig {
     let overflow = match (role, d.overflow) {
-        (Role::Replay, _) | (Role::Daemon, CfgOverflow::Block) => Overflow::Block,
-        (Role::Daemon, CfgOverflow::Spool) => Overflow::Spool,
-        (Role::Daemon, CfgOverflow::Drop) => Overflow::Drop,
+        (Role::Replay, _) | (Role::Daemon { .. }, CfgOverflow::Block) => Overflow::Block,
+        (Role::Daemon { .. }, CfgOverflow::Spool) => Overflow::Spool,
+        (Role::Daemon { .. }, CfgOverflow::Drop) => Overflow::Drop,
     };
     let mut oc = OutputConfig::new(overflow, attempts);
     oc.queue = d.queue_size as usize;
@@ -126,6 +129,10 @@ fn output_config(d: &Delivery, attempts: u32, role: Role) -> OutputConfig {
             dir: d.spool.dir.clone().into(),
             max_bytes: d.spool.max_bytes,
             fsync: d.spool.fsync,
+            owner: match role {
+                Role::Daemon { spool_owner } => spool_owner,
+                Role::Replay => None,
+            },
         });
     }
     oc

@@ -631,10 +631,21 @@ fn cap_eff(status: &str) -> u64 {
 fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
     let Some(_k) = kernel() else { return };
     let dir = tempdir("privdrop");
+    // An HTTP output nobody answers: its events go to a spool the dropped user must own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spool = dir.join("spool");
     let mut d = Daemon::start(
         &dir,
         "privdrop",
-        &(echo_rules() + "privileges: { user: nobody }\n"),
+        &(format!(
+            "  http: {{ enabled: true, url: 'http://127.0.0.1:{port}/', spool: {{ dir: {} }} }}\n",
+            spool.display()
+        ) + &echo_rules()
+            + "privileges: { user: nobody }\n"),
     );
     d.wait_ready();
     let pid = d.child.id();
@@ -666,11 +677,35 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
     assert!(others >= 3, "receiver, reassembler, writer: {others}");
     // Past one keepalive (AUDIT_SET every 5 s, needs CAP_AUDIT_CONTROL on the main thread).
     std::thread::sleep(Duration::from_millis(5500));
-    echo_seen_by(&d, "privdrop");
+    let marker = echo_seen_by(&d, "privdrop");
+    // The HTTP output, running as nobody, spooled the event into its own directory.
+    let segs = || -> Vec<PathBuf> {
+        std::fs::read_dir(&spool)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect()
+    };
+    wait_for("the event in nobody's spool", 30, || {
+        segs()
+            .iter()
+            .any(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).contains(&marker))
+    });
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&spool).unwrap().uid(), 65534);
+    assert!(segs()
+        .iter()
+        .all(|p| std::fs::metadata(p).unwrap().uid() == 65534));
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert!(log.contains("Running as nobody (uid 65534"), "{log}");
-    assert!(!log.contains("ERROR"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("ERROR") && !l.contains("http")),
+        "{log}"
+    );
     assert_released(&log);
     // auditctl -D at shutdown ran with the ambient capability.
     assert!(auditctl(&["-l"]).contains("No rules"), "{log}");

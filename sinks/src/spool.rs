@@ -37,6 +37,9 @@ pub struct SpoolConfig {
     /// `fdatasync` after every append and cursor move (survives power loss, costs a disk
     /// flush per batch); without it a `kill -9` loses nothing, a power cut may.
     pub fsync: bool,
+    /// `(uid, gid)` the daemon will run as after dropping privileges: the directory and its
+    /// files are given to it at open (as root), and it is accepted as the owner.
+    pub owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,11 +111,11 @@ fn seg_path(dir: &Path, id: u64) -> PathBuf {
 }
 
 /// Refuse a directory (or any parent) that another user could replace files in.
-fn check_private(dir: &Path) -> Result<(), SpoolError> {
+fn check_private(dir: &Path, owner: Option<u32>) -> Result<(), SpoolError> {
     let meta = fs::metadata(dir).map_err(io_err(dir, "stat"))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
+    if meta.uid() != me && Some(meta.uid()) != owner {
         return Err(SpoolError::Unsafe {
             dir: dir.display().to_string(),
             reason: format!("owned by uid {}, not by us (uid {me})", meta.uid()),
@@ -195,7 +198,13 @@ impl Spool {
                 .create(&dir)
                 .map_err(io_err(&dir, "create directory"))?;
         }
-        check_private(&dir)?;
+        if let Some((uid, gid)) = cfg.owner {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            if unsafe { libc::geteuid() } == 0 {
+                give_to(&dir, uid, gid).map_err(io_err(&dir, "chown"))?;
+            }
+        }
+        check_private(&dir, cfg.owner.map(|o| o.0))?;
         // A write probe: a read-only directory fails here, at start, not at the first spill.
         let probe = dir.join(".probe");
         File::create(&probe).map_err(io_err(&dir, "write"))?;
@@ -238,13 +247,13 @@ impl Spool {
                 rec.corrupt_bytes += len - good;
                 f.set_len(good).map_err(io_err(&dir, "truncate segment"))?;
             }
+            // A cursor that is not on a record boundary (cannot happen unless edited) is
+            // ignored: the whole segment is sent again rather than risk skipping events.
             let read = match cursor {
-                Some((cid, off)) if cid == id => {
-                    if records.iter().any(|&(o, _)| o == off) || off == good {
-                        off
-                    } else {
-                        0
-                    }
+                Some((cid, off))
+                    if cid == id && (off == good || records.iter().any(|&(o, _)| o == off)) =>
+                {
+                    off
                 }
                 _ => 0,
             };
@@ -468,6 +477,15 @@ impl Spool {
     }
 }
 
+/// Give `dir` and every file in it to `uid:gid` (the user the daemon drops to).
+fn give_to(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    for e in fs::read_dir(dir)? {
+        std::os::unix::fs::lchown(e?.path(), Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
 fn write_record(f: &mut File, payload: &[u8], events: u32, fsync: bool) -> io::Result<()> {
     let mut rec = Vec::with_capacity(HEADER as usize + payload.len());
     rec.extend_from_slice(&MAGIC.to_le_bytes());
@@ -533,6 +551,7 @@ mod tests {
             dir: dir.to_path_buf(),
             max_bytes: max,
             fsync: false,
+            owner: None,
         }
     }
 

@@ -67,6 +67,7 @@ fn spooled(dir: &Path, max_bytes: u64, queue: usize) -> OutputConfig {
         dir: dir.to_path_buf(),
         max_bytes,
         fsync: false,
+        owner: None,
     });
     oc
 }
@@ -235,6 +236,7 @@ fn spool_on_a_full_disk_counts_what_it_cannot_keep_and_the_other_output_goes_on(
         dir: dir.join("spool"),
         max_bytes: 1 << 30,
         fsync: false,
+        owner: None,
     })
     .unwrap();
     assert_eq!(rec.events, a.spooled);
@@ -278,6 +280,7 @@ fn a_corrupt_spool_from_an_earlier_run_is_cut_counted_and_the_rest_delivered_fir
             dir: dir.clone(),
             max_bytes: 1 << 30,
             fsync: false,
+            owner: None,
         })
         .unwrap();
         s.append(&batch(1, 3), 0).unwrap();
