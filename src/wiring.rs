@@ -69,6 +69,8 @@ pub fn processor(cfg: &Config, clock: Clock, passwd: Option<&Path>) -> Result<Pr
                 max_type: cfg.events_max,
                 completion,
                 max_event_bytes: MAX_EVENT_BYTES,
+                max_open_events: pauditd_engine::reassemble::DEFAULT_MAX_OPEN_EVENTS,
+                max_open_bytes: pauditd_engine::reassemble::DEFAULT_MAX_OPEN_BYTES,
             },
             tracking,
         },

@@ -17,6 +17,9 @@ use crate::users::UserResolver;
 const MAX_RULE_KEY_LENGTH: usize = 128;
 /// A syscall number or uid that ends the record can be at most this long (a 16-bit number).
 const MAX_TRAILING_NUMBER_LENGTH: usize = 5;
+/// Distinct uids mapped per event at most: each costs a user lookup, and a hostile record
+/// can hold a million distinct `uid=` values. Real events hold a handful.
+pub const MAX_UIDS_PER_EVENT: usize = 4096;
 /// pam_tty_audit records carry no rule key; pauditd gives them this one.
 const TTY_RULE_KEY: &[u8] = b"tty";
 
@@ -126,6 +129,10 @@ fn map_uids(event: &mut Event, i: usize, users: &mut dyn UserResolver) {
         let range = base + data_start..base + data_start + value_len;
         let uid = &event.message(i).1[data_start..data_start + value_len];
         if !event.has_uid(uid) {
+            if event.uid_count() >= MAX_UIDS_PER_EVENT {
+                event.mark_uids_truncated();
+                return;
+            }
             let name = users.resolve(uid);
             event.insert_uid(range, name);
         }

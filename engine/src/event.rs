@@ -38,6 +38,11 @@ pub struct Event {
     messages: Vec<MessageSpan>,
     /// Distinct uids in first-seen order (sorted only when printed).
     uids: Vec<UidEntry>,
+    /// The same uids as a set, built once there are enough of them that scanning `uids`
+    /// would make an event with many distinct uids cost quadratic time.
+    uid_index: Option<Box<rustc_hash::FxHashSet<Box<[u8]>>>>,
+    /// Distinct uids past the per-event bound were seen and not mapped.
+    uids_truncated: bool,
     /// The `syscall=` value of the last SYSCALL record, as a range of `buf`.
     syscall: Option<Range<u32>>,
     /// pauditd's `rule_key`: from the SYSCALL record's `key=`, or `tty` for TTY records.
@@ -54,6 +59,8 @@ impl Event {
             buf,
             messages: Vec::with_capacity(6),
             uids: Vec::new(),
+            uid_index: None,
+            uids_truncated: false,
             syscall: None,
             rule_key: Vec::new(),
         }
@@ -108,15 +115,38 @@ impl Event {
     }
 
     pub fn has_uid(&self, uid: &[u8]) -> bool {
-        self.uids.iter().any(|e| self.slice(&e.uid) == uid)
+        match &self.uid_index {
+            Some(set) => set.contains(uid),
+            None => self.uids.iter().any(|e| self.slice(&e.uid) == uid),
+        }
     }
 
     /// Record that `range` (a slice of the buffer holding a uid) maps to `name`.
     pub(crate) fn insert_uid(&mut self, range: Range<usize>, name: Arc<[u8]>) {
-        self.uids.push(UidEntry {
-            uid: range.start as u32..range.end as u32,
-            name,
-        });
+        /// Past this many distinct uids a set answers `has_uid` (below it a scan is cheaper).
+        const INDEX_FROM: usize = 16;
+        let uid = range.start as u32..range.end as u32;
+        if let Some(set) = &mut self.uid_index {
+            set.insert(self.buf[range.clone()].into());
+        } else if self.uids.len() + 1 >= INDEX_FROM {
+            let mut set: rustc_hash::FxHashSet<Box<[u8]>> = self
+                .uids
+                .iter()
+                .map(|e| self.buf[e.uid.start as usize..e.uid.end as usize].into())
+                .collect();
+            set.insert(self.buf[range.clone()].into());
+            self.uid_index = Some(Box::new(set));
+        }
+        self.uids.push(UidEntry { uid, name });
+    }
+
+    pub(crate) fn mark_uids_truncated(&mut self) {
+        self.uids_truncated = true;
+    }
+
+    /// Whether distinct uids beyond the per-event bound were left out of the uid map.
+    pub fn uids_truncated(&self) -> bool {
+        self.uids_truncated
     }
 
     /// `(uid, user name)` sorted by uid bytes, as Go's encoder orders map keys.

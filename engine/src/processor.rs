@@ -10,8 +10,8 @@ use crate::event::Event;
 use crate::filter::FilterSet;
 use crate::header;
 use crate::logline::{self, LogLine, LogLineError};
-use crate::reassemble::{CompletedBy, Reassembler, ReassemblerConfig};
-use crate::stats::{log_drop, DropReason, Stats};
+use crate::reassemble::{CompletedBy, Pushed, Reassembler, ReassemblerConfig};
+use crate::stats::{escaped, log_drop, DropReason, Stats};
 use crate::tracking::{SeqTracker, TrackerConfig};
 use crate::users::UserResolver;
 
@@ -35,6 +35,8 @@ impl ProcessorConfig {
                     restart_on_record: true,
                 },
                 max_event_bytes: 16 << 20,
+                max_open_events: crate::reassemble::DEFAULT_MAX_OPEN_EVENTS,
+                max_open_bytes: crate::reassemble::DEFAULT_MAX_OPEN_BYTES,
             },
             tracking: Some(TrackerConfig {
                 max_out_of_order: 500,
@@ -52,6 +54,7 @@ pub struct Processor<U: UserResolver> {
     stats: Stats,
     /// Reused between calls so completing events allocates nothing.
     completed: Vec<(Event, CompletedBy)>,
+    multi_key_events: u64,
 }
 
 impl<U: UserResolver> Processor<U> {
@@ -63,6 +66,7 @@ impl<U: UserResolver> Processor<U> {
             users,
             stats: Stats::default(),
             completed: Vec::new(),
+            multi_key_events: 0,
         }
     }
 
@@ -102,7 +106,19 @@ impl<U: UserResolver> Processor<U> {
                 }
                 self.reassembler
                     .push(rtype, &h, now, &mut self.users, &mut self.completed)
-                    .map(|()| rtype)
+                    .map(|pushed| {
+                        if pushed == Pushed::AfterCompletion {
+                            self.stats.records_after_completion += 1;
+                            let n = self.stats.records_after_completion;
+                            if n.is_power_of_two() {
+                                log::warn!(
+                                    "a record of serial {} arrived after its event was completed without its EOE: the event is split ({n} such record(s) so far; raise events.timeout, or replay's --window)",
+                                    h.serial
+                                );
+                            }
+                        }
+                        rtype
+                    })
             }
             Err(_) => Err(DropReason::BadHeader),
         };
@@ -163,12 +179,39 @@ impl<U: UserResolver> Processor<U> {
             match by {
                 CompletedBy::Eoe => self.stats.events_by_eoe += 1,
                 CompletedBy::Deadline => self.stats.events_by_timeout += 1,
+                CompletedBy::Evicted => {
+                    self.stats.events_by_timeout += 1;
+                    self.stats.events_evicted += 1;
+                    let n = self.stats.events_evicted;
+                    if n.is_power_of_two() {
+                        log::warn!(
+                            "too many open events ({} bytes held): the oldest completed early ({n} so far); raise replay's --window less, or events.timeout",
+                            self.reassembler.open_bytes()
+                        );
+                    }
+                }
+            }
+            if event.uids_truncated() {
+                self.stats.uid_maps_truncated += 1;
+                let n = self.stats.uid_maps_truncated;
+                if n.is_power_of_two() {
+                    log::warn!(
+                        "event {} has more than {} distinct uids: the rest are not in its uid_map ({n} such event(s) so far)",
+                        event.serial,
+                        crate::enrich::MAX_UIDS_PER_EVENT
+                    );
+                }
             }
             if event.rule_key().contains(&1u8) {
-                log::info!(
-                    "Found a rule key with more than one value: {}",
-                    String::from_utf8_lossy(event.rule_key())
-                );
+                // pauditd logs this per event; rate-limited here, and escaped (input text).
+                self.multi_key_events += 1;
+                if self.multi_key_events.is_power_of_two() {
+                    log::info!(
+                        "Found a rule key with more than one value: {} ({} such event(s) so far)",
+                        escaped(event.rule_key(), 200),
+                        self.multi_key_events
+                    );
+                }
             }
             if self.filters.drops(&event) {
                 self.stats.events_filtered += 1;

@@ -33,15 +33,43 @@ pub struct ReassemblerConfig {
     pub min_type: u16,
     pub max_type: u16,
     pub completion: Completion,
-    /// Records that would grow one event beyond this many bytes are dropped.
+    /// Records that would grow one event beyond this many bytes are dropped. Each record
+    /// counts [`RECORD_COST`] bytes besides its data, so empty records cannot pile up free.
     pub max_event_bytes: usize,
+    /// Open events held at most, by count and by bytes (as [`Event::cost`]); past either the
+    /// event with the earliest deadline completes early (counted, logged).
+    pub max_open_events: usize,
+    pub max_open_bytes: usize,
 }
+
+/// What one record costs an event besides its data: its span, and its JSON wrapper
+/// (`{"type":1300,"data":""},`) when printed.
+pub const RECORD_COST: usize = 32;
+
+/// Default bound on open events: far above any real stream (the kernel's backlog holds a few
+/// thousand records), low enough that a hostile input cannot exhaust memory.
+pub const DEFAULT_MAX_OPEN_EVENTS: usize = 100_000;
+pub const DEFAULT_MAX_OPEN_BYTES: usize = 256 << 20;
+
+/// Recently completed serials remembered to tell a late record (a split event) from a new one.
+const RECENT_SERIALS: usize = 1 << 16;
 
 /// How an event came to be complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompletedBy {
     Eoe,
     Deadline,
+    /// Early, to keep open events within their bounds.
+    Evicted,
+}
+
+/// What one record did, besides joining or starting an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Joined,
+    /// The record's event had already completed (by deadline or eviction): it starts a new,
+    /// split event (or, for an EOE, finds nothing to complete).
+    AfterCompletion,
 }
 
 struct Open {
@@ -56,6 +84,15 @@ pub struct Reassembler {
     /// entry is stale when its event completed or got a later deadline; stale entries are
     /// skipped when they reach the front.
     deadlines: VecDeque<(u64, i64)>,
+    /// Sum of the open events' costs.
+    open_bytes: usize,
+    /// Serials completed without their EOE, oldest first, and the same as a set.
+    recent: VecDeque<i64>,
+    recent_set: rustc_hash::FxHashSet<i64>,
+}
+
+fn cost(e: &Event) -> usize {
+    e.byte_len() + e.message_count() * RECORD_COST
 }
 
 impl Reassembler {
@@ -64,6 +101,25 @@ impl Reassembler {
             cfg,
             open: FxHashMap::default(),
             deadlines: VecDeque::new(),
+            open_bytes: 0,
+            recent: VecDeque::new(),
+            recent_set: Default::default(),
+        }
+    }
+
+    /// Bytes held by open events (as [`cost`]).
+    pub fn open_bytes(&self) -> usize {
+        self.open_bytes
+    }
+
+    fn remember_completed(&mut self, serial: i64) {
+        if self.recent_set.insert(serial) {
+            self.recent.push_back(serial);
+            if self.recent.len() > RECENT_SERIALS {
+                if let Some(old) = self.recent.pop_front() {
+                    self.recent_set.remove(&old);
+                }
+            }
         }
     }
 
@@ -80,7 +136,7 @@ impl Reassembler {
         now: u64,
         users: &mut dyn UserResolver,
         out: &mut Vec<(Event, CompletedBy)>,
-    ) -> Result<(), DropReason> {
+    ) -> Result<Pushed, DropReason> {
         if h.serial == 0 {
             return Err(DropReason::SerialZero);
         }
@@ -88,15 +144,21 @@ impl Reassembler {
             return Err(DropReason::TypeOutOfRange);
         }
         if rtype == types::EOE {
-            if let Some(o) = self.open.remove(&h.serial) {
-                out.push((o.event, CompletedBy::Eoe));
-            }
-            return Ok(());
+            return Ok(match self.open.remove(&h.serial) {
+                Some(o) => {
+                    self.open_bytes -= cost(&o.event);
+                    out.push((o.event, CompletedBy::Eoe));
+                    Pushed::Joined
+                }
+                None if self.recent_set.contains(&h.serial) => Pushed::AfterCompletion,
+                None => Pushed::Joined,
+            });
         }
         let deadline = now.saturating_add(self.cfg.completion.after);
-        match self.open.get_mut(&h.serial) {
+        let added = h.data.len() + RECORD_COST;
+        let pushed = match self.open.get_mut(&h.serial) {
             Some(o) => {
-                if o.event.byte_len() + h.data.len() > self.cfg.max_event_bytes {
+                if cost(&o.event) + added > self.cfg.max_event_bytes {
                     return Err(DropReason::EventTooLarge);
                 }
                 enrich::add_record(&mut o.event, rtype, h.data, users);
@@ -104,18 +166,51 @@ impl Reassembler {
                     o.deadline = deadline;
                     self.deadlines.push_back((deadline, h.serial));
                 }
+                self.open_bytes += added;
+                Pushed::Joined
             }
             None => {
-                if h.timestamp.len() + h.data.len() > self.cfg.max_event_bytes {
+                if h.timestamp.len() + added > self.cfg.max_event_bytes {
                     return Err(DropReason::EventTooLarge);
                 }
                 let mut event = Event::new(h.serial, h.timestamp);
                 enrich::add_record(&mut event, rtype, h.data, users);
+                self.open_bytes += cost(&event);
                 self.open.insert(h.serial, Open { event, deadline });
                 self.deadlines.push_back((deadline, h.serial));
+                if self.recent_set.contains(&h.serial) {
+                    Pushed::AfterCompletion
+                } else {
+                    Pushed::Joined
+                }
+            }
+        };
+        while self.open.len() > self.cfg.max_open_events
+            || self.open_bytes > self.cfg.max_open_bytes
+        {
+            if !self.evict_oldest(out) {
+                break;
             }
         }
-        Ok(())
+        Ok(pushed)
+    }
+
+    /// Complete the open event with the earliest deadline; false if none is open.
+    fn evict_oldest(&mut self, out: &mut Vec<(Event, CompletedBy)>) -> bool {
+        while let Some((deadline, serial)) = self.deadlines.pop_front() {
+            if self
+                .open
+                .get(&serial)
+                .is_some_and(|o| o.deadline == deadline)
+            {
+                let o = self.open.remove(&serial).expect("checked above");
+                self.open_bytes -= cost(&o.event);
+                self.remember_completed(serial);
+                out.push((o.event, CompletedBy::Evicted));
+                return true;
+            }
+        }
+        false
     }
 
     /// Complete every event whose deadline is at or before `now`.
@@ -164,6 +259,8 @@ impl Reassembler {
             .is_some_and(|o| o.deadline == deadline)
         {
             let o = self.open.remove(&serial).expect("checked above");
+            self.open_bytes -= cost(&o.event);
+            self.remember_completed(serial);
             out.push((o.event, CompletedBy::Deadline));
         }
     }
@@ -184,6 +281,8 @@ mod tests {
                 restart_on_record: restart,
             },
             max_event_bytes: 1 << 20,
+            max_open_events: DEFAULT_MAX_OPEN_EVENTS,
+            max_open_bytes: DEFAULT_MAX_OPEN_BYTES,
         })
     }
 
@@ -288,6 +387,8 @@ mod tests {
     fn oversized_event_drops_records_not_memory() {
         let mut r = Reassembler::new(ReassemblerConfig {
             max_event_bytes: 16,
+            max_open_events: DEFAULT_MAX_OPEN_EVENTS,
+            max_open_bytes: DEFAULT_MAX_OPEN_BYTES,
             ..reassembler(3, true).cfg
         });
         let mut out = vec![];

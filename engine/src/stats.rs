@@ -84,6 +84,13 @@ pub struct Stats {
     /// Serials the sequence tracker declared missed / saw late.
     pub seq_missed: u64,
     pub seq_late: u64,
+    /// Events completed early because open events reached their bound (count or bytes).
+    pub events_evicted: u64,
+    /// Records (EOE included) for a serial whose event had already completed without its EOE:
+    /// each is a split event (raise `events.timeout` or replay's `--window`).
+    pub records_after_completion: u64,
+    /// Events whose distinct uids passed the per-event bound (the rest were not mapped).
+    pub uid_maps_truncated: u64,
 }
 
 impl Stats {
@@ -116,6 +123,15 @@ impl Stats {
             self.seq_missed,
             self.seq_late,
         );
+        for (name, n) in [
+            ("events_evicted", self.events_evicted),
+            ("records_after_completion", self.records_after_completion),
+            ("uid_maps_truncated", self.uid_maps_truncated),
+        ] {
+            if n > 0 {
+                s.push_str(&format!(" {name}={n}"));
+            }
+        }
         for r in DropReason::ALL {
             let n = self.dropped(r);
             if n > 0 {
@@ -132,11 +148,22 @@ pub(crate) fn log_drop(reason: DropReason, count: u64, sample: &[u8]) {
     if reason.is_routine() || !count.is_power_of_two() {
         return;
     }
-    let shown = &sample[..sample.len().min(120)];
     log::warn!(
-        "dropped record ({}, {} so far): {:?}",
+        "dropped record ({}, {} so far): {}",
         reason.name(),
         count,
-        String::from_utf8_lossy(shown)
+        escaped(sample, 120)
     );
+}
+
+/// Input-derived text made safe for a log line: at most `max` bytes, quoted, with control
+/// bytes, quotes, backslashes and invalid UTF-8 escaped, so input can never forge a log line
+/// or drive a terminal.
+pub fn escaped(text: &[u8], max: usize) -> String {
+    let shown = &text[..text.len().min(max)];
+    let mut s = format!("{:?}", String::from_utf8_lossy(shown));
+    if text.len() > max {
+        s.push_str("...");
+    }
+    s
 }

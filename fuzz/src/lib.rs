@@ -34,6 +34,8 @@ pub fn live_processor() -> Processor<Users> {
                     restart_on_record: false,
                 },
                 max_event_bytes: 64 << 10,
+                max_open_events: 64,
+                max_open_bytes: 1 << 20,
             },
             tracking: Some(TrackerConfig {
                 max_out_of_order: 500,
