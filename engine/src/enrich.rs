@@ -237,4 +237,27 @@ mod tests {
         let e = event_of(&[(1300, b"syscall=1 auid=4294967295 uid=0")]);
         assert_eq!(uid_keys(&e), vec!["0=root", "4294967295=UNKNOWN_USER"]);
     }
+
+    #[test]
+    fn many_distinct_uids_are_linear_and_bounded() {
+        // 50,000 distinct uids in one record: linear with the set, and only the first
+        // MAX_UIDS_PER_EVENT are mapped (each one is a user lookup).
+        let mut d = b"syscall=1".to_vec();
+        for u in 0..50_000 {
+            d.extend_from_slice(format!(" uid={u}").as_bytes());
+        }
+        d.extend_from_slice(b" key=x");
+        let e = event_of(&[(1300, &d)]);
+        assert_eq!(e.uid_count(), MAX_UIDS_PER_EVENT);
+        assert!(e.uids_truncated());
+        // Repeats stay one entry past the point where the set takes over.
+        let mut d = b"syscall=1".to_vec();
+        for u in 0..100 {
+            d.extend_from_slice(format!(" uid={} auid={}", u % 40, u % 40).as_bytes());
+        }
+        d.extend_from_slice(b" key=x");
+        let e = event_of(&[(1300, &d)]);
+        assert_eq!(e.uid_count(), 40);
+        assert!(!e.uids_truncated());
+    }
 }

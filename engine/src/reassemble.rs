@@ -292,7 +292,7 @@ mod tests {
         payload: &str,
         now: u64,
         out: &mut Vec<(Event, CompletedBy)>,
-    ) -> Result<(), DropReason> {
+    ) -> Result<Pushed, DropReason> {
         let h = header::parse(payload.as_bytes()).unwrap();
         r.push(rtype, &h, now, &mut FixedUsers, out)
     }
@@ -385,8 +385,9 @@ mod tests {
 
     #[test]
     fn oversized_event_drops_records_not_memory() {
+        // One record of 10 data bytes fits (with its record cost), a second does not.
         let mut r = Reassembler::new(ReassemblerConfig {
-            max_event_bytes: 16,
+            max_event_bytes: 16 + RECORD_COST,
             max_open_events: DEFAULT_MAX_OPEN_EVENTS,
             max_open_bytes: DEFAULT_MAX_OPEN_BYTES,
             ..reassembler(3, true).cfg
@@ -396,6 +397,82 @@ mod tests {
         assert_eq!(
             push(&mut r, 1302, "audit(1:7): 0123456789", 1, &mut out),
             Err(DropReason::EventTooLarge)
+        );
+    }
+
+    #[test]
+    fn empty_records_count_against_the_event_cap() {
+        let mut r = reassembler(100, false);
+        r.cfg.max_event_bytes = 10 * RECORD_COST;
+        let mut out = vec![];
+        let mut accepted = 0;
+        for _ in 0..1000 {
+            if push(&mut r, 1300, "audit(1.0:5): ", 0, &mut out).is_ok() {
+                accepted += 1;
+            }
+        }
+        assert!(accepted < 10, "{accepted} empty records held");
+        assert!(r.open_bytes() <= 10 * RECORD_COST);
+    }
+
+    #[test]
+    fn open_events_are_bounded_and_the_oldest_completes_first() {
+        let mut r = reassembler(1_000_000, true);
+        r.cfg.max_open_events = 100;
+        let mut out = vec![];
+        for s in 1..=1000 {
+            push(&mut r, 1300, &format!("audit(1.0:{s}): x=1"), s, &mut out).unwrap();
+        }
+        assert_eq!(r.open_events(), 100);
+        assert_eq!(out.len(), 900);
+        assert!(out.iter().all(|(_, by)| *by == CompletedBy::Evicted));
+        assert_eq!(
+            out.iter().map(|(e, _)| e.serial).collect::<Vec<_>>(),
+            (1..=900).collect::<Vec<_>>()
+        );
+        // Bytes too: one big event pushes the others out.
+        let mut r = reassembler(1_000_000, true);
+        r.cfg.max_open_bytes = 4096;
+        let mut out = vec![];
+        for s in 1..=100 {
+            push(
+                &mut r,
+                1300,
+                &format!("audit(1.0:{s}): {}", "y".repeat(100)),
+                s,
+                &mut out,
+            )
+            .unwrap();
+        }
+        assert!(r.open_bytes() <= 4096);
+        assert!(out.len() > 60);
+    }
+
+    #[test]
+    fn a_record_after_its_event_completed_is_reported_as_a_split() {
+        let mut r = reassembler(2, true);
+        let mut out = vec![];
+        assert_eq!(
+            push(&mut r, 1300, "audit(1.0:7): a=1", 0, &mut out),
+            Ok(Pushed::Joined)
+        );
+        r.expire(5, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            push(&mut r, 1302, "audit(1.0:7): b=2", 6, &mut out),
+            Ok(Pushed::AfterCompletion)
+        );
+        r.expire(100, &mut out);
+        assert_eq!(
+            push(&mut r, 1320, "audit(1.0:7): ", 101, &mut out),
+            Ok(Pushed::AfterCompletion)
+        );
+        // A serial completed by its EOE is not remembered: nothing follows an EOE.
+        push(&mut r, 1300, "audit(1.0:8): a=1", 102, &mut out).unwrap();
+        push(&mut r, 1320, "audit(1.0:8): ", 102, &mut out).unwrap();
+        assert_eq!(
+            push(&mut r, 1320, "audit(1.0:9): ", 102, &mut out),
+            Ok(Pushed::Joined)
         );
     }
 }
