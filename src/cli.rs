@@ -46,6 +46,28 @@ pub enum Command {
     },
 }
 
+/// A command line clap refused, or `--help`/`--version`: help and version print as usual
+/// (exit 0); an error prints one line on stderr and exits 1, as every other error does.
+pub fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return std::process::ExitCode::SUCCESS;
+    }
+    let text = e.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut msg = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // "the following required arguments were not provided:" names them on the next line.
+    if msg.ends_with(':') {
+        if let Some(next) = lines.next() {
+            msg = format!("{msg} {next}");
+        }
+    }
+    eprintln!("pauditd: {msg}; see --help");
+    std::process::ExitCode::FAILURE
+}
+
 /// Rewrite Go flag syntax (`-config`, `-config=FILE`, `-version`, `-help`) into clap's.
 pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     args.into_iter()

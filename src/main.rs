@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod logger;
 mod metrics;
+mod preflight;
 mod wiring;
 
 use std::io::{BufReader, Read};
@@ -30,7 +31,10 @@ const BATCH: usize = 256;
 
 fn main() -> ExitCode {
     logger::init();
-    let cli = Cli::parse_from(cli::normalize_args(std::env::args_os()));
+    let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args_os())) {
+        Ok(c) => c,
+        Err(e) => return cli::usage_error(e),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -59,15 +63,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("A config file must be provided (-config FILE); see --help");
             };
             let cfg = load_config(&path)?;
-            let errs = cfg.daemon_errors();
+            let mut errs = cfg.daemon_errors();
+            errs.extend(preflight::check(&cfg));
             if !errs.is_empty() {
-                bail!(
-                    "{}",
-                    errs.iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                );
+                bail!("{}", pauditd_config::ConfigError::Invalid(errs));
             }
             daemon::run(&path, cfg)
         }
@@ -91,16 +90,16 @@ fn default_replay_config() -> Config {
 
 fn check_config(path: &Path) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    let mut errs: Vec<String> = cfg.daemon_errors().iter().map(|e| e.to_string()).collect();
+    let mut errs = cfg.daemon_errors();
     if cfg.output.enabled_names().is_empty() {
-        errs.push("output: No outputs were configured".into());
+        errs.push(pauditd_config::FieldError {
+            path: "output".into(),
+            message: "No outputs were configured".into(),
+        });
     }
+    errs.extend(preflight::check(&cfg));
     if !errs.is_empty() {
-        bail!(
-            "invalid config ({} error(s)): {}",
-            errs.len(),
-            errs.join("; ")
-        );
+        bail!("{}", pauditd_config::ConfigError::Invalid(errs));
     }
     println!(
         "{}: OK (outputs: {}; {} rule(s), {} filter(s))",

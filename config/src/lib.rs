@@ -286,12 +286,78 @@ impl Default for Config {
     }
 }
 
-fn check_owner_and_mode(path: &Path) -> Result<(), ConfigError> {
+/// Filters accepted at most.
+pub const MAX_FILTERS: usize = 1000;
+/// The largest config file read (real ones are a few KiB).
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// The deepest nesting of flow collections (`[`, `{`) accepted: real configs nest 3 or 4.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Refuse, in linear time, text the YAML parser would take quadratic time over: oversized
+/// files and deeply nested flow collections (`[[[[...`).
+fn check_shape(text: &str) -> Result<(), ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::Yaml(format!(
+            "the config is {} bytes; at most {MAX_CONFIG_BYTES} are read",
+            text.len()
+        )));
+    }
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<u8> = None;
+    let mut comment = false;
+    for &b in text.as_bytes() {
+        if b == b'\n' {
+            line += 1;
+            comment = false;
+            // Configs do not continue quoted scalars over lines; a stray apostrophe in a plain
+            // scalar must not hide the rest of the file from the count.
+            quote = None;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        match (quote, b) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b'#') => comment = true,
+            (None, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(ConfigError::Yaml(format!(
+                        "collections nested more than {MAX_FLOW_DEPTH} deep at line {line}"
+                    )));
+                }
+            }
+            (None, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a config file another user could rewrite (checked on the open file, so what is
+/// checked is what is read), or one in a directory anyone may write without the sticky bit
+/// (they could replace it).
+fn check_owner_and_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), ConfigError> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|error| ConfigError::Read {
-        path: path.display().to_string(),
-        error,
-    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::metadata(dir) {
+        if d.mode() & 0o002 != 0 && d.mode() & 0o1000 == 0 {
+            return Err(ConfigError::Unsafe {
+                path: path.display().to_string(),
+                problem: format!(
+                    "is in {}, which anyone may write (mode {:04o}, no sticky bit): they could replace it",
+                    dir.display(),
+                    d.mode() & 0o7777
+                ),
+            });
+        }
+    }
     let mode = meta.mode() & 0o7777;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -332,18 +398,40 @@ impl Config {
     /// Read and validate the file at `path`. A file that others could rewrite is refused:
     /// its rules run through auditctl as root and its outputs are opened as root.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        check_owner_and_mode(path)?;
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        use std::io::Read;
+        let read_err = |error| ConfigError::Read {
             path: path.display().to_string(),
             error,
+        };
+        // Open once; check and read that same open file (no check-then-reopen race).
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        check_owner_and_mode(path, &meta)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not UTF-8 ({e})"),
+            ))
         })?;
         Config::from_str(&text)
     }
 
     #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &str) -> Result<Config, ConfigError> {
-        let doc: Value =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        check_shape(text)?;
+        let doc: Value = serde_yaml::from_str::<value::Doc>(text)
+            .map(|d| d.0)
+            .map_err(|e| ConfigError::Yaml(e.to_string()))?;
         let root_map = match &doc {
             Value::Mapping(m) => Some(m),
             Value::Null => None,
@@ -479,6 +567,16 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
 
     let rules = r.string_list(root, "rules");
     let filters = r.list_of_sections(root, "filters", read_filter);
+    // Each filter is a compiled regex (~12 KB); real configs have a handful.
+    if filters.len() > MAX_FILTERS {
+        r.report(
+            "filters".into(),
+            format!(
+                "{} filters; at most {MAX_FILTERS} are accepted (combine them with `|` in one regex)",
+                filters.len()
+            ),
+        );
+    }
 
     let mut p = r.section(root, "parser");
     let parser = Parser {

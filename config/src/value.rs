@@ -66,6 +66,10 @@ fn describe(v: &Value) -> String {
         Value::String(s) => format!("{s:?}"),
         Value::Sequence(_) => "a list".into(),
         Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(t) if t.tag == BIG_INT_TAG => match &t.value {
+            Value::String(n) => n.clone(),
+            other => describe(other),
+        },
         Value::Tagged(t) => format!("a value tagged {}", t.tag),
     }
 }
@@ -201,6 +205,13 @@ impl Reader {
         let n = match v {
             Value::Number(n) => n.as_i64(),
             Value::String(t) => parse_go_int(t),
+            Value::Tagged(t) if t.tag == BIG_INT_TAG => {
+                self.error(
+                    path,
+                    format!("{} is out of range ({min}..={max})", describe(v)),
+                );
+                return default;
+            }
             _ => None,
         };
         match n {
@@ -417,6 +428,95 @@ impl Reader {
 
     pub fn report(&mut self, path: String, message: impl Into<String>) {
         self.error(path, message);
+    }
+}
+
+/// The tag given to integers too large for a YAML number (`99999999999999999999`), so they
+/// are reported as out of range with every other error instead of failing the parse.
+pub const BIG_INT_TAG: &str = "!pauditd-big-integer";
+
+/// A YAML document read into a [`Value`], where `serde_yaml::Value` itself would refuse the
+/// whole file over one integer beyond 64 bits.
+pub struct Doc(pub Value);
+
+impl<'de> serde::Deserialize<'de> for Doc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Doc, D::Error> {
+        d.deserialize_any(DocVisitor)
+    }
+}
+
+struct DocVisitor;
+
+fn big(v: impl ToString) -> Value {
+    Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+        tag: serde_yaml::value::Tag::new(BIG_INT_TAG),
+        value: Value::String(v.to_string()),
+    }))
+}
+
+impl<'de> serde::de::Visitor<'de> for DocVisitor {
+    type Value = Doc;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Doc, E> {
+        Ok(Doc(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Doc, E> {
+        Ok(Doc(Value::Number(v.into())))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Doc, E> {
+        Ok(Doc(Value::Number(v.into())))
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Doc, E> {
+        Ok(Doc(big(v)))
+    }
+    fn visit_u128<E>(self, v: u128) -> Result<Doc, E> {
+        Ok(Doc(big(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Doc, E> {
+        Ok(Doc(Value::Number(v.into())))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Doc, E> {
+        Ok(Doc(Value::String(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Doc, E> {
+        Ok(Doc(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Doc, E> {
+        Ok(Doc(Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<Doc, E> {
+        Ok(Doc(Value::Null))
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Doc, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Doc, A::Error> {
+        let mut v = Vec::new();
+        while let Some(Doc(x)) = a.next_element()? {
+            v.push(x);
+        }
+        Ok(Doc(Value::Sequence(v)))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Doc, A::Error> {
+        let mut m = Mapping::new();
+        while let Some((Doc(k), Doc(v))) = a.next_entry()? {
+            m.insert(k, v);
+        }
+        Ok(Doc(Value::Mapping(m)))
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, a: A) -> Result<Doc, A::Error> {
+        use serde::de::VariantAccess;
+        let (tag, variant): (String, _) = a.variant()?;
+        let Doc(value) = variant.newtype_variant()?;
+        Ok(Doc(Value::Tagged(Box::new(
+            serde_yaml::value::TaggedValue {
+                tag: serde_yaml::value::Tag::new(tag),
+                value,
+            },
+        ))))
     }
 }
 

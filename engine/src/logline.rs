@@ -14,6 +14,9 @@ use crate::types;
 pub struct LogRecord<'a> {
     pub rtype: u16,
     pub payload: &'a [u8],
+    /// A second record glued onto the same physical line (`... type=X msg=audit(...): ...`,
+    /// seen in hand-edited and concatenated logs), to be parsed as a line of its own.
+    pub next: Option<&'a [u8]>,
 }
 
 /// What a log line turned out to be.
@@ -39,8 +42,9 @@ const ENRICHMENT_SEPARATOR: u8 = 0x1d;
 
 /// Parse one line (without its trailing newline).
 pub fn parse(line: &[u8]) -> Result<LogLine<'_>, LogLineError> {
-    let trimmed = line.strip_suffix(b"\r").unwrap_or(line);
-    if trimmed.iter().all(u8::is_ascii_whitespace) || trimmed.first() == Some(&b'#') {
+    // CRLF logs: the carriage return is not part of the record.
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) || line.first() == Some(&b'#') {
         return Ok(LogLine::Ignorable);
     }
     let mut rest = line;
@@ -54,10 +58,39 @@ pub fn parse(line: &[u8]) -> Result<LogLine<'_>, LogLineError> {
     let after = &rest[name_end..];
     let msg = memmem::find(after, b" msg=").ok_or(LogLineError::NoMsg)?;
     let mut payload = &after[msg + 5..];
+    let mut next = None;
+    if let Some(at) = second_record(payload) {
+        next = Some(&payload[at + 1..]);
+        payload = &payload[..at];
+    }
     if let Some(sep) = memchr(ENRICHMENT_SEPARATOR, payload) {
         payload = &payload[..sep];
     }
-    Ok(LogLine::Record(LogRecord { rtype, payload }))
+    Ok(LogLine::Record(LogRecord {
+        rtype,
+        payload,
+        next,
+    }))
+}
+
+static SECOND_TYPE: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b" type="));
+
+/// Where a second record starts in `payload` (the space before its `type=`): a ` type=NAME`
+/// directly followed by ` msg=audit(`.
+fn second_record(payload: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = SECOND_TYPE.find(&payload[from..]) {
+        let at = from + i;
+        let rest = &payload[at + 6..];
+        if let Some(sp) = memchr(b' ', rest) {
+            if rest[sp..].starts_with(b" msg=audit(") && sp > 0 {
+                return Some(at);
+            }
+        }
+        from = at + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -84,6 +117,27 @@ mod tests {
             rec(b"node=work type=SYSCALL msg=audit(1.2:3): key=(null)\x1dARCH=x86_64 UID=\"root\"");
         assert_eq!(r.rtype, 1300);
         assert_eq!(r.payload, b"audit(1.2:3): key=(null)");
+    }
+
+    #[test]
+    fn crlf_and_two_records_on_one_line() {
+        let r = rec(b"type=SYSCALL msg=audit(1.2:3): key=\"crlf\"\r");
+        assert_eq!(r.payload, b"audit(1.2:3): key=\"crlf\"");
+        let line =
+            b"type=AVC msg=audit(1.2:3): avc: denied type=SYSCALL msg=audit(1.2:3): arch=c000003e";
+        let r = rec(line);
+        assert_eq!(
+            (r.rtype, r.payload),
+            (1400, &b"audit(1.2:3): avc: denied"[..])
+        );
+        let second = rec(r.next.unwrap());
+        assert_eq!(second.rtype, 1300);
+        assert_eq!(second.payload, b"audit(1.2:3): arch=c000003e");
+        assert_eq!(second.next, None);
+        // `type=` inside data that is not followed by ` msg=audit(` stays data.
+        let r = rec(b"type=USER msg=audit(1.2:3): msg='op=x type=foo res=1'");
+        assert_eq!(r.next, None);
+        assert_eq!(r.payload, b"audit(1.2:3): msg='op=x type=foo res=1'");
     }
 
     #[test]

@@ -133,16 +133,22 @@ impl<U: UserResolver> Processor<U> {
 
     /// One auditd log line (without its newline). Blank and `#` lines are skipped uncounted.
     pub fn push_log_line(&mut self, line: &[u8], now: u64, out: &mut Vec<Event>) {
-        match logline::parse(line) {
-            Ok(LogLine::Record(r)) => self.push_netlink(r.rtype, r.payload, now, out),
-            Ok(LogLine::Ignorable) => {}
-            Err(e) => {
-                self.stats.records += 1;
-                let reason = match e {
-                    LogLineError::UnknownType => DropReason::UnknownType,
-                    LogLineError::NoType | LogLineError::NoMsg => DropReason::NotARecord,
-                };
-                self.drop_record(reason, line);
+        let mut line = Some(line);
+        while let Some(l) = line.take() {
+            match logline::parse(l) {
+                Ok(LogLine::Record(r)) => {
+                    self.push_netlink(r.rtype, r.payload, now, out);
+                    line = r.next;
+                }
+                Ok(LogLine::Ignorable) => {}
+                Err(e) => {
+                    self.stats.records += 1;
+                    let reason = match e {
+                        LogLineError::UnknownType => DropReason::UnknownType,
+                        LogLineError::NoType | LogLineError::NoMsg => DropReason::NotARecord,
+                    };
+                    self.drop_record(reason, l);
+                }
             }
         }
     }
