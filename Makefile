@@ -2,6 +2,8 @@
 CARGO ?= cargo
 BIN := target/release/pauditd
 BENCH_INPUT := target/bench-input.log
+# sudo only when not already root (a fresh Debian machine has no sudo, and root needs none).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run clean
 
@@ -24,7 +26,7 @@ goldens:
 
 # Run the daemon with the shipped example config (root: it becomes the audit daemon).
 run: build
-	sudo $(BIN) -config examples/pauditd.yaml.example
+	$(SUDO) $(BIN) -config examples/pauditd.yaml.example
 
 bench:
 	$(CARGO) bench --bench pipeline

@@ -17,6 +17,11 @@ mod corpus;
 
 fn input(copies: usize) -> Vec<u8> {
     let names = corpus::files();
+    assert!(
+        !names.is_empty(),
+        "the benches read the shared corpus at {}",
+        corpus::dir().display()
+    );
     let mut lines: Vec<Vec<u8>> = Vec::new();
     for n in names {
         for l in std::fs::read(n).unwrap().split(|&b| b == b'\n') {

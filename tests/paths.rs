@@ -11,8 +11,16 @@ use pauditd_sinks::Batch;
 #[path = "support/corpus.rs"]
 mod corpus;
 
+/// The shared corpus when it is here, and always the real logs kept in `tests/data`.
 fn corpus() -> Vec<u8> {
-    let names = corpus::files();
+    let mut names = corpus::files();
+    let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/go-libaudit");
+    let mut kept: Vec<PathBuf> = std::fs::read_dir(own)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    kept.sort();
+    names.extend(kept);
     let mut all = Vec::new();
     for n in names {
         all.extend(std::fs::read(n).unwrap());
