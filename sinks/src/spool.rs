@@ -310,13 +310,27 @@ impl Spool {
     }
 
     fn create_segment(&self, id: u64) -> Result<File, SpoolError> {
-        OpenOptions::new()
+        let f = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .mode(0o600)
             .open(seg_path(&self.cfg.dir, id))
-            .map_err(io_err(&self.cfg.dir, "create segment"))
+            .map_err(io_err(&self.cfg.dir, "create segment"))?;
+        self.own(&f)
+            .map_err(io_err(&self.cfg.dir, "chown segment"))?;
+        Ok(f)
+    }
+
+    /// Files made while still root (before the privilege drop) go to the configured owner.
+    fn own(&self, f: &File) -> io::Result<()> {
+        match self.cfg.owner {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            Some((uid, gid)) if unsafe { libc::geteuid() } == 0 => {
+                std::os::unix::fs::fchown(f, Some(uid), Some(gid))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Append lines `from..` of `batch` as one record.
@@ -449,7 +463,7 @@ impl Spool {
     /// Record the first unread position (none: no cursor file).
     fn save_cursor(&self) -> Result<(), SpoolError> {
         let res = match self.segments.iter().find(|s| s.read < s.bytes) {
-            Some(s) => write_cursor(&self.cfg.dir, s.id, s.read, self.cfg.fsync),
+            Some(s) => write_cursor(&self.cfg.dir, s.id, s.read, self.cfg.fsync, |f| self.own(f)),
             None => match fs::remove_file(self.cfg.dir.join("cursor")) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
@@ -507,7 +521,13 @@ fn read_cursor(dir: &Path) -> Option<(u64, u64)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-fn write_cursor(dir: &Path, id: u64, off: u64, fsync: bool) -> io::Result<()> {
+fn write_cursor(
+    dir: &Path,
+    id: u64,
+    off: u64,
+    fsync: bool,
+    own: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = dir.join("cursor.tmp");
     let mut f = OpenOptions::new()
         .create(true)
@@ -515,6 +535,7 @@ fn write_cursor(dir: &Path, id: u64, off: u64, fsync: bool) -> io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
+    own(&f)?;
     writeln!(f, "{id} {off}")?;
     if fsync {
         f.sync_data()?;

@@ -29,6 +29,7 @@ pub fn present(what: &str) -> bool {
 
 /// Every corpus log, sorted by name so inputs are the same on every machine (empty when the
 /// corpus is absent).
+#[allow(dead_code)]
 pub fn files() -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir()) else {
         return Vec::new();
