@@ -68,7 +68,7 @@ fn batch_size_never_changes_output() {
         let (got, calls) = run(&input, batch);
         assert!(got == reference, "batch {batch} differs");
         if batch == 1 {
-            assert!(calls > 100);
+            assert!(calls > 40, "{calls} hand-overs with batch 1");
         }
     }
 }
