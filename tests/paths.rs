@@ -21,6 +21,7 @@ fn corpus() -> Vec<u8> {
         .collect();
     kept.sort();
     names.extend(kept);
+    names.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/edge-cases.log"));
     let mut all = Vec::new();
     for n in names {
         all.extend(std::fs::read(n).unwrap());
@@ -68,7 +69,10 @@ fn batch_size_never_changes_output() {
         let (got, calls) = run(&input, batch);
         assert!(got == reference, "batch {batch} differs");
         if batch == 1 {
-            assert!(calls > 40, "{calls} hand-overs with batch 1");
+            // Each event an EOE completes is handed over on its own (6 in our own fixtures,
+            // hundreds with the shared corpus).
+            let min = if corpus::files().is_empty() { 6 } else { 100 };
+            assert!(calls > min, "{calls} hand-overs with batch 1");
         }
     }
 }
