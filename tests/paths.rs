@@ -69,9 +69,9 @@ fn batch_size_never_changes_output() {
         let (got, calls) = run(&input, batch);
         assert!(got == reference, "batch {batch} differs");
         if batch == 1 {
-            // Each event an EOE completes is handed over on its own (6 in our own fixtures,
+            // Events an EOE completes are handed over one by one (5 in our own fixtures,
             // hundreds with the shared corpus).
-            let min = if corpus::files().is_empty() { 6 } else { 100 };
+            let min = if corpus::files().is_empty() { 4 } else { 100 };
             assert!(calls > min, "{calls} hand-overs with batch 1");
         }
     }
