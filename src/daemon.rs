@@ -25,7 +25,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::{self, Sample};
+use crate::notify::Notifier;
 use crate::wiring;
+
+/// The reassembler not turning its loop for this long means the pipeline is stuck: the
+/// watchdog stops being fed (systemd restarts us) and supervision gives up.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// pauditd re-sends AUDIT_SET (and we poll AUDIT_GET) this often.
 const KEEPALIVE: Duration = Duration::from_secs(5);
@@ -201,6 +206,15 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         cfg.events_min,
         cfg.events_max
     );
+    // Ready: we hold the audit pid, the rules are loaded and the outputs are open.
+    let mut notifier = Notifier::from_env();
+    notifier.ready(&format!(
+        "audit daemon (pid {ours}); outputs: {}",
+        cfg.output.enabled_names().join(", ")
+    ));
+    let mut next_watchdog = notifier.watchdog.map(|_| Instant::now());
+    // With a `block` output a stalled pipeline is what the operator chose, not a fault.
+    let stall_limit = (!blocks(&cfg)).then_some(STALL_LIMIT);
 
     let mut loaded_rules = cfg.rules.clone();
     let mut running = cfg.clone();
@@ -237,26 +251,41 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             reporter.timings(&t);
             // Supervision: a pipeline that can no longer drain the socket must not stay the
             // audit daemon (the kernel would hold audited processes behind it).
-            failure = supervise(&live, &writer, &report, &orphaned);
+            failure = supervise(&live, &writer, &report, &orphaned, stall_limit);
             if failure.is_some() {
                 break;
             }
         }
-        let wake = next_tick.min(next_metrics);
+        if let (Some(at), Some(every)) = (next_watchdog, notifier.watchdog) {
+            if Instant::now() >= at {
+                // Fed only while the pipeline drains: a stuck one gets restarted by systemd.
+                if supervise(&live, &writer, &report, &orphaned, stall_limit).is_none() {
+                    notifier.watchdog();
+                }
+                next_watchdog = Some(Instant::now() + every);
+            }
+        }
+        let wake = next_tick
+            .min(next_metrics)
+            .min(next_watchdog.unwrap_or(next_metrics));
         match sig_rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(SIGTERM) | Ok(SIGINT) => {
                 log::info!("Shutting down: draining events already received");
                 break;
             }
-            Ok(SIGHUP) => reload(
-                config_path,
-                &live,
-                &tx,
-                unicast,
-                &mut loaded_rules,
-                &mut running,
-                role,
-            ),
+            Ok(SIGHUP) => {
+                notifier.reloading();
+                reload(
+                    config_path,
+                    &live,
+                    &tx,
+                    unicast,
+                    &mut loaded_rules,
+                    &mut running,
+                    role,
+                );
+                notifier.ready("reloaded");
+            }
             Ok(SIGUSR1) => {
                 let _ = tx.send(WriterMsg::Reopen);
             }
@@ -270,6 +299,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         }
     }
     sig_handle.close();
+    notifier.stopping();
     if let Some(why) = &failure {
         log::error!("{why}: releasing the audit pid and exiting (the service manager restarts us)");
     }
@@ -288,15 +318,37 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     }
 }
 
+/// Whether an enabled output waits when full (`overflow: block`).
+fn blocks(cfg: &Config) -> bool {
+    use pauditd_config::Overflow::Block;
+    let o = &cfg.output;
+    [
+        (o.stdout.enabled, &o.stdout.delivery),
+        (o.file.enabled, &o.file.delivery),
+        (o.syslog.enabled, &o.syslog.delivery),
+        (o.http.enabled, &o.http.delivery),
+    ]
+    .iter()
+    .any(|(on, d)| *on && d.overflow == Block)
+}
+
 /// Why the pipeline can no longer be trusted to drain the socket, if it cannot.
 fn supervise(
     live: &Live,
     writer: &std::thread::JoinHandle<Vec<SinkStats>>,
     report: &Mutex<WriterReport>,
     orphaned: &AtomicU64,
+    stall_limit: Option<Duration>,
 ) -> Option<String> {
     if let Some(t) = live.failed_thread() {
         return Some(format!("the engine's {t} thread stopped"));
+    }
+    let stalled = live.stalled_for();
+    if stall_limit.is_some_and(|l| stalled >= l) {
+        return Some(format!(
+            "the reassembler has not moved for {} s (the socket is not drained)",
+            stalled.as_secs()
+        ));
     }
     if writer.is_finished() || orphaned.load(Relaxed) > 0 {
         return Some("the writer thread stopped".into());

@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod logger;
 mod metrics;
+mod notify;
 mod preflight;
 mod wiring;
 

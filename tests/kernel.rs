@@ -89,6 +89,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, name: &str, extra_config: &str) -> Daemon {
+        Daemon::start_with_env(dir, name, extra_config, &[])
+    }
+
+    fn start_with_env(dir: &Path, name: &str, extra_config: &str, env: &[(&str, &str)]) -> Daemon {
         let out = dir.join(format!("{name}.jsonl"));
         let cfg = dir.join(format!("{name}.yaml"));
         std::fs::write(
@@ -103,6 +107,7 @@ impl Daemon {
             .arg("-config")
             .arg(&cfg)
             .env("PAUDITD_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -1013,4 +1018,74 @@ fn spooled_events_survive_kill_9_and_arrive_after_restart() {
     let mut sorted = order.clone();
     sorted.sort_unstable();
     assert_eq!(order, sorted, "spooled events arrive in order");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_watchdog_and_stopping() {
+    let Some(_k) = kernel() else { return };
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempdir("notify");
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = {
+        let (heard, stop) = (heard.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    heard
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+        })
+    };
+    let said = |what: &str| {
+        heard
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.contains(what))
+            .count()
+    };
+    let mut d = Daemon::start_with_env(
+        &dir,
+        "notify",
+        &echo_rules(),
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    wait_for("READY=1", 30, || said("READY=1") >= 1);
+    // Ready means: the audit pid is ours and the rules are in the kernel.
+    assert_eq!(status_field("pid"), u64::from(d.child.id()), "{}", d.log());
+    assert!(auditctl(&["-l"]).contains("e2e"), "{}", d.log());
+    // WatchdogSec=1s: fed every 0.5 s while the pipeline drains.
+    wait_for("three watchdog pings", 10, || said("WATCHDOG=1") >= 3);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("RELOADING=1 then READY=1", 20, || {
+        said("RELOADING=1") == 1 && said("READY=1") == 2
+    });
+    let msgs = heard.lock().unwrap().clone();
+    let reloading = msgs.iter().position(|m| m.contains("RELOADING=1")).unwrap();
+    assert!(msgs[reloading].contains("MONOTONIC_USEC="), "{msgs:?}");
+    assert!(
+        msgs[reloading..].iter().any(|m| m.contains("READY=1")),
+        "READY after RELOADING: {msgs:?}"
+    );
+    echo_seen_by(&d, "notify");
+    let (status, log) = d.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    listener.join().unwrap();
+    assert!(status.success(), "{log}");
+    assert_released(&log);
+    assert_eq!(said("STOPPING=1"), 1, "{:?}", heard.lock().unwrap());
 }

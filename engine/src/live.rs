@@ -139,6 +139,10 @@ pub struct Live {
     counters: Arc<ReceiverCounters>,
     /// The reassembler's counters, republished every [`STATS_EVERY`].
     stats: Arc<Mutex<Stats>>,
+    /// Milliseconds since `started` at the reassembler's latest loop turn (at least every
+    /// 100 ms when it is healthy, idle or not).
+    heartbeat: Arc<AtomicU64>,
+    started: Instant,
 }
 
 /// How often the reassembly thread republishes its counters.
@@ -201,15 +205,21 @@ impl Live {
                 })?
         };
         let stats = Arc::new(Mutex::new(Stats::default()));
+        let heartbeat = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
         let reassembler = {
             let acks = acks.clone();
             let shared = stats.clone();
+            let beat = heartbeat.clone();
             let batch = cfg.batch.max(1);
             std::thread::Builder::new()
                 .name("pauditd-reasm".into())
                 .spawn(move || {
                     let _gone = SetOnDrop(consumer_gone);
-                    reassemble_loop(consumer, processor, emit, batch, &acks, control_rx, &shared)
+                    reassemble_loop(
+                        consumer, processor, emit, batch, &acks, control_rx, &shared, &beat,
+                        started,
+                    )
                 })?
         };
         Ok(Live {
@@ -221,7 +231,16 @@ impl Live {
             acks,
             counters,
             stats,
+            heartbeat,
+            started,
         })
+    }
+
+    /// How long since the reassembler last turned its loop: seconds mean it is stuck (in an
+    /// `emit` that does not return, or worse), and the socket is not being drained.
+    pub fn stalled_for(&self) -> Duration {
+        let beat = Duration::from_millis(self.heartbeat.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(beat)
     }
 
     /// The reassembler's counters as of its last republish.
@@ -378,6 +397,7 @@ fn receive_loop(
 const COALESCE: Duration = Duration::from_micros(500);
 const COALESCE_BYTES: usize = 64 << 10;
 
+#[allow(clippy::too_many_arguments)]
 fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
     mut consumer: Consumer,
     mut processor: Processor<U>,
@@ -386,6 +406,8 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
     acks: &AckBoard,
     control: Receiver<Control>,
     shared: &Mutex<Stats>,
+    heartbeat: &AtomicU64,
+    started: Instant,
 ) -> Stats {
     let start = Instant::now();
     let mut published = start;
@@ -397,6 +419,7 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
             }
         }
         let now = start.elapsed().as_millis() as u64;
+        heartbeat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         processor.users_mut().begin_batch(Instant::now());
         let n = consumer.read_batch(|dgram| {
             for m in netlink::split(dgram) {
