@@ -1053,7 +1053,7 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
             .filter(|m| m.contains(what))
             .count()
     };
-    let mut d = Daemon::start_with_env(
+    let d = Daemon::start_with_env(
         &dir,
         "notify",
         &echo_rules(),
