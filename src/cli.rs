@@ -39,6 +39,16 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         passwd: Option<PathBuf>,
     },
+    /// Ask the running daemon how it is doing (over its status socket, root only); exits 1
+    /// when no daemon answers.
+    Status {
+        /// The daemon's status socket (`status.socket`).
+        #[arg(long, default_value = pauditd_config::DEFAULT_STATUS_SOCKET)]
+        socket: PathBuf,
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and exit: 0 if the daemon would start with it, 1 otherwise.
     CheckConfig {
         /// Config file to check.

@@ -213,6 +213,18 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         cfg.output.enabled_names().join(", ")
     ));
     let mut next_watchdog = notifier.watchdog.map(|_| Instant::now());
+    let started_at = Instant::now();
+    let status_server = if cfg.status_socket.is_empty() {
+        None
+    } else {
+        match crate::status::StatusServer::start(Path::new(&cfg.status_socket)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("status socket: {e:#}; `pauditd status` will not answer");
+                None
+            }
+        }
+    };
     // With a `block` output a stalled pipeline is what the operator chose, not a fault.
     let stall_limit = (!blocks(&cfg)).then_some(STALL_LIMIT);
 
@@ -222,7 +234,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let mut next_tick = Instant::now() + KEEPALIVE;
     let mut next_metrics = Instant::now() + METRICS_EVERY;
     let mut next_stats_log = Instant::now() + STATS_LOG_EVERY;
-    let mut kernel_status = None;
+    let mut kernel_status = poller.status().ok();
     loop {
         if Instant::now() >= next_metrics {
             next_metrics = Instant::now() + METRICS_EVERY;
@@ -237,6 +249,16 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 for s in &sinks {
                     log::info!("output {}: {}", s.name, s.accounting());
                 }
+            }
+            if let Some(server) = &status_server {
+                server.publish(&snapshot(
+                    started_at,
+                    &engine,
+                    &live.receiver_stats(),
+                    &sinks,
+                    kernel_status.as_ref(),
+                    rule_count(&loaded_rules),
+                ));
             }
             let (c, g) = metrics::names(&Sample {
                 engine,
@@ -316,6 +338,84 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         Some(why) => bail!("{why}"),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Rules that add something (not `-D`, `-b`, `-e`, ... control options).
+fn rule_count(rules: &[String]) -> usize {
+    rules
+        .iter()
+        .filter(|r| {
+            let r = r.trim_start();
+            r.starts_with("-a") || r.starts_with("-A") || r.starts_with("-w")
+        })
+        .count()
+}
+
+/// What `pauditd status` prints (see `status::render`).
+fn snapshot(
+    started: Instant,
+    e: &pauditd_engine::Stats,
+    r: &pauditd_engine::live::ReceiverStats,
+    sinks: &[SinkStats],
+    kernel: Option<&AuditStatus>,
+    rules: usize,
+) -> serde_json::Value {
+    use serde_json::json;
+    let dropped: serde_json::Map<String, serde_json::Value> = pauditd_engine::DropReason::ALL
+        .iter()
+        .map(|d| (d.name().to_string(), json!(e.dropped(*d))))
+        .collect();
+    // The newest instance of each output (SIGHUP may have replaced some).
+    let mut outputs = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for s in sinks.iter().rev() {
+        if seen.contains(&s.name) {
+            continue;
+        }
+        seen.push(s.name);
+        let a = s.accounting();
+        outputs.push(json!({
+            "name": s.name,
+            "overflow": s.overflow.name(),
+            "received": a.received,
+            "delivered": a.delivered,
+            "lost": a.lost,
+            "skipped": a.skipped,
+            "spooled": a.spooled,
+            "in_flight": a.in_flight,
+        }));
+    }
+    outputs.reverse();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_s": started.elapsed().as_secs(),
+        "kernel": kernel.map(|k| json!({
+            "pid": k.pid,
+            "enabled": k.enabled,
+            "lost": k.lost,
+            "backlog": k.backlog,
+            "backlog_limit": k.backlog_limit,
+            "backlog_wait_time_actual": k.backlog_wait_time_actual,
+        })),
+        "receiver": {
+            "path": if r.io_uring { "io_uring" } else { "recv" },
+            "received": r.received,
+            "enobufs": r.enobufs,
+            "truncated": r.truncated,
+        },
+        "rules": rules,
+        "events": {
+            "records": e.records,
+            "emitted": e.events_emitted,
+            "filtered": e.events_filtered,
+            "dropped_total": e.dropped_total(),
+            "dropped": dropped,
+            "evicted": e.events_evicted,
+            "seq_missed": e.seq_missed,
+        },
+        "outputs": outputs,
+    })
 }
 
 /// Whether an enabled output waits when full (`overflow: block`).

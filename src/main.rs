@@ -9,6 +9,7 @@ mod logger;
 mod metrics;
 mod notify;
 mod preflight;
+mod status;
 mod wiring;
 
 use std::io::{BufReader, Read};
@@ -48,6 +49,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Status { socket, json }) => {
+            let v = status::query(&socket)?;
+            if json {
+                println!("{v}");
+            } else {
+                print!("{}", status::render(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Replay {
             input,
             window,

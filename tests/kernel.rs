@@ -1089,3 +1089,67 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     assert_released(&log);
     assert_eq!(said("STOPPING=1"), 1, "{:?}", heard.lock().unwrap());
 }
+
+#[test]
+fn pauditd_status_reports_the_running_daemon_and_fails_when_it_is_gone() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("status");
+    let socket = dir.join("run/status.sock");
+    let cfg = format!(
+        "status: {{ socket: {} }}\n{}",
+        socket.display(),
+        echo_rules()
+    );
+    let mut d = Daemon::start(&dir, "status", &cfg);
+    d.wait_ready();
+    echo_seen_by(&d, "status");
+    let status = |json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pauditd"));
+        c.arg("status").arg("--socket").arg(&socket);
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    // The snapshot is refreshed every second: wait until it shows the event.
+    let mut v = Value::Null;
+    wait_for("the event in the status", 20, || {
+        let o = status(true);
+        if !o.status.success() {
+            return false;
+        }
+        v = serde_json::from_slice(&o.stdout).unwrap();
+        v["outputs"][0]["delivered"].as_u64().unwrap_or(0) >= 1
+    });
+    let pid = u64::from(d.child.id());
+    assert_eq!(v["pid"].as_u64(), Some(pid), "{v}");
+    assert_eq!(v["kernel"]["pid"].as_u64(), Some(pid), "{v}");
+    assert_eq!(v["kernel"]["enabled"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["rules"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["outputs"][0]["name"], "file");
+    assert_eq!(v["outputs"][0]["overflow"], "drop");
+    assert!(v["events"]["emitted"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        ["io_uring", "recv"].contains(&v["receiver"]["path"].as_str().unwrap()),
+        "{v}"
+    );
+    let text = status(false);
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains(&format!("kernel: audit pid {pid}, enabled 1")),
+        "{text}"
+    );
+    assert!(text.contains("output file (drop): delivered "), "{text}");
+    // Root only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+    let gone = status(false);
+    assert_eq!(gone.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(err.contains("no pauditd daemon answers"), "{err}");
+}

@@ -273,6 +273,9 @@ pub struct Config {
     pub netlink_mode: NetlinkMode,
     pub engine: Engine,
     pub privileges: Privileges,
+    /// `status.socket` (our extension): where the daemon answers `pauditd status`; empty
+    /// turns it off.
+    pub status_socket: String,
     /// `shutdown_timeout` (our extension, default 10 s): how long SIGTERM waits for outputs
     /// to deliver what they hold; the rest goes to their spool or is counted lost.
     pub shutdown_timeout: Duration,
@@ -286,6 +289,8 @@ impl Default for Config {
     }
 }
 
+/// Where `pauditd status` finds the daemon unless `status.socket` says otherwise.
+pub const DEFAULT_STATUS_SOCKET: &str = "/run/pauditd/status.sock";
 /// Filters accepted at most.
 pub const MAX_FILTERS: usize = 1000;
 /// The largest config file read (real ones are a few KiB).
@@ -644,6 +649,15 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
     r.finish(pv);
 
     let shutdown_timeout = r.duration(root, "shutdown_timeout", Duration::from_secs(10));
+    let mut st = r.section(root, "status");
+    let status_socket = r.string(&mut st, "socket", DEFAULT_STATUS_SOCKET);
+    if !status_socket.is_empty() && !status_socket.starts_with('/') {
+        r.report(
+            st.key_path("socket"),
+            format!("{status_socket:?} must be an absolute path (or empty: off)"),
+        );
+    }
+    r.finish(st);
 
     Config {
         receive_buffer,
@@ -661,6 +675,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         engine,
         privileges,
         shutdown_timeout,
+        status_socket,
         warnings: Vec::new(),
     }
 }
