@@ -71,6 +71,14 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         cfg.metrics.sample_rate,
     )?;
 
+    let prometheus = match &cfg.metrics.prometheus {
+        Some(addr) => {
+            let p = pauditd_sinks::prometheus::PrometheusExporter::start(addr)?;
+            log::info!("Prometheus metrics at http://{}/metrics", p.address);
+            Some(p)
+        }
+        None => None,
+    };
     let mut poller = StatusPoller::new()
         .context("cannot open an audit netlink socket (needs root / CAP_AUDIT_CONTROL)")?;
     let initial = poller
@@ -268,6 +276,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 pid_stolen: poller.pid_stolen,
             });
             reporter.report(&c, &g);
+            if let Some(p) = &prometheus {
+                p.publish(&c, &g);
+            }
             let mut t = metrics::timings(&sinks);
             t.extend(latency.into_iter().map(|d| ("latency", d)));
             reporter.timings(&t);

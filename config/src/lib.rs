@@ -246,6 +246,8 @@ pub struct Metrics {
     pub enabled: bool,
     pub address: String,
     pub sample_rate: f64,
+    /// `metrics.prometheus` (our extension): `/metrics` served at this address when set.
+    pub prometheus: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -561,6 +563,21 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
             |v| v > 0.0 && v <= 1.0,
             "in (0, 1]",
         ),
+        prometheus: None,
+    };
+    let mut pm = r.section(&mut m, "prometheus");
+    let prom_enabled = r.bool(&mut pm, "enabled", false);
+    let prom_address = r.string(&mut pm, "address", "127.0.0.1:9469");
+    if prom_enabled && !prom_address.contains(':') {
+        r.report(
+            pm.key_path("address"),
+            format!("{prom_address:?} must be host:port"),
+        );
+    }
+    r.finish(pm);
+    let metrics = Metrics {
+        prometheus: prom_enabled.then_some(prom_address),
+        ..metrics
     };
     if metrics.enabled && !metrics.address.contains(':') {
         r.report(

@@ -11,6 +11,7 @@ pub mod http;
 pub mod json;
 pub mod metrics;
 pub mod output;
+pub mod prometheus;
 pub mod retry;
 pub mod spool;
 pub mod stdout;
