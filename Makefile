@@ -5,7 +5,7 @@ BENCH_INPUT := target/bench-input.log
 # sudo only when not already root (a fresh Debian machine has no sudo, and root needs none).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run clean
+.PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run deb clean
 
 all: build
 
@@ -50,6 +50,12 @@ fuzz:
 # The daemon under load with an HTTP sink, sampling RSS, queues and counters (root).
 soak: build
 	scripts/soak --minutes 10
+
+# The Debian package (needs `cargo install cargo-deb`): target/debian/pauditd_*.deb.
+deb:
+	$(CARGO) build --release --bins
+	target/release/pauditd-docs target/docs
+	$(CARGO) deb --no-build --strip
 
 clean:
 	$(CARGO) clean
