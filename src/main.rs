@@ -135,17 +135,36 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
 
+    // A progress bar (bytes, records/s, ETA) on stderr, only for a file and a terminal.
+    let mut progress: Option<indicatif::ProgressBar> = None;
     let reader: Box<dyn Read> = if input == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(
-            std::fs::File::open(input)
-                .with_context(|| format!("cannot open {}", input.display()))?,
-        )
+        let file = std::fs::File::open(input)
+            .with_context(|| format!("cannot open {}", input.display()))?;
+        use std::io::IsTerminal;
+        match file.metadata() {
+            Ok(m) if m.is_file() && std::io::stderr().is_terminal() => {
+                let pb = indicatif::ProgressBar::new(m.len());
+                pb.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:30} {bytes}/{total_bytes} {msg} ETA {eta}",
+                    )
+                    .expect("a valid template"),
+                );
+                let r = pb.wrap_read(file);
+                progress = Some(pb);
+                Box::new(r)
+            }
+            _ => Box::new(file),
+        }
     };
+    let replay_started = Instant::now();
+    let lines_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let opts = ReplayOptions {
         batch: BATCH,
         stop: Some(stop.clone()),
+        lines_read: progress.as_ref().map(|_| lines_read.clone()),
     };
     // pauditd's `latency`: per batch, the encode-and-hand-over step (bounded sample).
     let mut latency: Vec<std::time::Duration> = Vec::new();
@@ -156,6 +175,11 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
         |events| {
             if reopen.swap(false, Ordering::Relaxed) {
                 out.reopen();
+            }
+            if let Some(pb) = &progress {
+                let records = lines_read.load(Ordering::Relaxed);
+                let secs = replay_started.elapsed().as_secs_f64().max(1e-3);
+                pb.set_message(format!("{:.0} records/s", records as f64 / secs));
             }
             let t = std::time::Instant::now();
             out.write(events);
@@ -169,6 +193,9 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
         },
     )
     .with_context(|| format!("reading {}", input.display()))?;
+    if let Some(pb) = progress.take() {
+        pb.finish_and_clear();
+    }
 
     // Outputs deliver what they hold for as long as they make progress (a slow service is
     // waited for; one that stops answering for `shutdown_timeout` is given up and counted).

@@ -27,11 +27,19 @@ pub struct ReplayOptions {
     /// Set (by a signal, or when no output can take events any more) to stop reading: the
     /// events of lines already read are completed and handed on, then `run` returns.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Set to the number of lines read so far before each hand-over (for a progress line).
+    pub lines_read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Run `input` through `processor`; `on_batch` receives completed events (and must drain the
 /// vector). A batch is handed on when full, and whenever reading on would wait for input, so
 /// events from a slow stream (`tail -f | pauditd replay`) are not held back.
+fn publish_lines(opts: &ReplayOptions, lines: u64) {
+    if let Some(c) = &opts.lines_read {
+        c.store(lines, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub fn run<U: UserResolver>(
     input: BufReader<impl Read>,
     processor: &mut Processor<U>,
@@ -44,6 +52,7 @@ pub fn run<U: UserResolver>(
     processor.users_mut().begin_batch(Instant::now());
     loop {
         if !events.is_empty() && !reader.has_buffered_input() {
+            publish_lines(opts, tick);
             on_batch(&mut events);
         }
         if opts
@@ -62,6 +71,7 @@ pub fn run<U: UserResolver>(
             Line::TooLong { sample, .. } => processor.reject(DropReason::LineTooLong, sample),
         }
         if events.len() >= opts.batch {
+            publish_lines(opts, tick);
             on_batch(&mut events);
             processor.users_mut().begin_batch(Instant::now());
         }
