@@ -351,20 +351,18 @@ fn receive_loop(
     }
     loop {
         let draining = stop.load(Ordering::Acquire);
-        let Some(slot) = producer.reserve(&give_up) else {
+        let Some(mut grant) = producer.reserve(&give_up) else {
             log::error!("reassembly thread gone; receiver stops");
             break;
         };
-        match socket.recv(slot, draining) {
-            Ok(n) if n > slot.len() => {
+        let room = grant.slot().len();
+        match socket.recv(grant.slot(), draining) {
+            Ok(n) if n > room => {
                 c.truncated += 1;
-                log::error!(
-                    "dropped a {n}-byte netlink datagram (larger than {} bytes)",
-                    slot.len()
-                );
+                log::error!("dropped a {n}-byte netlink datagram (larger than {room} bytes)");
             }
             Ok(n) => {
-                producer.commit(n);
+                grant.commit(n);
                 c.received += 1;
             }
             Err(e) => match e.raw_os_error() {

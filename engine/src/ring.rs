@@ -2,9 +2,12 @@
 //!
 //! Contract: capacity is fixed at start (a power of two, at least four maximum-size entries)
 //! and never grows; nothing is allocated per message. The producer (the receiver thread)
-//! reserves room for the largest possible datagram, has the kernel write straight into it
-//! (`recv` into the ring: the one copy), and commits the length it got. The consumer (the
-//! reassembly thread) reads every committed entry in one batch and releases them together.
+//! reserves room for the largest possible datagram ([`Producer::reserve`] returns a
+//! [`Grant`], the only way to write), has the kernel write straight into it (`recv` into the
+//! ring: the one copy), and commits the length it got by consuming the grant
+//! ([`Grant::commit`], or [`Grant::stage`] to publish a batch later with
+//! [`Producer::publish`]). The consumer (the reassembly thread) reads every published entry
+//! in one batch and releases them together.
 //! When the ring is full the producer waits for the consumer: nothing is dropped here, the
 //! socket buffer and the kernel's backlog take the back-pressure (and the receiver counts the
 //! waits). There is no compare-and-swap: head and tail each have exactly one writer.
@@ -14,7 +17,7 @@
 //! the end is too small, a WRAP marker sends the reader back to the start.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
@@ -34,9 +37,15 @@ struct Shared {
     head: CachePadded<AtomicUsize>,
     /// Total bytes released by the consumer. Written only by the consumer (Release).
     tail: CachePadded<AtomicUsize>,
-    /// Set by the consumer before it parks, so the producer knows to unpark it.
+    /// Set by the consumer before it parks, so the producer knows to unpark it. The store of
+    /// `head` and the load of this flag (producer), and the store of this flag and the load
+    /// of `head` (consumer), are separated by SeqCst fences: at least one side sees the other
+    /// (no lost wake-up).
     consumer_parked: CachePadded<AtomicBool>,
     consumer_thread: OnceLock<Thread>,
+    /// Set (Release) by the producer's `Drop` after its final publish: once the consumer
+    /// sees it (Acquire), `head` is final.
+    closed: AtomicBool,
 }
 
 // SAFETY: the byte buffer is shared between exactly one producer and one consumer, which
@@ -46,8 +55,11 @@ unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
 impl Shared {
+    /// The byte at `pos` (modulo the capacity). Derived from the whole buffer's base pointer,
+    /// so it may be used for any range inside the buffer that starts there.
     fn ptr(&self, pos: usize) -> *mut u8 {
-        self.buf[pos & (self.cap - 1)].get()
+        // SAFETY: `pos & (cap - 1) < cap == buf.len()`, so the offset stays in the buffer.
+        UnsafeCell::raw_get(unsafe { self.buf.as_ptr().add(pos & (self.cap - 1)) })
     }
 }
 
@@ -64,6 +76,7 @@ pub fn ring(capacity: usize, max_entry: usize) -> (Producer, Consumer) {
         tail: CachePadded::new(AtomicUsize::new(0)),
         consumer_parked: CachePadded::new(AtomicBool::new(false)),
         consumer_thread: OnceLock::new(),
+        closed: AtomicBool::new(false),
     });
     (
         Producer {
@@ -88,7 +101,9 @@ fn slot_size(len: usize) -> usize {
 /// The writing end (one thread).
 pub struct Producer {
     shared: Arc<Shared>,
-    /// Our head (published or about to be); only we write it.
+    /// Our head (published or staged); only we write it. Invariant: `head - tail <= cap`
+    /// for the consumer's `tail`, kept because only a [`Grant`] (made by `reserve`, which
+    /// checked the room) can advance it.
     head: usize,
     /// Last tail we read; refreshed only when the ring looks full.
     cached_tail: usize,
@@ -107,8 +122,9 @@ impl Producer {
     }
 
     /// Room for one entry of up to `max_entry` bytes, waiting while the ring is full (until
-    /// `give_up` says stop). The returned slice is where the entry's bytes go.
-    pub fn reserve(&mut self, give_up: &dyn Fn() -> bool) -> Option<&mut [u8]> {
+    /// `give_up` says stop). The grant's slot is where the entry's bytes go; dropping the
+    /// grant without committing abandons the entry.
+    pub fn reserve(&mut self, give_up: &dyn Fn() -> bool) -> Option<Grant<'_>> {
         let need = slot_size(self.max_entry);
         loop {
             let to_end = self.shared.cap - (self.head & (self.shared.cap - 1));
@@ -124,6 +140,7 @@ impl Producer {
                     // Staged entries must become visible, or a full ring of them would
                     // never drain.
                     self.shared.head.store(self.head, Ordering::Release);
+                    fence(Ordering::SeqCst);
                     self.wake_consumer();
                     std::thread::sleep(Duration::from_micros(50));
                     continue;
@@ -135,36 +152,16 @@ impl Producer {
                 unsafe { write_header(self.shared.ptr(self.head), 0, FLAG_WRAP) };
                 self.head += to_end;
             }
-            let start = self.head + HEADER;
-            // SAFETY: `[head, head + need)` is free (checked above), contiguous (does not cross
-            // the end), and only the producer touches free space.
-            return Some(unsafe {
-                std::slice::from_raw_parts_mut(self.shared.ptr(start), self.max_entry)
-            });
+            return Some(Grant { producer: self });
         }
     }
 
-    /// Commit the entry written into the last reserved slot (its first `len` bytes) and make
-    /// it visible to the consumer.
-    pub fn commit(&mut self, len: usize) {
-        self.stage(len);
-        self.publish();
-    }
-
-    /// Commit the entry written into the last reserved slot without publishing it yet: a
-    /// batch of staged entries becomes visible at the next [`Producer::publish`] (one release
-    /// store and at most one wake-up per batch).
-    pub fn stage(&mut self, len: usize) {
-        assert!(len <= self.max_entry, "entry longer than reserved");
-        // SAFETY: the header bytes at `head` are in the slot reserved by `reserve`.
-        unsafe { write_header(self.shared.ptr(self.head), len as u32, 0) };
-        self.head += slot_size(len);
-    }
-
-    /// Make every staged entry visible to the consumer.
+    /// Make every staged entry visible to the consumer (one release store, and a wake-up
+    /// only if the consumer is parked).
     pub fn publish(&mut self) {
         self.shared.head.store(self.head, Ordering::Release);
-        if self.shared.consumer_parked.load(Ordering::SeqCst) {
+        fence(Ordering::SeqCst);
+        if self.shared.consumer_parked.load(Ordering::Relaxed) {
             self.wake_consumer();
         }
     }
@@ -178,11 +175,55 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        // The consumer learns the producer is gone via `is_closed`; wake it to notice.
+        // Staged entries are published, then the ring is closed: the consumer reads them all
+        // before it sees the end.
+        self.shared.head.store(self.head, Ordering::Release);
+        self.shared.closed.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
         self.wake_consumer();
     }
 }
 
+/// The right to write one entry, from [`Producer::reserve`]. Its slot is `max_entry` bytes
+/// of free ring space that only this grant can touch.
+pub struct Grant<'a> {
+    producer: &'a mut Producer,
+}
+
+impl<'a> Grant<'a> {
+    /// Where the entry's bytes go (`max_entry` of them).
+    pub fn slot(&mut self) -> &mut [u8] {
+        let p = &*self.producer;
+        // SAFETY: `reserve` checked that `[head, head + HEADER + max_entry)` is free and does
+        // not cross the end of the buffer; free space is touched only by the producer, which
+        // this grant borrows mutably, and the pointer is derived from the whole buffer.
+        unsafe { std::slice::from_raw_parts_mut(p.shared.ptr(p.head + HEADER), p.max_entry) }
+    }
+
+    /// Commit the entry's first `len` bytes and make it visible to the consumer.
+    pub fn commit(self, len: usize) {
+        let p = self.write(len);
+        p.publish();
+    }
+
+    /// Commit the entry's first `len` bytes without publishing it yet: staged entries become
+    /// visible together at the next [`Producer::publish`].
+    pub fn stage(self, len: usize) {
+        self.write(len);
+    }
+
+    fn write(self, len: usize) -> &'a mut Producer {
+        let p = self.producer;
+        assert!(len <= p.max_entry, "entry longer than reserved");
+        // SAFETY: the header bytes at `head` are in the slot `reserve` found free.
+        unsafe { write_header(p.shared.ptr(p.head), len as u32, 0) };
+        p.head += slot_size(len);
+        p
+    }
+}
+
+/// # Safety
+/// `p` must be valid for writing `HEADER` bytes that no other thread accesses.
 unsafe fn write_header(p: *mut u8, len: u32, flags: u32) {
     let mut h = [0u8; HEADER];
     h[..4].copy_from_slice(&len.to_ne_bytes());
@@ -190,6 +231,8 @@ unsafe fn write_header(p: *mut u8, len: u32, flags: u32) {
     std::ptr::copy_nonoverlapping(h.as_ptr(), p, HEADER);
 }
 
+/// # Safety
+/// `p` must be valid for reading `HEADER` bytes that no other thread writes.
 unsafe fn read_header(p: *const u8) -> (usize, u32) {
     let mut h = [0u8; HEADER];
     std::ptr::copy_nonoverlapping(p, h.as_mut_ptr(), HEADER);
@@ -212,9 +255,10 @@ impl Consumer {
         self.shared.head.load(Ordering::Acquire) - self.tail
     }
 
-    /// Whether the producer has been dropped (nothing more will come once empty).
+    /// Whether the producer has been dropped (nothing more will come once empty; everything
+    /// it staged is published).
     pub fn is_closed(&self) -> bool {
-        Arc::strong_count(&self.shared) == 1
+        self.shared.closed.load(Ordering::Acquire)
     }
 
     /// Call `f` on every entry committed so far, in order, then release them all at once.
@@ -244,11 +288,12 @@ impl Consumer {
     /// Park until the producer commits something, closes, or `timeout` passes.
     pub fn wait(&mut self, timeout: Duration) {
         let _ = self.shared.consumer_thread.set(std::thread::current());
-        self.shared.consumer_parked.store(true, Ordering::SeqCst);
-        if self.shared.head.load(Ordering::SeqCst) == self.tail && !self.is_closed() {
+        self.shared.consumer_parked.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.shared.head.load(Ordering::Acquire) == self.tail && !self.is_closed() {
             std::thread::park_timeout(timeout);
         }
-        self.shared.consumer_parked.store(false, Ordering::SeqCst);
+        self.shared.consumer_parked.store(false, Ordering::Relaxed);
     }
 }
 
@@ -268,11 +313,11 @@ mod tests {
         let mut got = Vec::new();
         for i in 0..200u32 {
             let len = (i as usize * 7) % 41;
-            let slot = p.reserve(&never).unwrap();
-            for (j, b) in slot[..len].iter_mut().enumerate() {
+            let mut g = p.reserve(&never).unwrap();
+            for (j, b) in g.slot()[..len].iter_mut().enumerate() {
                 *b = (i as usize + j) as u8;
             }
-            p.commit(len);
+            g.commit(len);
             expected.push((0..len).map(|j| (i as usize + j) as u8).collect::<Vec<_>>());
             if i % 3 == 0 {
                 c.read_batch(|e| got.push(e.to_vec()));
@@ -291,9 +336,9 @@ mod tests {
             true
         };
         let mut committed = 0;
-        while let Some(s) = p.reserve(&give_up) {
-            s[0] = committed;
-            p.commit(1);
+        while let Some(mut g) = p.reserve(&give_up) {
+            g.slot()[0] = committed;
+            g.commit(1);
             committed += 1;
         }
         assert!(stop.get());
@@ -303,6 +348,67 @@ mod tests {
         c.read_batch(|e| seen.push(e[0]));
         assert_eq!(seen, vec![0, 1, 2, 3]);
         assert!(p.reserve(&never).is_some());
+    }
+
+    #[test]
+    fn dropping_the_producer_publishes_staged_entries_then_closes() {
+        let (mut p, mut c) = ring(256, 16);
+        for i in 0..3u8 {
+            let mut g = p.reserve(&never).unwrap();
+            g.slot()[0] = i;
+            g.stage(1);
+        }
+        assert_eq!(c.pending_bytes(), 0, "staged, not published");
+        assert!(!c.is_closed());
+        drop(p);
+        assert!(c.is_closed());
+        let mut seen = vec![];
+        c.read_batch(|e| seen.push(e[0]));
+        assert_eq!(seen, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn an_abandoned_grant_publishes_nothing() {
+        let (mut p, mut c) = ring(256, 16);
+        let mut g = p.reserve(&never).unwrap();
+        g.slot()[0] = 9;
+        let _ = g; // abandoned: never committed
+        p.publish();
+        assert_eq!(c.read_batch(|_| panic!("nothing was committed")), 0);
+        let mut g = p.reserve(&never).unwrap();
+        g.slot()[0] = 7;
+        g.commit(1);
+        let mut seen = vec![];
+        c.read_batch(|e| seen.push(e[0]));
+        assert_eq!(seen, vec![7]);
+    }
+
+    #[test]
+    fn a_parked_consumer_is_woken_by_publish_without_waiting_for_the_timeout() {
+        let (mut p, mut c) = ring(256, 16);
+        let consumer = std::thread::spawn(move || {
+            let mut got = 0;
+            let mut waits = 0;
+            while got < 200 {
+                got += c.read_batch(|_| {});
+                if got < 200 {
+                    // A lost wake-up would cost the whole 30 s here, 200 times over.
+                    c.wait(Duration::from_secs(30));
+                    waits += 1;
+                }
+            }
+            waits
+        });
+        for _ in 0..200 {
+            let mut g = p.reserve(&never).unwrap();
+            g.slot()[0] = 1;
+            g.commit(1);
+            std::thread::yield_now();
+        }
+        let start = std::time::Instant::now();
+        let waits = consumer.join().unwrap();
+        // Not a timing claim about speed: a bound that only a lost wake-up can break.
+        assert!(start.elapsed() < Duration::from_secs(30), "{waits} waits");
     }
 
     #[test]
@@ -316,23 +422,35 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let len = 8 + (x % 293) as usize;
-                let s = p.reserve(&never).unwrap();
+                let mut g = p.reserve(&never).unwrap();
+                let s = g.slot();
                 s[..8].copy_from_slice(&i.to_le_bytes());
                 for (j, b) in s[8..len].iter_mut().enumerate() {
                     *b = (i as usize).wrapping_mul(31).wrapping_add(j) as u8;
                 }
-                // Mixed single commits and staged batches (published later, or by a full
-                // ring inside `reserve`), as the two receive paths use them.
-                match x % 3 {
-                    0 => p.commit(len),
-                    1 => p.stage(len),
-                    _ => {
-                        p.stage(len);
+                // Mixed single commits and staged batches (published later, by a full ring
+                // inside `reserve`, or by the producer's drop), as the two receive paths use
+                // them; now and then a grant abandoned unwritten.
+                match x % 4 {
+                    0 => g.commit(len),
+                    1 => g.stage(len),
+                    2 => {
+                        g.stage(len);
                         p.publish();
+                    }
+                    _ => {
+                        let _ = g; // abandoned unwritten
+                        let mut g = p.reserve(&never).unwrap();
+                        let s = g.slot();
+                        s[..8].copy_from_slice(&i.to_le_bytes());
+                        for (j, b) in s[8..len].iter_mut().enumerate() {
+                            *b = (i as usize).wrapping_mul(31).wrapping_add(j) as u8;
+                        }
+                        g.stage(len);
                     }
                 }
             }
-            p.publish();
+            // No final publish: dropping the producer publishes what is staged.
         });
         let mut next = 0u64;
         loop {

@@ -229,13 +229,13 @@ impl UringReceiver {
                 if outcome.is_err() {
                     continue;
                 }
-                let Some(slot) = producer.reserve(give_up) else {
+                let Some(mut grant) = producer.reserve(give_up) else {
                     outcome = Err(Stopped::ConsumerGone);
                     continue;
                 };
                 let start = bid as usize * self.buf_size;
-                slot[..len].copy_from_slice(&self.slab[start..start + len]);
-                producer.stage(len);
+                grant.slot()[..len].copy_from_slice(&self.slab[start..start + len]);
+                grant.stage(len);
                 c.received += 1;
                 self.delivered = true;
                 continue;
