@@ -316,7 +316,13 @@ impl Shared {
 
     /// One try of one request.
     fn send(&self, job: &Job, body: &mut Vec<u8>) -> Done {
-        let trace_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        // A random id costs an RNG draw and a string: only when something carries it.
+        let trace_id =
+            if self.trace_header.is_some() || self.debug || self.transform.uses_trace_id() {
+                uuid::Uuid::new_v4().hyphenated().to_string()
+            } else {
+                String::new()
+            };
         let n = self.build(job, &trace_id, body);
         let total = job.lines.len();
         if n == 0 {

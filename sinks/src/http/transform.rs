@@ -27,6 +27,10 @@ pub trait Transform: Send + Sync {
     fn metric_for(&self, _event: &[u8]) -> Option<String> {
         None
     }
+    /// Whether the body carries the request's trace id (otherwise no id is made for it).
+    fn uses_trace_id(&self) -> bool {
+        false
+    }
 }
 
 /// pauditd's default: the body is the event line, trailing newline included.
@@ -73,6 +77,10 @@ pub fn topic(event: &[u8]) -> Option<&[u8]> {
 }
 
 impl Transform for NotificationService {
+    fn uses_trace_id(&self) -> bool {
+        true
+    }
+
     fn transform(&self, trace_id: &str, event: &[u8], out: &mut Vec<u8>) -> Transformed {
         let Some(topic) = topic(event) else {
             return Transformed::Skip("notif-service-transformer.topic.no-topic");
