@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use pauditd_config::{Config, NetlinkMode};
 use pauditd_engine::live::{IoUringMode, Live, LiveConfig, StatusPoller};
-use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode, STATUS_ENABLED};
+use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode};
+use pauditd_engine::session::{self, AuditSession};
 use pauditd_engine::{privileges, rules};
 use pauditd_sinks::fanout::{Fanout, SinkStats};
 use pauditd_sinks::metrics::Reporter;
@@ -42,12 +43,6 @@ const METRICS_EVERY: Duration = Duration::from_secs(1);
 const WRITER_QUEUE: usize = 64;
 const EVENTS_PER_BATCH: usize = 256;
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
-
-fn comm_of(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
 
 pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let mode = match cfg.netlink_mode {
@@ -85,13 +80,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         .status()
         .context("cannot read the kernel's audit status (AUDIT_GET)")?;
     let ours = std::process::id();
-    if unicast && initial.pid != 0 && initial.pid != ours {
-        if let Some(comm) = comm_of(initial.pid) {
-            bail!(
-                "another audit daemon ({comm}, pid {}) holds the audit pid; stop it, or read beside it with `netlink: {{ mode: multicast }}`",
-                initial.pid
-            );
-        }
+    if unicast {
+        // Before anything changes: a clear refusal naming the other daemon.
+        session::check_free(&initial)?;
     }
 
     let socket = AuditSocket::open(mode).context("cannot open the audit netlink socket")?;
@@ -155,6 +146,20 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     )
     .context("starting the engine threads")?;
 
+    // Bound before the privilege drop: the socket's directory is root's.
+    let started_at = Instant::now();
+    let status_server = if cfg.status_socket.is_empty() {
+        None
+    } else {
+        match crate::status::StatusServer::start(Path::new(&cfg.status_socket)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("status socket: {e:#}; `pauditd status` will not answer");
+                None
+            }
+        }
+    };
+
     // Before the privilege drop, so this thread too ends up with no capabilities; signals
     // that arrive during start-up wait in the channel.
     let (sig_tx, sig_rx) = mpsc::channel();
@@ -169,12 +174,12 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         }
     });
 
-    // From here on, every way out goes through `shutdown` so the pid is released.
-    let enabled_by_us = unicast && initial.enabled == 0;
+    // From here on, every way out goes through `shutdown`; the session's guard releases the
+    // pid even on a path that does not.
+    let mut session: Option<AuditSession> = None;
     let started = (|| -> Result<()> {
         if unicast {
-            live.request(|s| s.claim(enabled_by_us), ACK_TIMEOUT)
-                .context("cannot become the audit daemon (AUDIT_SET pid)")?;
+            session = Some(AuditSession::claim(&live, &initial, ACK_TIMEOUT)?);
             log::info!("pauditd (pid {ours}) is the audit daemon");
             let added = rules::load(&rules::find_auditctl(), &cfg.rules)?;
             log::info!("Loaded {added} audit rule(s)");
@@ -198,15 +203,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         Ok(())
     })();
     if let Err(e) = started {
-        shutdown(
-            live,
-            unicast,
-            enabled_by_us,
-            tx,
-            writer,
-            &poller,
-            &mut reporter,
-        );
+        shutdown(live, session, tx, writer, &poller, &mut reporter);
         return Err(e);
     }
     log::info!(
@@ -221,18 +218,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         cfg.output.enabled_names().join(", ")
     ));
     let mut next_watchdog = notifier.watchdog.map(|_| Instant::now());
-    let started_at = Instant::now();
-    let status_server = if cfg.status_socket.is_empty() {
-        None
-    } else {
-        match crate::status::StatusServer::start(Path::new(&cfg.status_socket)) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::error!("status socket: {e:#}; `pauditd status` will not answer");
-                None
-            }
-        }
-    };
+
     // With a `block` output a stalled pipeline is what the operator chose, not a fault.
     let stall_limit = (!blocks(&cfg)).then_some(STALL_LIMIT);
 
@@ -325,7 +311,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             Ok(_) => {}
             Err(RecvTimeoutError::Timeout) if Instant::now() >= next_tick => {
                 next_tick = Instant::now() + KEEPALIVE;
-                kernel_status = tick(&live, &mut poller, unicast).or(kernel_status);
+                kernel_status = tick(&live, session.as_ref(), &mut poller).or(kernel_status);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -336,15 +322,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     if let Some(why) = &failure {
         log::error!("{why}: releasing the audit pid and exiting (the service manager restarts us)");
     }
-    shutdown(
-        live,
-        unicast,
-        enabled_by_us,
-        tx,
-        writer,
-        &poller,
-        &mut reporter,
-    );
+    shutdown(live, session, tx, writer, &poller, &mut reporter);
     match failure {
         Some(why) => bail!("{why}"),
         None => Ok(ExitCode::SUCCESS),
@@ -470,23 +448,20 @@ fn supervise(
 }
 
 /// Every KEEPALIVE: re-assert the audit pid (as pauditd) and look at the kernel's counters.
-fn tick(live: &Live, poller: &mut StatusPoller, unicast: bool) -> Option<AuditStatus> {
-    if unicast {
-        // The kernel answers EEXIST while a live daemon holds the pid (normally us; the poll
-        // below says whether it is someone else); success means it had let go and we are
-        // the daemon again.
-        match live.request(|s| s.claim(false), ACK_TIMEOUT) {
-            Ok(()) => log::debug!("audit pid re-asserted"),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => log::error!("Error occurred while trying to keep the connection: {e}"),
-        }
+fn tick(
+    live: &Live,
+    session: Option<&AuditSession>,
+    poller: &mut StatusPoller,
+) -> Option<AuditStatus> {
+    if let Some(s) = session {
+        s.keepalive(live, ACK_TIMEOUT);
     }
-    match poller.poll(unicast) {
+    match poller.poll(session.is_some()) {
         Ok(r) => {
             if let Some(pid) = r.foreign_pid {
                 log::error!(
                     "the audit pid is held by pid {pid} ({}), not by us: events go there (seen {} time(s))",
-                    comm_of(pid).unwrap_or_else(|| "gone".into()),
+                    session::comm_of(pid).unwrap_or_else(|| "gone".into()),
                     poller.pid_stolen
                 );
             }
@@ -548,9 +523,45 @@ fn reload(
             // window (audited syscalls in it are never recorded) when nothing changed.
             if cfg.rules == *loaded_rules {
                 log::info!("rules unchanged; not reloading them");
+            } else if let Err(e) = rules::load(&rules::find_auditctl(), &cfg.rules) {
+                // auditctl may have applied part of the new list: put the previous one back
+                // in full, so what the log says is in force is what the kernel has.
+                match rules::load(&rules::find_auditctl(), loaded_rules) {
+                    Ok(_) => bail!("{e:#}; the previous rules were restored"),
+                    Err(e2) => bail!(
+                        "{e:#}; restoring the previous rules failed too ({e2:#}): the kernel holds part of a rule set, check `auditctl -l`"
+                    ),
+                }
             } else {
-                rules::load(&rules::find_auditctl(), &cfg.rules)?;
                 *loaded_rules = cfg.rules.clone();
+            }
+        }
+        // What a reload does not apply: said, not silently ignored.
+        for (section, changed) in [
+            ("metrics", cfg.metrics != running.metrics),
+            ("engine", cfg.engine != running.engine),
+            ("netlink", cfg.netlink_mode != running.netlink_mode),
+            ("privileges", cfg.privileges != running.privileges),
+            ("log", cfg.log_flags != running.log_flags),
+            ("status", cfg.status_socket != running.status_socket),
+            (
+                "events",
+                cfg.events_min != running.events_min
+                    || cfg.events_max != running.events_max
+                    || cfg.event_timeout != running.event_timeout,
+            ),
+            (
+                "message_tracking",
+                cfg.message_tracking != running.message_tracking,
+            ),
+            ("parser", cfg.parser != running.parser),
+            (
+                "socket_buffer",
+                cfg.receive_buffer != running.receive_buffer,
+            ),
+        ] {
+            if changed {
+                log::warn!("SIGHUP: `{section}` changed; it takes effect at the next restart");
             }
         }
         live.set_filters(filters);
@@ -565,7 +576,14 @@ fn reload(
                 }),
             });
         }
-        *running = cfg;
+        // What is now in force: the applied sections are new, the rest as at start.
+        *running = Config {
+            output: cfg.output,
+            shutdown_timeout: cfg.shutdown_timeout,
+            rules: cfg.rules,
+            filters: cfg.filters,
+            ..running.clone()
+        };
         Ok(())
     })();
     match applied {
@@ -576,34 +594,20 @@ fn reload(
 
 fn shutdown(
     live: Live,
-    unicast: bool,
-    enabled_by_us: bool,
+    session: Option<AuditSession>,
     tx: SyncSender<WriterMsg>,
     writer: std::thread::JoinHandle<Vec<SinkStats>>,
     poller: &StatusPoller,
     reporter: &mut Reporter,
 ) {
-    if unicast {
+    if let Some(session) = session {
         // Rules with no daemon make the kernel log to the console and, once its backlog is
         // full, slow audited processes down: leave the kernel as we found it (pauditd flushes
-        // at start too, so the rules were ours).
+        // at start too, so the rules were ours). Then the pid goes back.
         if let Err(e) = rules::flush(&rules::find_auditctl()) {
             log::error!("could not delete the audit rules: {e}");
         }
-        let ours = std::process::id();
-        let holder = poller.status().map(|s| s.pid).unwrap_or(ours);
-        if holder == ours {
-            if let Err(e) = live.socket().release() {
-                log::error!("could not release the audit pid: {e}");
-            }
-        }
-        if enabled_by_us {
-            let _ = live.socket().set_status(AuditStatus {
-                mask: STATUS_ENABLED,
-                enabled: 0,
-                ..Default::default()
-            });
-        }
+        session.end(poller);
     }
     let (stats, recv) = live.shutdown();
     drop(tx);

@@ -647,8 +647,9 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
         &dir,
         "privdrop",
         &(format!(
-            "  http: {{ enabled: true, url: 'http://127.0.0.1:{port}/', spool: {{ dir: {} }} }}\n",
-            spool.display()
+            "  http: {{ enabled: true, url: 'http://127.0.0.1:{port}/', spool: {{ dir: {} }} }}\nstatus: {{ socket: {}/run/status.sock }}\n",
+            spool.display(),
+            dir.display()
         ) + &echo_rules()
             + "privileges: { user: nobody }\n"),
     );
@@ -700,6 +701,17 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
     });
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&spool).unwrap().uid(), 65534);
+    // The status socket was bound before the drop and still answers.
+    let st = Command::new(env!("CARGO_BIN_EXE_pauditd"))
+        .args(["status", "--socket"])
+        .arg(dir.join("run/status.sock"))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     assert!(segs()
         .iter()
         .all(|p| std::fs::metadata(p).unwrap().uid() == 65534));
@@ -1275,4 +1287,64 @@ fn which(name: &str) -> Result<PathBuf, ()> {
                 .find(|f| f.is_file())
         })
         .ok_or(())
+}
+
+#[test]
+fn a_failed_rule_reload_leaves_the_previous_rules_in_force_and_says_so() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("badreload");
+    let mut d = Daemon::start(&dir, "badreload", &echo_rules());
+    d.wait_ready();
+    let before = auditctl(&["-l"]);
+    assert!(before.contains("key=e2e"), "{before}");
+    // A new list whose first rule is fine and whose second the kernel refuses: auditctl
+    // applies the first, then fails.
+    let cfg = dir.join("badreload.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "rules:\n",
+        "metrics: { enabled: true, address: '127.0.0.1:9' }\nrules:\n  - -a exit,always -F arch=b64 -S getppid -k half-applied\n  - -a exit,always -F arch=b64 -S no_such_syscall_pauditd\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("the reload to fail", 20, || {
+        d.log().contains("reload failed")
+    });
+    let after = auditctl(&["-l"]);
+    assert_eq!(after, before, "the previous rules, exactly");
+    let log = d.log();
+    assert!(log.contains("the previous rules were restored"), "{log}");
+    // Still working on the old rules.
+    echo_seen_by(&d, "badreload");
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+}
+
+#[test]
+fn sighup_says_which_changed_sections_need_a_restart() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("hupsections");
+    let mut d = Daemon::start(&dir, "hupsections", &echo_rules());
+    d.wait_ready();
+    let cfg = dir.join("hupsections.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + "engine: { ring_size: 1048576 }\nevents: { timeout: 3s }\n";
+    std::fs::write(&cfg, text).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("the reload", 20, || d.log().contains("reloaded "));
+    let log = d.log();
+    assert!(
+        log.contains("`engine` changed; it takes effect at the next restart"),
+        "{log}"
+    );
+    assert!(
+        log.contains("`events` changed; it takes effect at the next restart"),
+        "{log}"
+    );
+    assert!(!log.contains("`metrics` changed"), "{log}");
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
 }

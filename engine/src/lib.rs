@@ -20,6 +20,7 @@ pub mod reassemble;
 pub mod replay;
 pub mod ring;
 pub mod rules;
+pub mod session;
 pub mod stats;
 pub mod tracking;
 pub mod types;

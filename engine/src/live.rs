@@ -264,6 +264,11 @@ impl Live {
         &self.socket
     }
 
+    /// The data socket, shared (for a guard that must outlive a borrow of the engine).
+    pub fn socket_handle(&self) -> Arc<AuditSocket> {
+        self.socket.clone()
+    }
+
     /// Send a request on the data socket and wait for its ACK (which arrives through the
     /// receiver like everything else).
     pub fn request(
