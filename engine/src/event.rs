@@ -43,6 +43,8 @@ pub struct Event {
     uid_index: Option<Box<rustc_hash::FxHashSet<Box<[u8]>>>>,
     /// Distinct uids past the per-event bound were seen and not mapped.
     uids_truncated: bool,
+    /// `uids` is in uid byte order (set by [`Event::finish`], cleared by a new uid).
+    uids_sorted: bool,
     /// The `syscall=` value of the last SYSCALL record, as a range of `buf`.
     syscall: Option<Range<u32>>,
     /// pauditd's `rule_key`: from the SYSCALL record's `key=`, or `tty` for TTY records.
@@ -61,6 +63,7 @@ impl Event {
             uids: Vec::new(),
             uid_index: None,
             uids_truncated: false,
+            uids_sorted: true,
             syscall: None,
             rule_key: Vec::new(),
         }
@@ -138,6 +141,27 @@ impl Event {
             self.uid_index = Some(Box::new(set));
         }
         self.uids.push(UidEntry { uid, name });
+        self.uids_sorted = self.uids.len() < 2;
+    }
+
+    /// The event is complete: put its uids in the order they are printed, in place, so
+    /// encoding needs no allocation.
+    pub fn finish(&mut self) {
+        if !self.uids_sorted {
+            let buf = &self.buf;
+            self.uids.sort_unstable_by(|a, b| {
+                buf[a.uid.start as usize..a.uid.end as usize]
+                    .cmp(&buf[b.uid.start as usize..b.uid.end as usize])
+            });
+            self.uids_sorted = true;
+        }
+    }
+
+    /// `(uid, user name)` in uid byte order, without allocating, when the event is
+    /// [finished](Event::finish); `None` otherwise (use [`Event::uid_map`]).
+    pub fn sorted_uids(&self) -> Option<impl Iterator<Item = (&[u8], &[u8])> + '_> {
+        self.uids_sorted
+            .then(|| self.uids.iter().map(|e| (self.slice(&e.uid), &*e.name)))
     }
 
     pub(crate) fn mark_uids_truncated(&mut self) {

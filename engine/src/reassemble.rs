@@ -147,7 +147,9 @@ impl Reassembler {
             return Ok(match self.open.remove(&h.serial) {
                 Some(o) => {
                     self.open_bytes -= cost(&o.event);
-                    out.push((o.event, CompletedBy::Eoe));
+                    let mut event = o.event;
+                    event.finish();
+                    out.push((event, CompletedBy::Eoe));
                     Pushed::Joined
                 }
                 None if self.recent_set.contains(&h.serial) => Pushed::AfterCompletion,
@@ -206,7 +208,9 @@ impl Reassembler {
                 let o = self.open.remove(&serial).expect("checked above");
                 self.open_bytes -= cost(&o.event);
                 self.remember_completed(serial);
-                out.push((o.event, CompletedBy::Evicted));
+                let mut event = o.event;
+                event.finish();
+                out.push((event, CompletedBy::Evicted));
                 return true;
             }
         }
@@ -261,7 +265,9 @@ impl Reassembler {
             let o = self.open.remove(&serial).expect("checked above");
             self.open_bytes -= cost(&o.event);
             self.remember_completed(serial);
-            out.push((o.event, CompletedBy::Deadline));
+            let mut event = o.event;
+            event.finish();
+            out.push((event, CompletedBy::Deadline));
         }
     }
 }

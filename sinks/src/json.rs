@@ -122,7 +122,19 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
         out.push(b'}');
     }
     out.extend_from_slice(b"],\"uid_map\":{");
-    for (i, (uid, name)) in e.uid_map().into_iter().enumerate() {
+    // A finished event's uids are in order already: no allocation. (An event built by
+    // hand and never finished is sorted into a temporary list.)
+    match e.sorted_uids() {
+        Some(uids) => write_uids(out, uids),
+        None => write_uids(out, e.uid_map().into_iter()),
+    }
+    out.extend_from_slice(b"},\"rule_key\":");
+    write_str(out, e.rule_key());
+    out.extend_from_slice(b"}\n");
+}
+
+fn write_uids<'a>(out: &mut Vec<u8>, uids: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
+    for (i, (uid, name)) in uids.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -130,9 +142,6 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
         out.push(b':');
         write_str(out, name);
     }
-    out.extend_from_slice(b"},\"rule_key\":");
-    write_str(out, e.rule_key());
-    out.extend_from_slice(b"}\n");
 }
 
 #[cfg(test)]
