@@ -52,9 +52,12 @@ pub struct UringReceiver {
     /// the next returned buffer goes. The kernel reads entries up to `tail`.
     entries: *mut BufRingEntry,
     entries_len: usize,
-    /// Buffer `bid` is `slab[bid * buf_size..][..buf_size]`. Never resized or freed while the
-    /// kernel may write into it (see `Drop`).
-    slab: Box<[u8]>,
+    /// Buffer `bid` is `slab[bid * buf_size..][..buf_size]`: memory the kernel writes into
+    /// while we hold the receiver, so it is a raw allocation we only ever read through a
+    /// slice of one *completed* buffer (never a reference to the whole slab). Freed in `Drop`
+    /// unless the kernel may still write into it (then leaked).
+    slab: *mut u8,
+    slab_len: usize,
     buf_size: usize,
     count: u16,
     /// Our copy of the ring tail (published to the kernel by `replenish`).
@@ -71,8 +74,8 @@ pub struct UringReceiver {
     done: Vec<u16>,
 }
 
-// SAFETY: the raw pointer is to our own mapping, used only by the thread that owns the
-// receiver; moving it to that thread is sound.
+// SAFETY: the raw pointers are to our own mapping and slab, used only by the thread that owns
+// the receiver; moving them to that thread is sound.
 unsafe impl Send for UringReceiver {}
 
 impl UringReceiver {
@@ -84,11 +87,15 @@ impl UringReceiver {
             "buffer count must be a power of two"
         );
         // Not SINGLE_ISSUER: the ring is built on the starting thread and driven by the
-        // receiver thread.
+        // receiver thread. The completion queue holds twice the buffer pool: a burst that
+        // fills every buffer must not overflow it (an overflow ends the multishot request);
+        // and the kernel wants it at least as large as the submission queue (64).
+        let cq = (2 * u32::from(count)).max(128);
         let ring = IoUring::builder()
             .setup_coop_taskrun()
+            .setup_cqsize(cq)
             .build(64)
-            .or_else(|_| IoUring::new(64))?;
+            .or_else(|_| IoUring::builder().setup_cqsize(cq).build(64))?;
         let entries_len = (count as usize * std::mem::size_of::<BufRingEntry>()).max(4096);
         // SAFETY: an anonymous private mapping; checked for failure below.
         let map = unsafe {
@@ -109,7 +116,8 @@ impl UringReceiver {
             fd,
             entries: map.cast(),
             entries_len,
-            slab: vec![0u8; count as usize * buf_size].into_boxed_slice(),
+            slab: Box::into_raw(vec![0u8; count as usize * buf_size].into_boxed_slice()).cast(),
+            slab_len: count as usize * buf_size,
             buf_size,
             count,
             tail: 0,
@@ -234,7 +242,11 @@ impl UringReceiver {
                     continue;
                 };
                 let start = bid as usize * self.buf_size;
-                grant.slot()[..len].copy_from_slice(&self.slab[start..start + len]);
+                // SAFETY: buffer `bid` is complete (the kernel handed it back with this
+                // completion and gets it again only after the batch), `len <= buf_size`, and
+                // the range lies inside the slab.
+                let data = unsafe { std::slice::from_raw_parts(self.slab.add(start), len) };
+                grant.slot()[..len].copy_from_slice(data);
                 grant.stage(len);
                 c.received += 1;
                 self.delivered = true;
@@ -277,13 +289,21 @@ impl UringReceiver {
 
     /// Queue buffer `bid` for the kernel again (visible at the next `replenish`).
     fn give_back(&mut self, bid: u16) {
-        let addr = self.slab.as_ptr() as u64 + (bid as usize * self.buf_size) as u64;
-        // SAFETY: `tail & (count - 1)` indexes one of the `count` entries of our mapping; the
-        // kernel only reads entries below the published tail, and this one is at or above it.
-        let entry = unsafe { &mut *self.entries.add((self.tail & (self.count - 1)) as usize) };
-        entry.set_addr(addr);
-        entry.set_len(self.buf_size as u32);
-        entry.set_bid(bid);
+        // `struct io_uring_buf { u64 addr; u32 len; u16 bid; u16 resv; }`: entry 0's `resv`
+        // *is* the ring's tail, which the kernel reads at any time, so entries are written
+        // field by field through raw pointers, never through a `&mut` to a whole entry.
+        const _: () = assert!(std::mem::size_of::<BufRingEntry>() == 16);
+        let addr = self.slab as u64 + (bid as usize * self.buf_size) as u64;
+        let idx = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: `idx < count` indexes one of the entries of our mapping; the kernel only
+        // reads entries below the published tail, and this one is at or above it; the three
+        // fields written are at their ABI offsets and never overlap `resv`.
+        unsafe {
+            let e = self.entries.add(idx).cast::<u8>();
+            e.cast::<u64>().write(addr);
+            e.add(8).cast::<u32>().write(self.buf_size as u32);
+            e.add(12).cast::<u16>().write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -360,12 +380,16 @@ impl Drop for UringReceiver {
         if self.armed {
             // The kernel may still write into the slab: leaking it is the only safe choice.
             log::error!("io_uring receive request still live at shutdown; leaking its buffers");
-            std::mem::forget(std::mem::take(&mut self.slab));
             return;
         }
         let _ = self.ring.submitter().unregister_buf_ring(BGID);
         // SAFETY: our own mapping, unregistered above; nothing refers to it any more.
         unsafe { libc::munmap(self.entries.cast(), self.entries_len) };
+        // SAFETY: the slab came from `Box::into_raw` of a boxed slice of `slab_len` bytes,
+        // and no request can write into it any more (not armed, buffers unregistered).
+        drop(unsafe {
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.slab, self.slab_len))
+        });
     }
 }
 
@@ -451,6 +475,53 @@ mod tests {
             publishes < N as u64,
             "{publishes} publishes for {N} datagrams"
         );
+    }
+
+    /// 200 datagrams wait before the first wait for completions: 200 buffers complete in one
+    /// go, more completions than the old 128-entry completion queue held. Every datagram
+    /// still arrives once, in order.
+    #[test]
+    fn a_burst_filling_every_buffer_at_once_overflows_nothing() {
+        let (tx, rx) = UnixDatagram::pair().unwrap();
+        tx.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let Ok(mut recv) = UringReceiver::new(rx.as_raw_fd(), 256, 512) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "io_uring unavailable in CI"
+            );
+            return;
+        };
+        // Small datagrams, so 200 fit in the socket's default queue.
+        const N: u32 = 200;
+        for i in 0..N {
+            tx.send(&i.to_le_bytes()).unwrap();
+        }
+        let (mut producer, mut consumer) = ring::ring(1 << 20, 512);
+        let stop = Arc::new(AtomicBool::new(false));
+        let receiver = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = ReceiverStats::default();
+                let never = || false;
+                let s = recv.run(&mut producer, &stop, &never, &mut c, &mut |_| {});
+                (s, c)
+            })
+        };
+        let mut got = 0u32;
+        while got < N {
+            let n = consumer.read_batch(|d| {
+                assert_eq!(d, got.to_le_bytes().as_slice(), "order");
+                got += 1;
+            });
+            if n == 0 {
+                consumer.wait(Duration::from_millis(10));
+            }
+        }
+        stop.store(true, Ordering::Release);
+        let (stopped, c) = receiver.join().unwrap();
+        assert!(matches!(stopped, Stopped::Requested), "{stopped:?}");
+        assert_eq!(c.received, N as u64);
+        assert_eq!((c.enobufs, c.recv_errors), (0, 0));
     }
 
     #[test]
