@@ -429,18 +429,14 @@ mod tests {
         };
         let (mut producer, mut consumer) = ring::ring(1 << 16, 1024);
         let stop = Arc::new(AtomicBool::new(false));
-        let sender = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                for i in 0..N {
-                    tx.send(&datagram(i)).unwrap();
-                }
-                // Let the receiver catch up before asking it to stop.
-                std::thread::sleep(Duration::from_millis(300));
-                stop.store(true, Ordering::Release);
-            })
-        };
+        let sender = std::thread::spawn(move || {
+            for i in 0..N {
+                tx.send(&datagram(i)).unwrap();
+            }
+        });
+        let stop_rx = stop.clone();
         let receiver = std::thread::spawn(move || {
+            let stop = stop_rx;
             let mut c = ReceiverStats::default();
             let never = || false;
             let mut publishes = 0u64;
@@ -450,7 +446,9 @@ mod tests {
             (s, c, publishes)
         });
         let mut next = 0u32;
-        loop {
+        // Stop once everything arrived (the condition, not a sleep); a receiver that loses
+        // one makes this wait until the sender's timeout fails the test.
+        while next < N {
             let n = consumer.read_batch(|d| {
                 let i = u32::from_le_bytes(d[..4].try_into().unwrap());
                 assert_eq!(i, next, "order");
@@ -458,12 +456,14 @@ mod tests {
                 next += 1;
             });
             if n == 0 {
-                if consumer.is_closed() && consumer.pending_bytes() == 0 {
-                    break;
-                }
+                assert!(
+                    !consumer.is_closed(),
+                    "the receiver stopped at {next} of {N}"
+                );
                 consumer.wait(Duration::from_millis(10));
             }
         }
+        stop.store(true, Ordering::Release);
         sender.join().unwrap();
         let (stopped, c, publishes) = receiver.join().unwrap();
         assert!(matches!(stopped, Stopped::Requested), "{stopped:?}");
