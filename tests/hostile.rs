@@ -2,43 +2,15 @@
 //! reproduction gives a bounded result with a clear message or a counted drop. Sizes are the
 //! ones that showed the problem where that stays fast; bounds are on counts, never on time.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-fn pauditd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pauditd"));
-    c.env("PAUDITD_LOG", "info");
-    c
-}
-
-fn run(args: &[&str], input: &[u8]) -> Output {
-    let mut child = pauditd()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let w = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+#[path = "support/bin.rs"]
+mod bin;
+use bin::{run_with_stdin as run, stderr};
 
 fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pauditd-hostile-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    bin::tempdir("hostile", tag)
 }
 
 fn config(dir: &Path, body: &str) -> PathBuf {

@@ -637,11 +637,7 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
     let Some(_k) = kernel() else { return };
     let dir = tempdir("privdrop");
     // An HTTP output nobody answers: its events go to a spool the dropped user must own.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let spool = dir.join("spool");
     let mut d = Daemon::start(
         &dir,
@@ -959,11 +955,7 @@ fn spooled_events_survive_kill_9_and_arrive_after_restart() {
     let Some(_k) = kernel() else { return };
     let dir = tempdir("kill9");
     // Nobody listens on this port yet: every event goes to the spool.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let spool = dir.join("spool");
     let cfg = format!(
         "  http:\n    enabled: true\n    url: http://127.0.0.1:{port}/audit\n    worker_count: 1\n    spool: {{ dir: {} }}\n{}",

@@ -200,17 +200,7 @@ impl Reassembler {
     /// Complete the open event with the earliest deadline; false if none is open.
     fn evict_oldest(&mut self, out: &mut Vec<(Event, CompletedBy)>) -> bool {
         while let Some((deadline, serial)) = self.deadlines.pop_front() {
-            if self
-                .open
-                .get(&serial)
-                .is_some_and(|o| o.deadline == deadline)
-            {
-                let o = self.open.remove(&serial).expect("checked above");
-                self.open_bytes -= cost(&o.event);
-                self.remember_completed(serial);
-                let mut event = o.event;
-                event.finish();
-                out.push((event, CompletedBy::Evicted));
+            if self.complete_if_current(deadline, serial, CompletedBy::Evicted, out) {
                 return true;
             }
         }
@@ -224,7 +214,7 @@ impl Reassembler {
                 break;
             }
             self.deadlines.pop_front();
-            self.complete_if_current(deadline, serial, out);
+            self.complete_if_current(deadline, serial, CompletedBy::Deadline, out);
         }
     }
 
@@ -246,29 +236,34 @@ impl Reassembler {
     /// Complete everything still open (end of input, shutdown), in deadline order.
     pub fn flush(&mut self, out: &mut Vec<(Event, CompletedBy)>) {
         while let Some((deadline, serial)) = self.deadlines.pop_front() {
-            self.complete_if_current(deadline, serial, out);
+            self.complete_if_current(deadline, serial, CompletedBy::Deadline, out);
         }
         debug_assert!(self.open.is_empty());
     }
 
+    /// Complete `serial` if `deadline` is still its current one (the queue holds stale
+    /// entries); whether it did.
     fn complete_if_current(
         &mut self,
         deadline: u64,
         serial: i64,
+        by: CompletedBy,
         out: &mut Vec<(Event, CompletedBy)>,
-    ) {
+    ) -> bool {
         if self
             .open
             .get(&serial)
-            .is_some_and(|o| o.deadline == deadline)
+            .is_none_or(|o| o.deadline != deadline)
         {
-            let o = self.open.remove(&serial).expect("checked above");
-            self.open_bytes -= cost(&o.event);
-            self.remember_completed(serial);
-            let mut event = o.event;
-            event.finish();
-            out.push((event, CompletedBy::Deadline));
+            return false;
         }
+        let o = self.open.remove(&serial).expect("checked above");
+        self.open_bytes -= cost(&o.event);
+        self.remember_completed(serial);
+        let mut event = o.event;
+        event.finish();
+        out.push((event, by));
+        true
     }
 }
 

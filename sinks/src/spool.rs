@@ -67,6 +67,13 @@ struct Segment {
     events: u64,
 }
 
+/// One record about to be written: its payload, event count and size on disk.
+struct Record<'b> {
+    payload: &'b [u8],
+    events: u32,
+    size: u64,
+}
+
 /// What opening found in a spool left by an earlier run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recovered {
@@ -333,15 +340,37 @@ impl Spool {
         }
     }
 
-    /// Append lines `from..` of `batch` as one record.
-    pub fn append(&mut self, batch: &Batch, from: usize) -> Result<(), SpoolError> {
-        let payload = batch.bytes_from(from);
+    /// Lines `from..` of `batch` as a record; `None` when there is nothing to write; an
+    /// error when it would not fit.
+    fn record_of<'b>(
+        &self,
+        batch: &'b Batch,
+        from: usize,
+    ) -> Result<Option<Record<'b>>, SpoolError> {
         let events = batch.len().saturating_sub(from) as u32;
         if events == 0 {
-            return Ok(());
+            return Ok(None);
         }
+        let payload = batch.bytes_from(from);
         let size = HEADER + payload.len() as u64;
         self.full(size)?;
+        Ok(Some(Record {
+            payload,
+            events,
+            size,
+        }))
+    }
+
+    /// Append lines `from..` of `batch` as one record.
+    pub fn append(&mut self, batch: &Batch, from: usize) -> Result<(), SpoolError> {
+        let Some(Record {
+            payload,
+            events,
+            size,
+        }) = self.record_of(batch, from)?
+        else {
+            return Ok(());
+        };
         let next = match self.segments.back() {
             None => Some(FIRST_ID),
             Some(s) if s.bytes + size > SEGMENT_BYTES => Some(s.id + 1),
@@ -376,13 +405,14 @@ impl Spool {
 
     /// Put `batch` (lines `from..`) back before everything spooled: it is older.
     pub fn push_front(&mut self, batch: &Batch, from: usize) -> Result<(), SpoolError> {
-        let payload = batch.bytes_from(from);
-        let events = batch.len().saturating_sub(from) as u32;
-        if events == 0 {
+        let Some(Record {
+            payload,
+            events,
+            size,
+        }) = self.record_of(batch, from)?
+        else {
             return Ok(());
-        }
-        let size = HEADER + payload.len() as u64;
-        self.full(size)?;
+        };
         let id = self.segments.front().map_or(FIRST_ID, |s| s.id - 1);
         let mut f = self.create_segment(id)?;
         if let Err(e) = write_record(&mut f, payload, events, self.cfg.fsync) {

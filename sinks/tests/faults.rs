@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pauditd_engine::Event;
 use pauditd_sinks::file::{FileConfig, FileSink};
 use pauditd_sinks::http::breaker::BreakerConfig;
 use pauditd_sinks::http::client::PoolConfig;
@@ -21,23 +20,10 @@ use pauditd_sinks::http::{HttpConfig, HttpSink};
 use pauditd_sinks::output::{Deadline, Output, OutputConfig, Overflow};
 use pauditd_sinks::retry::Attempts;
 use pauditd_sinks::syslog::{SyslogConfig, SyslogSink};
-use pauditd_sinks::{Batch, Sink, SinkError};
+use pauditd_sinks::{Sink, SinkError};
+use support::events::{batch, sequence_of};
 use support::httpd::Server;
-
-fn batch(first: i64, n: i64) -> Batch {
-    let mut b = Batch::default();
-    for s in first..first + n {
-        let mut e = Event::new(s, b"1700000000.5");
-        e.push_message(1300, b"syscall=39 key=\"load\"");
-        b.push_event(&e);
-    }
-    b
-}
-
-fn sequence_of(body: &[u8]) -> i64 {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-    v["sequence"].as_i64().unwrap()
-}
+use support::tmpfs::Tmpfs;
 
 /// Lost events reported by a write (0 when it succeeded).
 fn lost_of(r: Result<(), SinkError>) -> u64 {
@@ -184,36 +170,21 @@ fn syslog_receiver_restarted_reconnect_and_nothing_lost_beyond_what_is_counted()
     assert_eq!(before.len() as u64 + after.len() as u64 + lost, 100);
 }
 
-fn mount_tmpfs(dir: &Path, size: &str) -> bool {
-    std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn full_disk_is_counted_logged_and_writing_resumes_when_space_returns() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
     let dir = std::env::temp_dir().join(format!("pauditd-diskfull-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    if !root || !mount_tmpfs(&dir, "64k") {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the disk-full test must run in CI (needs root to mount a tmpfs)"
-        );
-        eprintln!("skipping: needs root to mount a small tmpfs");
-        return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
+    // Dropped last: the directory goes once the tmpfs is unmounted.
+    struct RemoveDir<'a>(&'a Path);
+    impl Drop for RemoveDir<'_> {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
             let _ = std::fs::remove_dir_all(self.0);
         }
     }
-    let _unmount = Unmount(&dir);
+    let _rm = RemoveDir(&dir);
+    let Some(_fs) = Tmpfs::mount(&dir, "64k", "the disk-full test") else {
+        return;
+    };
     let filler = dir.join("filler");
     let path = dir.join("events.jsonl");
     let mut sink = FileSink::open(FileConfig {

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pauditd_engine::Event;
 use pauditd_sinks::fanout::Fanout;
 use pauditd_sinks::file::{FileConfig, FileSink};
 use pauditd_sinks::http::breaker::BreakerConfig;
@@ -21,23 +20,9 @@ use pauditd_sinks::http::{HttpConfig, HttpSink};
 use pauditd_sinks::output::{Deadline, LossReason, Output, OutputConfig, Overflow};
 use pauditd_sinks::retry::Attempts;
 use pauditd_sinks::spool::{Spool, SpoolConfig};
-use pauditd_sinks::Batch;
+use support::events::{batch, sequence_of};
 use support::httpd::Server;
-
-fn batch(first: i64, n: i64) -> Batch {
-    let mut b = Batch::default();
-    for s in first..first + n {
-        let mut e = Event::new(s, b"1700000000.5");
-        e.push_message(1300, b"syscall=39 key=\"load\"");
-        b.push_event(&e);
-    }
-    b
-}
-
-fn sequence_of(line: &[u8]) -> i64 {
-    let v: serde_json::Value = serde_json::from_slice(line).unwrap();
-    v["sequence"].as_i64().unwrap()
-}
+use support::tmpfs::Tmpfs;
 
 fn http_sink(url: String) -> HttpSink {
     HttpSink::start(HttpConfig {
@@ -158,42 +143,14 @@ fn http_down_60s_under_load_spools_and_delivers_every_event_once_in_order() {
     );
 }
 
-fn mount_tmpfs(dir: &Path, size: &str) -> bool {
-    std::process::Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={size},mode=0700"),
-            "tmpfs",
-        ])
-        .arg(dir)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn spool_on_a_full_disk_counts_what_it_cannot_keep_and_the_other_output_goes_on() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("small");
     std::fs::create_dir(&dir).unwrap();
-    if !root || !mount_tmpfs(&dir, "256k") {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the spool disk-full test must run in CI (needs root to mount a tmpfs)"
-        );
-        eprintln!("skipping: needs root to mount a small tmpfs");
+    let Some(_fs) = Tmpfs::mount(&dir, "256k", "the spool disk-full test") else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&dir);
+    };
     // A service that is down from the start, a spool whose disk holds ~256 KiB.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -1,1 +1,3 @@
+pub mod events;
 pub mod httpd;
+pub mod tmpfs;
