@@ -58,7 +58,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let role = wiring::Role::Daemon {
         spool_owner: drop_to.map(|id| (id.uid, id.gid)),
     };
-    let fanout = Fanout::new(wiring::outputs(&cfg, role)?);
+    let fanout = Fanout::new(wiring::outputs(&cfg, role)?)
+        .with_encoders(cfg.engine.encode_workers.unwrap_or(0) as usize)
+        .context("starting the encoder threads")?;
     let mut reporter = Reporter::new(
         cfg.metrics.enabled,
         &cfg.metrics.address,

@@ -124,7 +124,12 @@ fn check_config(path: &Path) -> Result<ExitCode> {
 
 fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Result<ExitCode> {
     let mut processor = wiring::processor(cfg, wiring::Clock::Records { window }, passwd)?;
-    let mut out = Fanout::new(wiring::outputs(cfg, wiring::Role::Replay)?);
+    // Measured on 2 cores: encoder threads add CPU and no speed (perf/RESULTS.md), so the
+    // reading thread encodes unless the config asks for threads.
+    let encoders = cfg.engine.encode_workers.unwrap_or(0) as usize;
+    let mut out = Fanout::new(wiring::outputs(cfg, wiring::Role::Replay)?)
+        .with_encoders(encoders)
+        .context("starting the encoder threads")?;
     let reopen = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())
         .context("installing the SIGUSR1 handler")?;

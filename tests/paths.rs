@@ -76,3 +76,42 @@ fn batch_size_never_changes_output() {
         }
     }
 }
+
+/// The same input through the binary with 0, 1 and 3 encoder threads (and the replay's batch
+/// hand-overs), out through a real stdout output: identical bytes.
+#[test]
+fn encoder_threads_never_change_output() {
+    let dir = std::env::temp_dir().join(format!("pauditd-paths-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input.log");
+    std::fs::write(&input, corpus()).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let run = |workers: u32| -> Vec<u8> {
+        let cfg = dir.join(format!("c{workers}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!("output: {{ stdout: {{ enabled: true }} }}\nengine: {{ encode_workers: {workers} }}\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_pauditd"))
+            .arg("replay")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--passwd")
+            .arg(root.join("tests/data/passwd"))
+            .arg(&input)
+            .env("PAUDITD_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let inline = run(0);
+    assert!(inline.len() > 10_000);
+    for workers in [1, 3] {
+        assert!(run(workers) == inline, "{workers} encoder thread(s) differ");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

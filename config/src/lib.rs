@@ -218,6 +218,9 @@ pub struct Engine {
     pub ring_size: u32,
     /// `engine.io_uring`: `auto` (default), `on` or `off`.
     pub io_uring: IoUring,
+    /// `engine.encode_workers`: threads encoding JSON besides the caller, order kept;
+    /// `None`: none (the daemon's writer thread, or replay's reading thread, encodes).
+    pub encode_workers: Option<u32>,
 }
 
 /// `privileges.*` (our extension): who the daemon runs as after start-up.
@@ -631,6 +634,9 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
             .has("receiver_core")
             .then(|| r.int(&mut e, "receiver_core", -1, -1, 4095)),
         ring_size: r.int(&mut e, "ring_size", 8 << 20, 1 << 16, 1 << 30) as u32,
+        encode_workers: e
+            .has("encode_workers")
+            .then(|| r.int(&mut e, "encode_workers", 0, 0, 64) as u32),
         io_uring: match r.string(&mut e, "io_uring", "auto").as_str() {
             "auto" => IoUring::Auto,
             "on" => IoUring::On,

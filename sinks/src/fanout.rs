@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use pauditd_engine::Event;
 
+use crate::encode::EncoderPool;
 pub use crate::output::{Accounting, SinkStats};
 use crate::output::{Deadline, Output};
 use crate::Batch;
@@ -20,6 +21,8 @@ const RECYCLE: usize = 8;
 
 pub struct Fanout {
     outputs: Vec<Output>,
+    /// Encoder threads (`None`: encode on the caller's thread).
+    pool: Option<EncoderPool>,
     /// Batches handed out; reused when no output holds them any more (no allocation per
     /// batch in the steady state).
     recycle: std::collections::VecDeque<Arc<Batch>>,
@@ -29,8 +32,26 @@ impl Fanout {
     pub fn new(outputs: Vec<Output>) -> Self {
         Fanout {
             outputs,
+            pool: None,
             recycle: Default::default(),
         }
+    }
+
+    /// Encode on `workers` threads (order kept) instead of the caller's; 0 keeps it inline.
+    pub fn with_encoders(mut self, workers: usize) -> std::io::Result<Self> {
+        self.set_encoders(workers)?;
+        Ok(self)
+    }
+
+    /// As [`with_encoders`](Self::with_encoders), in place; on error the outputs stay and
+    /// encoding stays on the caller's thread.
+    pub fn set_encoders(&mut self, workers: usize) -> std::io::Result<()> {
+        self.flush_encoders();
+        self.pool = None;
+        if workers > 0 {
+            self.pool = Some(EncoderPool::new(workers)?);
+        }
+        Ok(())
     }
 
     fn fresh_batch(&mut self) -> Arc<Batch> {
@@ -47,6 +68,12 @@ impl Fanout {
     /// Encode and offer `events`, leaving `events` empty for reuse.
     pub fn write(&mut self, events: &mut Vec<Event>) {
         if events.is_empty() {
+            return;
+        }
+        if let Some(mut pool) = self.pool.take() {
+            pool.submit(std::mem::take(events));
+            pool.collect(false, |b| self.offer(b));
+            self.pool = Some(pool);
             return;
         }
         let mut batch = self.fresh_batch();
@@ -70,8 +97,23 @@ impl Fanout {
         self.recycle.push_back(batch);
     }
 
+    /// Encoder threads in use (0: the caller encodes).
+    pub fn encoders(&self) -> usize {
+        self.pool.as_ref().map_or(0, EncoderPool::workers)
+    }
+
+    /// Hand on every batch still with the encoders (in order).
+    pub fn flush_encoders(&mut self) {
+        if let Some(mut pool) = self.pool.take() {
+            pool.collect(true, |b| self.offer(b));
+            self.pool = Some(pool);
+        }
+    }
+
     /// SIGUSR1: every output reopens before its next batch.
-    pub fn reopen(&self) {
+    pub fn reopen(&mut self) {
+        // Batches read before the signal go to the old file.
+        self.flush_encoders();
         for o in &self.outputs {
             o.reopen();
         }
@@ -81,6 +123,7 @@ impl Fanout {
     /// counts the rest. Waits for their threads until `limit` at most; returns the names of
     /// outputs whose thread was still stuck then (a write blocked in the kernel).
     pub fn close(&mut self, deadline: Deadline, limit: Instant) -> Vec<&'static str> {
+        self.flush_encoders();
         for o in &mut self.outputs {
             o.begin_close(deadline);
         }
@@ -96,6 +139,7 @@ impl Fanout {
     /// Stop the outputs that have a spool right away (what they hold is spooled), so a new
     /// output can open the same spool.
     pub fn close_spooled(&mut self, now: Instant) {
+        self.flush_encoders();
         let limit = now + std::time::Duration::from_secs(5);
         for o in self.outputs.iter_mut().filter(|o| o.has_spool()) {
             o.begin_close(Deadline::At(now));

@@ -5,6 +5,7 @@
 //! system calls as its protocol allows. It must never know where events come from (netlink,
 //! replay) nor hold any global state.
 
+pub mod encode;
 pub mod fanout;
 pub mod file;
 pub mod http;

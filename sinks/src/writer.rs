@@ -79,21 +79,23 @@ pub fn spawn(
                     }
                     WriterMsg::Reopen => out.reopen(),
                     WriterMsg::Replace { new, fallback } => {
+                        let encoders = out.encoders();
                         let old = std::mem::replace(&mut out, Fanout::new(Vec::new()));
                         retiring.push(retire(old, budget));
-                        out = match new() {
-                            Ok(o) => Fanout::new(o),
+                        let outputs = match new() {
+                            Ok(o) => o,
                             Err(e) => {
                                 log::error!("reload: the new outputs could not start ({e}); restarting the previous ones");
-                                match fallback() {
-                                    Ok(o) => Fanout::new(o),
-                                    Err(e) => {
-                                        log::error!("reload: the previous outputs could not restart either ({e}): events are counted lost until the next reload");
-                                        Fanout::new(Vec::new())
-                                    }
-                                }
+                                fallback().unwrap_or_else(|e| {
+                                    log::error!("reload: the previous outputs could not restart either ({e}): events are counted lost until the next reload");
+                                    Vec::new()
+                                })
                             }
                         };
+                        out = Fanout::new(outputs);
+                        if let Err(e) = out.set_encoders(encoders) {
+                            log::error!("reload: cannot start encoder threads ({e}); encoding on the writer thread");
+                        }
                         shared
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
