@@ -708,9 +708,18 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    assert!(segs()
-        .iter()
-        .all(|p| std::fs::metadata(p).unwrap().uid() == 65534));
+    let owners: Vec<(PathBuf, u32)> = segs()
+        .into_iter()
+        .map(|p| {
+            let uid = std::fs::metadata(&p).unwrap().uid();
+            (p, uid)
+        })
+        .collect();
+    assert!(
+        owners.iter().all(|(_, uid)| *uid == 65534),
+        "{owners:?}\n{}",
+        d.log()
+    );
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert!(log.contains("Running as nobody (uid 65534"), "{log}");
@@ -1339,4 +1348,127 @@ fn sighup_says_which_changed_sections_need_a_restart() {
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert_released(&log);
+}
+
+/// The kernel's listing of every rule, parsed.
+fn kernel_rules(
+    sock: &pauditd_engine::netlink::AuditSocket,
+) -> Vec<pauditd_engine::auditrule::RuleData> {
+    sock.list_rules(Duration::from_secs(3))
+        .unwrap()
+        .iter()
+        .map(|b| pauditd_engine::auditrule::RuleData::from_bytes(b).unwrap())
+        .collect()
+}
+
+/// For each rule: load it with auditctl and compare the kernel's copy with our encoding; then
+/// load our encoding over netlink instead and compare `auditctl -l`. Returns (matched,
+/// refused by auditctl here, not supported by us yet).
+fn compare_with_auditctl(rules: &[String]) -> (usize, usize, Vec<String>) {
+    use pauditd_engine::auditrule::{self, AUDIT_ADD_RULE};
+    use pauditd_engine::netlink::{AuditSocket, Mode};
+    let sock = AuditSocket::open(Mode::Unicast).unwrap();
+    let (mut matched, mut refused, mut unsupported) = (0, 0, Vec::new());
+    for r in rules {
+        let args: Vec<&str> = r.split_whitespace().collect();
+        auditctl(&["-D"]);
+        let out = Command::new("auditctl").args(&args).output().unwrap();
+        if !out.status.success() {
+            refused += 1; // e.g. a path or an arch this machine does not have
+            continue;
+        }
+        let theirs = kernel_rules(&sock);
+        let ours = match auditrule::parse(&args) {
+            Ok(o) => o,
+            Err(e) => {
+                unsupported.push(format!("{r}: {e}"));
+                continue;
+            }
+        };
+        assert_eq!(
+            theirs.len(),
+            1,
+            "{r}: auditctl loaded {} rules",
+            theirs.len()
+        );
+        assert_eq!(
+            theirs[0],
+            ours.as_listed(),
+            "{r}: our encoding differs from auditctl's"
+        );
+        let listed = auditctl(&["-l"]);
+        auditctl(&["-D"]);
+        sock.change_rule(AUDIT_ADD_RULE, &ours.to_bytes(), Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("{r}: the kernel refused our rule: {e}"));
+        assert_eq!(auditctl(&["-l"]), listed, "{r}: listed differently");
+        matched += 1;
+    }
+    auditctl(&["-D"]);
+    (matched, refused, unsupported)
+}
+
+#[test]
+fn native_rule_encoding_is_what_auditctl_loads_for_our_own_rules() {
+    let Some(_k) = kernel() else { return };
+    let rules: Vec<String> = [
+        "-a always,exit -F arch=b64 -S execve -k exec",
+        "-a exit,always -F arch=b32 -S open,openat -F exit=-EACCES -k access",
+        "-w /etc/passwd -p wa -k identity",
+        "-w /etc/sudoers.d/ -p wa -k scope",
+        "-a always,exit -F arch=b64 -S all -F auid>=1000 -F auid!=unset -F success=0",
+        "-a never,exclude -F msgtype=CWD",
+        "-A always,exit -F arch=b64 -S getppid -F pid=1 -F uid=root -F gid=0 -k k1 -k k2",
+        "-a always,exit -F arch=b64 -S chmod -F perm=x -F filetype=file -F dir=/tmp",
+        "-a always,exit -F arch=b64 -S connect -F a0=2 -F saddr_fam=10",
+        "-a always,exit -F exe=/usr/bin/id -F arch=b64 -S execve",
+        "-a always,exit -F arch=b64 -S openat -F a2&0100 -F success=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (matched, refused, unsupported) = compare_with_auditctl(&rules);
+    assert_eq!(refused, 0);
+    assert!(unsupported.is_empty(), "{unsupported:#?}");
+    assert_eq!(matched, rules.len());
+}
+
+#[test]
+fn native_rule_encoding_matches_auditctl_over_audit_userspaces_rule_files() {
+    let Some(_k) = kernel() else { return };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/rules/audit-userspace");
+    let Ok(files) = std::fs::read_dir(&dir) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the shared rule files must be at {} in CI",
+            dir.display()
+        );
+        eprintln!("skipping: no shared rule files at {}", dir.display());
+        return;
+    };
+    let mut rules = Vec::new();
+    for f in files.flatten() {
+        if f.path().extension().map_or(true, |x| x != "rules") {
+            continue;
+        }
+        for line in std::fs::read_to_string(f.path()).unwrap().lines() {
+            let l = line.trim();
+            // Rules only: control options (-D -b -f -e -i -c --backlog_wait_time ...) are not
+            // rules the kernel lists.
+            if l.starts_with("-a") || l.starts_with("-A") || l.starts_with("-w") {
+                rules.push(l.to_string());
+            }
+        }
+    }
+    let (matched, refused, unsupported) = compare_with_auditctl(&rules);
+    eprintln!(
+        "{} rules: {matched} identical to auditctl's, {refused} refused by auditctl on this machine, {} not supported natively yet:\n{}",
+        rules.len(),
+        unsupported.len(),
+        unsupported.join("\n")
+    );
+    assert!(
+        matched >= rules.len() * 3 / 4,
+        "{matched} of {}",
+        rules.len()
+    );
 }

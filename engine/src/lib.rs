@@ -6,6 +6,7 @@
 //! events are written (that is the sinks crate) nor read configuration files (the config
 //! crate); the binary wires them.
 
+pub mod auditrule;
 pub mod enrich;
 pub mod event;
 pub mod filter;
@@ -22,6 +23,7 @@ pub mod ring;
 pub mod rules;
 pub mod session;
 pub mod stats;
+pub mod syscall_table;
 pub mod tracking;
 pub mod types;
 pub mod uring;

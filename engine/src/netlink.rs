@@ -312,6 +312,43 @@ impl AuditSocket {
         }
     }
 
+    /// Every rule in the kernel, as `struct audit_rule_data` payloads in list order
+    /// (`AUDIT_LIST_RULES`; on a socket no receiver thread reads).
+    pub fn list_rules(&self, timeout: Duration) -> io::Result<Vec<Vec<u8>>> {
+        self.set_receive_timeout(timeout)?;
+        let seq = self.send(
+            crate::auditrule::AUDIT_LIST_RULES,
+            NLM_F_REQUEST | NLM_F_ACK,
+            &[],
+        )?;
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut rules = Vec::new();
+        loop {
+            let n = self.recv(&mut buf, false)?;
+            for m in split(&buf[..n.min(buf.len())]).flatten() {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.rtype {
+                    crate::auditrule::AUDIT_LIST_RULES => rules.push(m.payload.to_vec()),
+                    NLMSG_DONE => return Ok(rules),
+                    NLMSG_ERROR => match ack_errno(m.payload) {
+                        Some(0) | None => {}
+                        Some(e) => return Err(io::Error::from_raw_os_error(e)),
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Add (`AUDIT_ADD_RULE`) or delete (`AUDIT_DEL_RULE`) one rule and wait for the kernel's
+    /// answer (on a socket no receiver thread reads).
+    pub fn change_rule(&self, rtype: u16, rule: &[u8], timeout: Duration) -> io::Result<()> {
+        let seq = self.send(rtype, NLM_F_REQUEST | NLM_F_ACK, rule)?;
+        self.wait_ack(seq, timeout)
+    }
+
     /// Wait on this socket for the ACK of request `seq` (before a receiver thread owns it).
     pub fn wait_ack(&self, seq: u32, timeout: Duration) -> io::Result<()> {
         self.set_receive_timeout(timeout)?;

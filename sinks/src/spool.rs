@@ -317,27 +317,43 @@ impl Spool {
     }
 
     fn create_segment(&self, id: u64) -> Result<File, SpoolError> {
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .mode(0o600)
-            .open(seg_path(&self.cfg.dir, id))
-            .map_err(io_err(&self.cfg.dir, "create segment"))?;
+        let path = seg_path(&self.cfg.dir, id);
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io_err(&self.cfg.dir, "create segment"))
+        };
+        let f = open()?;
+        if self.own(&f).is_ok() {
+            return Ok(f);
+        }
+        // Made as root in the instant this thread's privileges were being dropped (glibc
+        // switches threads one by one): made again, now as the dropped user. Only an empty new
+        // segment can be in that state.
+        drop(f);
+        if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            let _ = fs::remove_file(&path);
+        }
+        let f = open()?;
         self.own(&f)
-            .map_err(io_err(&self.cfg.dir, "chown segment"))?;
+            .map_err(io_err(&self.cfg.dir, "give the segment to privileges.user"))?;
         Ok(f)
     }
 
-    /// Files made while still root (before the privilege drop) go to the configured owner.
+    /// Files made while still root (before the privilege drop) go to the configured owner;
+    /// an error when that could not be done.
     fn own(&self, f: &File) -> io::Result<()> {
-        match self.cfg.owner {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            Some((uid, gid)) if unsafe { libc::geteuid() } == 0 => {
-                std::os::unix::fs::fchown(f, Some(uid), Some(gid))
-            }
-            _ => Ok(()),
+        let Some((uid, gid)) = self.cfg.owner else {
+            return Ok(());
+        };
+        if f.metadata()?.uid() == uid {
+            return Ok(());
         }
+        std::os::unix::fs::fchown(f, Some(uid), Some(gid))
     }
 
     /// Lines `from..` of `batch` as a record; `None` when there is nothing to write; an
@@ -556,16 +572,25 @@ fn write_cursor(
     id: u64,
     off: u64,
     fsync: bool,
-    own: impl FnOnce(&File) -> io::Result<()>,
+    own: impl Fn(&File) -> io::Result<()>,
 ) -> io::Result<()> {
     let tmp = dir.join("cursor.tmp");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    own(&f)?;
+    let create = || {
+        OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+    };
+    let mut f = create()?;
+    if own(&f).is_err() {
+        // As for segments: made as root while privileges were being dropped; made again.
+        drop(f);
+        fs::remove_file(&tmp)?;
+        f = create()?;
+        own(&f)?;
+    }
     writeln!(f, "{id} {off}")?;
     if fsync {
         f.sync_data()?;

@@ -1,0 +1,596 @@
+//! auditctl's rule language, parsed into the kernel's `struct audit_rule_data`.
+//!
+//! Owns the grammar of one rule (`-a list,action`/`-A`, `-S`, `-F field op value`, `-k`,
+//! `-w path -p perms -k key`) and its binary encoding, so rules can reach the kernel over
+//! netlink (`AUDIT_ADD_RULE`) without the `auditctl` binary. Syscall names are resolved for
+//! the rule's architecture (`-F arch=b64|b32`, x86_64 when absent, as auditctl does on this
+//! host). What is not supported yet (`-C` comparisons, SELinux label fields' special forms) is
+//! a clear error naming the argument, never a silent difference. It must never talk to the
+//! kernel: loading is the caller's.
+//!
+//! First step of issue #14: the encoding is checked against the kernel's own listing of the
+//! same rule loaded by auditctl (`tests/kernel.rs`).
+
+use crate::syscall_table;
+
+pub const AUDIT_ADD_RULE: u16 = 1011;
+pub const AUDIT_DEL_RULE: u16 = 1012;
+pub const AUDIT_LIST_RULES: u16 = 1013;
+
+const MAX_FIELDS: usize = 64;
+const BITMASK_SIZE: usize = 64;
+const FILTER_PREPEND: u32 = 0x10;
+const FILTER_TASK: u32 = 1;
+
+/// Every syscall, as the kernel stores it: the top 16 bits of the mask are syscall *class*
+/// flags the kernel expands and clears, so its listing of "all" ends in `0x0000ffff`.
+const ALL_SYSCALLS: [u32; BITMASK_SIZE] = {
+    let mut m = [u32::MAX; BITMASK_SIZE];
+    m[BITMASK_SIZE - 1] = 0xffff;
+    m
+};
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+
+/// The operators auditctl knows, longest first so `!=` is not read as `=`.
+const OPERATORS: [(&str, u32); 8] = [
+    ("!=", 0x3000_0000),
+    (">=", 0x6000_0000),
+    ("<=", 0x5000_0000),
+    ("&=", 0x4800_0000),
+    ("=", 0x4000_0000),
+    (">", 0x2000_0000),
+    ("<", 0x1000_0000),
+    ("&", 0x0800_0000),
+];
+const EQUAL: u32 = 0x4000_0000;
+
+/// How a field's value is written.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Number,
+    Uid,
+    Gid,
+    Arch,
+    Exit,
+    Success,
+    MsgType,
+    Perm,
+    FileType,
+    /// A filesystem type name (its magic number), for the `filesystem` list.
+    FsType,
+    /// Carried in the rule's string buffer (value = its length).
+    Text,
+}
+
+/// auditctl's field names.
+const FIELDS: &[(&str, u32, Kind)] = &[
+    ("pid", 0, Kind::Number),
+    ("uid", 1, Kind::Uid),
+    ("euid", 2, Kind::Uid),
+    ("suid", 3, Kind::Uid),
+    ("fsuid", 4, Kind::Uid),
+    ("gid", 5, Kind::Gid),
+    ("egid", 6, Kind::Gid),
+    ("sgid", 7, Kind::Gid),
+    ("fsgid", 8, Kind::Gid),
+    ("auid", 9, Kind::Uid),
+    ("loginuid", 9, Kind::Uid),
+    ("pers", 10, Kind::Number),
+    ("arch", 11, Kind::Arch),
+    ("msgtype", 12, Kind::MsgType),
+    ("subj_user", 13, Kind::Text),
+    ("subj_role", 14, Kind::Text),
+    ("subj_type", 15, Kind::Text),
+    ("subj_sen", 16, Kind::Text),
+    ("subj_clr", 17, Kind::Text),
+    ("ppid", 18, Kind::Number),
+    ("obj_user", 19, Kind::Text),
+    ("obj_role", 20, Kind::Text),
+    ("obj_type", 21, Kind::Text),
+    ("obj_lev_low", 22, Kind::Text),
+    ("obj_lev_high", 23, Kind::Text),
+    ("sessionid", 25, Kind::Number),
+    ("fstype", 26, Kind::FsType),
+    ("devmajor", 100, Kind::Number),
+    ("devminor", 101, Kind::Number),
+    ("inode", 102, Kind::Number),
+    ("exit", 103, Kind::Exit),
+    ("success", 104, Kind::Success),
+    ("path", 105, Kind::Text),
+    ("perm", 106, Kind::Perm),
+    ("dir", 107, Kind::Text),
+    ("filetype", 108, Kind::FileType),
+    ("obj_uid", 109, Kind::Uid),
+    ("obj_gid", 110, Kind::Gid),
+    ("exe", 112, Kind::Text),
+    ("saddr_fam", 113, Kind::Number),
+    ("a0", 200, Kind::Number),
+    ("a1", 201, Kind::Number),
+    ("a2", 202, Kind::Number),
+    ("a3", 203, Kind::Number),
+    ("key", 210, Kind::Text),
+];
+const FIELD_ARCH: u32 = 11;
+const FIELD_KEY: u32 = 210;
+const FIELD_WATCH: u32 = 105;
+const FIELD_DIR: u32 = 107;
+const FIELD_PERM: u32 = 106;
+
+/// Why a rule cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("{0}: not an option auditctl rules take")]
+    UnknownOption(String),
+    #[error("{0} needs a value")]
+    MissingValue(&'static str),
+    #[error("-a/-A {0:?}: expected list,action (lists: exit, user, exclude, task, filesystem, io_uring; actions: always, never)")]
+    BadListAction(String),
+    #[error("-S {0:?}: no such syscall on {1}")]
+    UnknownSyscall(String, &'static str),
+    #[error("-F {0:?}: unknown field")]
+    UnknownField(String),
+    #[error("-F {0:?}: no operator (= != < > <= >= & &=)")]
+    NoOperator(String),
+    #[error("-F {field}: {value:?} is not {what}")]
+    BadValue {
+        field: String,
+        value: String,
+        what: &'static str,
+    },
+    #[error("{0}: not supported by the native loader yet")]
+    Unsupported(String),
+    #[error("more than {MAX_FIELDS} fields")]
+    TooManyFields,
+    #[error("a rule needs -a/-A or -w")]
+    NoList,
+}
+
+/// One rule as the kernel stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleData {
+    /// The filter list (`AUDIT_FILTER_*`), with `AUDIT_FILTER_PREPEND` for `-A`.
+    pub flags: u32,
+    /// `AUDIT_NEVER` (0) or `AUDIT_ALWAYS` (2).
+    pub action: u32,
+    pub mask: [u32; BITMASK_SIZE],
+    /// `(field, operator, value)` in the order given.
+    pub fields: Vec<(u32, u32, u32)>,
+    /// String values back to back, in field order.
+    pub buf: Vec<u8>,
+}
+
+impl RuleData {
+    /// `struct audit_rule_data` in native byte order.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 4 * (BITMASK_SIZE + 3 * MAX_FIELDS) + self.buf.len());
+        let mut put = |v: u32| out.extend_from_slice(&v.to_ne_bytes());
+        put(self.flags);
+        put(self.action);
+        put(self.fields.len() as u32);
+        for m in self.mask {
+            put(m);
+        }
+        for i in 0..MAX_FIELDS {
+            put(self.fields.get(i).map_or(0, |f| f.0));
+        }
+        for i in 0..MAX_FIELDS {
+            put(self.fields.get(i).map_or(0, |f| f.2));
+        }
+        for i in 0..MAX_FIELDS {
+            put(self.fields.get(i).map_or(0, |f| f.1));
+        }
+        put(self.buf.len() as u32);
+        out.extend_from_slice(&self.buf);
+        out
+    }
+
+    /// The rule as the kernel lists it back (the prepend flag only steers insertion).
+    pub fn as_listed(&self) -> RuleData {
+        RuleData {
+            flags: self.flags & !FILTER_PREPEND,
+            ..self.clone()
+        }
+    }
+
+    /// Parse the kernel's listing of one rule (`AUDIT_LIST_RULES` payload).
+    pub fn from_bytes(b: &[u8]) -> Option<RuleData> {
+        let word = |i: usize| -> Option<u32> {
+            Some(u32::from_ne_bytes(
+                b.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+            ))
+        };
+        let count = word(2)? as usize;
+        if count > MAX_FIELDS {
+            return None;
+        }
+        let mut mask = [0u32; BITMASK_SIZE];
+        for (i, m) in mask.iter_mut().enumerate() {
+            *m = word(3 + i)?;
+        }
+        let base = 3 + BITMASK_SIZE;
+        let fields = (0..count)
+            .map(|i| {
+                Some((
+                    word(base + i)?,
+                    word(base + 2 * MAX_FIELDS + i)?,
+                    word(base + MAX_FIELDS + i)?,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let buflen = word(base + 3 * MAX_FIELDS)? as usize;
+        let start = (base + 3 * MAX_FIELDS + 1) * 4;
+        Some(RuleData {
+            flags: word(0)?,
+            action: word(1)?,
+            mask,
+            fields,
+            buf: b.get(start..start + buflen)?.to_vec(),
+        })
+    }
+}
+
+fn list_of(name: &str) -> Option<u32> {
+    Some(match name {
+        "user" => 0,
+        "task" => 1,
+        "exit" => 4,
+        "exclude" => 5,
+        "filesystem" => 6,
+        "io_uring" => 7,
+        _ => return None,
+    })
+}
+
+fn action_of(name: &str) -> Option<u32> {
+    Some(match name {
+        "never" => 0,
+        "always" => 2,
+        _ => return None,
+    })
+}
+
+fn lookup<T: Copy>(table: &[(&str, T)], name: &str) -> Option<T> {
+    table
+        .binary_search_by(|(n, _)| (*n).cmp(name))
+        .ok()
+        .map(|i| table[i].1)
+}
+
+/// A number as auditctl reads it (`strtol` base 0: decimal, `0x` hex, leading-0 octal),
+/// negative values as their two's complement.
+fn number(s: &str) -> Option<u32> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, s),
+    };
+    let v = if let Some(h) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()?
+    } else if body.len() > 1 && body.starts_with('0') {
+        i64::from_str_radix(&body[1..], 8).ok()?
+    } else {
+        body.parse::<i64>().ok()?
+    };
+    let v = if neg { -v } else { v };
+    (i64::from(i32::MIN)..=i64::from(u32::MAX))
+        .contains(&v)
+        .then_some(v as u32)
+}
+
+fn id_by_name(name: &str, group: bool) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 16384];
+    // SAFETY: the *_r lookups write only into the records and `buf` we pass, sized as given;
+    // `result` is read only after the call.
+    unsafe {
+        if group {
+            let mut g: libc::group = std::mem::zeroed();
+            let mut r: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(
+                c.as_ptr(),
+                &mut g,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut r,
+            );
+            (rc == 0 && !r.is_null()).then_some(g.gr_gid)
+        } else {
+            let mut p: libc::passwd = std::mem::zeroed();
+            let mut r: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(
+                c.as_ptr(),
+                &mut p,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut r,
+            );
+            (rc == 0 && !r.is_null()).then_some(p.pw_uid)
+        }
+    }
+}
+
+fn value_of(field: &str, kind: Kind, v: &str) -> Result<u32, RuleError> {
+    let bad = |what: &'static str| RuleError::BadValue {
+        field: field.to_string(),
+        value: v.to_string(),
+        what,
+    };
+    match kind {
+        Kind::Number => number(v).ok_or_else(|| bad("a number")),
+        Kind::Uid | Kind::Gid => {
+            if v == "unset" {
+                return Ok(u32::MAX);
+            }
+            number(v)
+                .or_else(|| id_by_name(v, kind == Kind::Gid))
+                .ok_or_else(|| bad("a number, `unset` or a known name"))
+        }
+        Kind::Arch => match v {
+            "b64" | "x86_64" => Ok(AUDIT_ARCH_X86_64),
+            "b32" | "i386" | "i686" => Ok(AUDIT_ARCH_I386),
+            _ => number(v).ok_or_else(|| bad("b64, b32 or an AUDIT_ARCH_ number")),
+        },
+        Kind::Exit => {
+            if let Some(n) = number(v) {
+                return Ok(n);
+            }
+            let (neg, name) = match v.strip_prefix('-') {
+                Some(n) => (true, n),
+                None => (false, v),
+            };
+            let e =
+                lookup(syscall_table::ERRNO, name).ok_or_else(|| bad("a number or errno name"))?;
+            Ok(if neg { (-e) as u32 } else { e as u32 })
+        }
+        // auditctl takes a number only ("-F value should be number for success").
+        Kind::Success => number(v).ok_or_else(|| bad("a number (1: succeeded, 0: failed)")),
+        Kind::MsgType => number(v)
+            .or_else(|| crate::types::number_of(v.as_bytes()).map(u32::from))
+            .ok_or_else(|| bad("a record type name or number")),
+        Kind::Perm => {
+            let mut p = 0;
+            for c in v.chars() {
+                p |= match c {
+                    'r' => 4,
+                    'w' => 2,
+                    'x' => 1,
+                    'a' => 8,
+                    _ => return Err(bad("made of r, w, x, a")),
+                };
+            }
+            Ok(p)
+        }
+        Kind::FileType => Ok(match v {
+            "file" => 0o100000,
+            "dir" => 0o040000,
+            "socket" => 0o140000,
+            "link" => 0o120000,
+            "character" => 0o020000,
+            "block" => 0o060000,
+            "fifo" => 0o010000,
+            _ => return Err(bad("file, dir, socket, link, character, block or fifo")),
+        }),
+        Kind::FsType => Ok(match v {
+            // The filesystem magic numbers auditctl knows (linux/magic.h).
+            "debugfs" => 0x6462_6720,
+            "tracefs" => 0x7472_6163,
+            _ => number(v).ok_or_else(|| bad("debugfs, tracefs or a magic number"))?,
+        }),
+        Kind::Text => unreachable!("text values go to the buffer"),
+    }
+}
+
+/// Parse one auditctl rule (its arguments, as split on whitespace) into the kernel's form.
+pub fn parse(args: &[&str]) -> Result<RuleData, RuleError> {
+    let mut rule = RuleData {
+        flags: u32::MAX,
+        action: 0,
+        mask: [0; BITMASK_SIZE],
+        fields: Vec::new(),
+        buf: Vec::new(),
+    };
+    let mut syscalls: Vec<&str> = Vec::new();
+    let mut keys: Vec<&str> = Vec::new();
+    let mut watch: Option<&str> = None;
+    let mut perms: Option<&str> = None;
+    let mut it = args.iter().copied();
+    while let Some(opt) = it.next() {
+        let mut val = |name: &'static str| it.next().ok_or(RuleError::MissingValue(name));
+        match opt {
+            "-a" | "-A" => {
+                let v = val("-a")?;
+                let (a, b) = v
+                    .split_once(',')
+                    .ok_or_else(|| RuleError::BadListAction(v.into()))?;
+                let (list, action) = match (list_of(a), action_of(b)) {
+                    (Some(l), Some(x)) => (l, x),
+                    _ => match (list_of(b), action_of(a)) {
+                        (Some(l), Some(x)) => (l, x),
+                        _ => return Err(RuleError::BadListAction(v.into())),
+                    },
+                };
+                rule.flags = list | if opt == "-A" { FILTER_PREPEND } else { 0 };
+                rule.action = action;
+            }
+            "-S" => syscalls.extend(val("-S")?.split(',')),
+            "-F" => {
+                let f = val("-F")?;
+                let (name, op, value) = OPERATORS
+                    .iter()
+                    .filter_map(|(o, code)| f.find(o).map(|i| (i, o, *code)))
+                    .min_by_key(|(i, o, _)| (*i, std::cmp::Reverse(o.len())))
+                    .map(|(i, o, code)| (&f[..i], code, &f[i + o.len()..]))
+                    .ok_or_else(|| RuleError::NoOperator(f.into()))?;
+                let &(_, field, kind) = FIELDS
+                    .iter()
+                    .find(|(n, _, _)| *n == name)
+                    .ok_or_else(|| RuleError::UnknownField(name.into()))?;
+                if field == FIELD_KEY {
+                    keys.push(value);
+                    continue;
+                }
+                push_field(&mut rule, name, field, kind, op, value)?;
+            }
+            "-k" => keys.push(val("-k")?),
+            "-w" => watch = Some(val("-w")?),
+            "-p" => perms = Some(val("-p")?),
+            "-C" => return Err(RuleError::Unsupported("-C (field comparisons)".into())),
+            other => return Err(RuleError::UnknownOption(other.into())),
+        }
+    }
+    if let Some(path) = watch {
+        // auditctl's watch: an exit rule on the path (or the directory), with permissions.
+        rule.flags = 4;
+        rule.action = 2;
+        let is_dir = std::path::Path::new(path).is_dir();
+        let field = if is_dir { FIELD_DIR } else { FIELD_WATCH };
+        // auditctl drops a trailing slash (`/etc/sudoers.d/` is watched as `/etc/sudoers.d`).
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        push_text(&mut rule, field, EQUAL, path)?;
+        let p = value_of("perm", Kind::Perm, perms.unwrap_or("rwxa"))?;
+        push(&mut rule, FIELD_PERM, EQUAL, p)?;
+        rule.mask = ALL_SYSCALLS;
+    } else if rule.flags == u32::MAX {
+        return Err(RuleError::NoList);
+    }
+    if !syscalls.is_empty() {
+        let arch = rule
+            .fields
+            .iter()
+            .find(|f| f.0 == FIELD_ARCH)
+            .map(|f| f.2)
+            .unwrap_or(AUDIT_ARCH_X86_64);
+        let (table, arch_name) = if arch == AUDIT_ARCH_I386 {
+            (syscall_table::I386, "i386")
+        } else {
+            (syscall_table::X86_64, "x86_64")
+        };
+        for s in syscalls {
+            if s == "all" {
+                rule.mask = ALL_SYSCALLS;
+                continue;
+            }
+            let nr = number(s)
+                .or_else(|| lookup(table, s))
+                .filter(|&n| (n as usize) < BITMASK_SIZE * 32)
+                .ok_or_else(|| RuleError::UnknownSyscall(s.into(), arch_name))?;
+            rule.mask[nr as usize / 32] |= 1 << (nr % 32);
+        }
+    } else if rule.flags & !FILTER_PREPEND != FILTER_TASK {
+        // A rule without -S applies to every syscall: auditctl sets the whole mask (the
+        // kernel ignores it where syscalls mean nothing), except on the task list.
+        rule.mask = ALL_SYSCALLS;
+    }
+    if !keys.is_empty() {
+        let joined = keys.join("\u{1}");
+        push_text(&mut rule, FIELD_KEY, EQUAL, &joined)?;
+    }
+    Ok(rule)
+}
+
+fn push(rule: &mut RuleData, field: u32, op: u32, value: u32) -> Result<(), RuleError> {
+    if rule.fields.len() >= MAX_FIELDS {
+        return Err(RuleError::TooManyFields);
+    }
+    rule.fields.push((field, op, value));
+    Ok(())
+}
+
+fn push_text(rule: &mut RuleData, field: u32, op: u32, text: &str) -> Result<(), RuleError> {
+    push(rule, field, op, text.len() as u32)?;
+    rule.buf.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+fn push_field(
+    rule: &mut RuleData,
+    name: &str,
+    field: u32,
+    kind: Kind,
+    op: u32,
+    value: &str,
+) -> Result<(), RuleError> {
+    if kind == Kind::Text {
+        return push_text(rule, field, op, value);
+    }
+    let v = value_of(name, kind, value)?;
+    push(rule, field, op, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(s: &str) -> RuleData {
+        parse(&s.split_whitespace().collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn syscalls_fields_and_keys_encode_as_the_kernel_stores_them() {
+        let r = rule("-a always,exit -F arch=b64 -S execve,getppid -F auid>=1000 -F auid!=unset -k exec -k two");
+        assert_eq!((r.flags, r.action), (4, 2));
+        assert_eq!(r.mask[59 / 32], 1 << (59 % 32));
+        assert_eq!(r.mask[110 / 32], 1 << (110 % 32));
+        assert_eq!(
+            r.fields,
+            vec![
+                (11, 0x4000_0000, AUDIT_ARCH_X86_64),
+                (9, 0x6000_0000, 1000),
+                (9, 0x3000_0000, u32::MAX),
+                (210, 0x4000_0000, 8),
+            ]
+        );
+        assert_eq!(r.buf, b"exec\x01two");
+        let b = r.to_bytes();
+        assert_eq!(b.len(), 4 * (3 + 64 + 3 * 64 + 1) + 8);
+        assert_eq!(RuleData::from_bytes(&b).unwrap(), r);
+    }
+
+    #[test]
+    fn b32_names_resolve_in_the_i386_table_and_errnos_by_name() {
+        let r = rule("-a exit,always -F arch=b32 -S execve -F exit=-EACCES");
+        assert_eq!(r.mask[0], 1 << 11);
+        assert_eq!(r.fields[1], (103, 0x4000_0000, (-13i32) as u32));
+    }
+
+    #[test]
+    fn watches_become_exit_rules_with_path_and_perm() {
+        let r = rule("-w /etc/passwd -p wa -k identity");
+        assert_eq!((r.flags, r.action), (4, 2));
+        assert_eq!(r.fields[0], (105, 0x4000_0000, 11));
+        assert_eq!(r.fields[1], (106, 0x4000_0000, 2 | 8));
+        assert_eq!(r.buf, b"/etc/passwdidentity");
+        let d = rule("-w /etc/ -p rwxa");
+        assert_eq!(d.fields[0].0, 107, "a directory is a dir field");
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let e = |s: &str| parse(&s.split_whitespace().collect::<Vec<_>>()).unwrap_err();
+        assert_eq!(
+            e("-a always,exit -S no_such_call"),
+            RuleError::UnknownSyscall("no_such_call".into(), "x86_64")
+        );
+        assert!(matches!(
+            e("-a sometimes,exit"),
+            RuleError::BadListAction(_)
+        ));
+        assert_eq!(
+            e("-a always,exit -F bogus=1"),
+            RuleError::UnknownField("bogus".into())
+        );
+        assert!(matches!(
+            e("-a always,exit -F success=maybe"),
+            RuleError::BadValue { .. }
+        ));
+        assert!(matches!(
+            e("-a always,exit -C uid!=euid"),
+            RuleError::Unsupported(_)
+        ));
+        assert_eq!(e("-S execve"), RuleError::NoList);
+    }
+}
