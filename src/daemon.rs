@@ -85,7 +85,17 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     if unicast {
         // Before anything changes: a clear refusal naming the other daemon.
         session::check_free(&initial)?;
+        if initial.enabled == 2 {
+            bail!(
+                "the kernel's audit rules are locked (enabled=2, set by `-e 2`): they cannot be loaded or deleted until reboot"
+            );
+        }
     }
+    let rule_loader = if cfg.rules_native {
+        rules::RuleLoader::native().context("cannot open an audit netlink socket for rules")?
+    } else {
+        rules::RuleLoader::Auditctl(rules::find_auditctl())
+    };
 
     let socket = AuditSocket::open(mode).context("cannot open the audit netlink socket")?;
     if let Some(bytes) = cfg.receive_buffer {
@@ -183,7 +193,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         if unicast {
             session = Some(AuditSession::claim(&live, &initial, ACK_TIMEOUT)?);
             log::info!("pauditd (pid {ours}) is the audit daemon");
-            let added = rules::load(&rules::find_auditctl(), &cfg.rules)?;
+            let added = rule_loader.load(&cfg.rules)?;
             log::info!("Loaded {added} audit rule(s)");
         } else {
             log::info!(
@@ -205,7 +215,15 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         Ok(())
     })();
     if let Err(e) = started {
-        shutdown(live, session, tx, writer, &poller, &mut reporter);
+        shutdown(
+            live,
+            session,
+            &rule_loader,
+            tx,
+            writer,
+            &poller,
+            &mut reporter,
+        );
         return Err(e);
     }
     log::info!(
@@ -224,7 +242,6 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     // With a `block` output a stalled pipeline is what the operator chose, not a fault.
     let stall_limit = (!blocks(&cfg)).then_some(STALL_LIMIT);
 
-    let mut loaded_rules = cfg.rules.clone();
     let mut running = cfg.clone();
     let mut failure: Option<String> = None;
     let mut next_tick = Instant::now() + KEEPALIVE;
@@ -253,7 +270,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                     &live.receiver_stats(),
                     &sinks,
                     kernel_status.as_ref(),
-                    rule_count(&loaded_rules),
+                    rule_count(&running.rules),
                 ));
             }
             let (c, g) = metrics::names(&Sample {
@@ -301,9 +318,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                     &live,
                     &tx,
                     unicast,
-                    &mut loaded_rules,
                     &mut running,
                     role,
+                    &rule_loader,
                 );
                 notifier.ready("reloaded");
             }
@@ -324,7 +341,15 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     if let Some(why) = &failure {
         log::error!("{why}: releasing the audit pid and exiting (the service manager restarts us)");
     }
-    shutdown(live, session, tx, writer, &poller, &mut reporter);
+    shutdown(
+        live,
+        session,
+        &rule_loader,
+        tx,
+        writer,
+        &poller,
+        &mut reporter,
+    );
     match failure {
         Some(why) => bail!("{why}"),
         None => Ok(ExitCode::SUCCESS),
@@ -505,9 +530,9 @@ fn reload(
     live: &Live,
     tx: &SyncSender<WriterMsg>,
     unicast: bool,
-    loaded_rules: &mut Vec<String>,
     running: &mut Config,
     role: wiring::Role,
+    loader: &rules::RuleLoader,
 ) {
     log::info!("SIGHUP: reloading {}", path.display());
     let applied = (|| -> Result<()> {
@@ -523,19 +548,17 @@ fn reload(
             }
             // auditctl can only replace rules by deleting them all first: skip that blind
             // window (audited syscalls in it are never recorded) when nothing changed.
-            if cfg.rules == *loaded_rules {
+            if cfg.rules == running.rules {
                 log::info!("rules unchanged; not reloading them");
-            } else if let Err(e) = rules::load(&rules::find_auditctl(), &cfg.rules) {
+            } else if let Err(e) = loader.load(&cfg.rules) {
                 // auditctl may have applied part of the new list: put the previous one back
                 // in full, so what the log says is in force is what the kernel has.
-                match rules::load(&rules::find_auditctl(), loaded_rules) {
+                match loader.load(&running.rules) {
                     Ok(_) => bail!("{e:#}; the previous rules were restored"),
                     Err(e2) => bail!(
                         "{e:#}; restoring the previous rules failed too ({e2:#}): the kernel holds part of a rule set, check `auditctl -l`"
                     ),
                 }
-            } else {
-                *loaded_rules = cfg.rules.clone();
             }
         }
         // What a reload does not apply: said, not silently ignored.
@@ -597,6 +620,7 @@ fn reload(
 fn shutdown(
     live: Live,
     session: Option<AuditSession>,
+    loader: &rules::RuleLoader,
     tx: SyncSender<WriterMsg>,
     writer: std::thread::JoinHandle<Vec<SinkStats>>,
     poller: &StatusPoller,
@@ -606,7 +630,7 @@ fn shutdown(
         // Rules with no daemon make the kernel log to the console and, once its backlog is
         // full, slow audited processes down: leave the kernel as we found it (pauditd flushes
         // at start too, so the rules were ours). Then the pid goes back.
-        if let Err(e) = rules::flush(&rules::find_auditctl()) {
+        if let Err(e) = loader.flush() {
             log::error!("could not delete the audit rules: {e}");
         }
         session.end(poller);

@@ -1472,3 +1472,63 @@ fn native_rule_encoding_matches_auditctl_over_audit_userspaces_rule_files() {
         rules.len()
     );
 }
+
+#[test]
+fn the_native_rule_loader_loads_what_auditctl_would_and_cleans_up() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("native");
+    // The same rule through auditctl, for the listing to compare with.
+    let echo = echo_exe();
+    auditctl(&["-D"]);
+    let exe = format!("exe={echo}");
+    auditctl(&[
+        "-a",
+        "exit,always",
+        "-F",
+        "arch=b64",
+        "-S",
+        "execve",
+        "-F",
+        &exe,
+        "-k",
+        "e2e",
+    ]);
+    let expected = auditctl(&["-l"]);
+    auditctl(&["-D"]);
+    let rules = format!(
+        "rules_loader: native\nrules:\n  - -D\n  - -b 8192\n  - -a exit,always -F arch=b64 -S execve -F exe={echo} -k e2e\n  - -e 1\n"
+    );
+    let mut d = Daemon::start(&dir, "native", &rules);
+    d.wait_ready();
+    assert_eq!(status_field("backlog_limit"), 8192, "{}", d.log());
+    assert_eq!(auditctl(&["-l"]), expected);
+    echo_seen_by(&d, "native");
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+    assert!(
+        auditctl(&["-l"]).contains("No rules"),
+        "deleted at shutdown: {log}"
+    );
+
+    // A rule the kernel refuses: start-up stops naming it and the reason.
+    let cfg = dir.join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "rules_loader: native\noutput: { stdout: { enabled: true } }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k fine\n  - -a exit,always -F arch=b64 -S execve -k fine\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
+        .arg("-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("failed to add rule #2") && err.contains("duplicate"),
+        "{err}"
+    );
+    assert_released(&err);
+    assert!(auditctl(&["-l"]).contains("No rules"), "{err}");
+}

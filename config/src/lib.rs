@@ -278,6 +278,9 @@ pub struct Config {
     pub netlink_mode: NetlinkMode,
     pub engine: Engine,
     pub privileges: Privileges,
+    /// `rules_loader` (our extension): `auditctl` (default, pauditd's way) or `native` (our
+    /// own encoding over netlink; no auditctl needed).
+    pub rules_native: bool,
     /// `status.socket` (our extension): where the daemon answers `pauditd status`; empty
     /// turns it off.
     pub status_socket: String,
@@ -672,6 +675,17 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
     r.finish(pv);
 
     let shutdown_timeout = r.duration(root, "shutdown_timeout", Duration::from_secs(10));
+    let rules_native = match r.string(root, "rules_loader", "auditctl").as_str() {
+        "auditctl" => false,
+        "native" => true,
+        other => {
+            r.report(
+                "rules_loader".into(),
+                format!("{other:?} is not one of auditctl, native"),
+            );
+            false
+        }
+    };
     let mut st = r.section(root, "status");
     let status_socket = r.string(&mut st, "socket", DEFAULT_STATUS_SOCKET);
     if !status_socket.is_empty() && !status_socket.starts_with('/') {
@@ -698,6 +712,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         engine,
         privileges,
         shutdown_timeout,
+        rules_native,
         status_socket,
         warnings: Vec::new(),
     }
