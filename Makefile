@@ -5,7 +5,7 @@ BENCH_INPUT := target/bench-input.log
 # sudo only when not already root (a fresh Debian machine has no sudo, and root needs none).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run deb clean
+.PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run deb miri clean
 
 all: build
 
@@ -50,6 +50,11 @@ fuzz:
 # The daemon under load with an HTTP sink, sampling RSS, queues and counters (root).
 soak: build
 	scripts/soak --minutes 10
+
+# The lock-free ring's tests under Miri (nightly + `rustup component add miri rust-src`):
+# Stacked Borrows and the data-race detector over the SPSC ring, its grants and handshake.
+miri:
+	MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test -p pauditd-engine --lib ring::
 
 # The Debian package (needs `cargo install cargo-deb`): target/debian/pauditd_*.deb.
 deb:

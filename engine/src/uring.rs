@@ -412,6 +412,7 @@ mod tests {
     /// every one arrives once, in order, intact, and pool exhaustion is not counted as a
     /// socket overflow.
     #[test]
+    #[cfg_attr(miri, ignore = "sockets and io_uring are outside Miri")]
     fn delivers_every_datagram_in_order_through_buffer_exhaustion() {
         const N: u32 = 20_000;
         let (tx, rx) = UnixDatagram::pair().unwrap();
@@ -481,6 +482,7 @@ mod tests {
     /// go, more completions than the old 128-entry completion queue held. Every datagram
     /// still arrives once, in order.
     #[test]
+    #[cfg_attr(miri, ignore = "sockets and io_uring are outside Miri")]
     fn a_burst_filling_every_buffer_at_once_overflows_nothing() {
         let (tx, rx) = UnixDatagram::pair().unwrap();
         tx.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -525,6 +527,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "sockets and io_uring are outside Miri")]
     fn oversized_datagram_is_counted_truncated_and_the_rest_flow() {
         let (tx, rx) = UnixDatagram::pair().unwrap();
         let Ok(mut recv) = UringReceiver::new(rx.as_raw_fd(), 4, 256) else {
