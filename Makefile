@@ -5,7 +5,7 @@ BENCH_INPUT := target/bench-input.log
 # sudo only when not already root (a fresh Debian machine has no sudo, and root needs none).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run deb miri clean
+.PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run deb miri tsan clean
 
 all: build
 
@@ -55,6 +55,12 @@ soak: build
 # Stacked Borrows and the data-race detector over the SPSC ring, its grants and handshake.
 miri:
 	MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test -p pauditd-engine --lib ring::
+
+# The ring and io_uring tests (300,000-entry two-thread stress included) under
+# ThreadSanitizer (nightly + rust-src; std rebuilt with the sanitizer).
+tsan:
+	RUSTFLAGS=-Zsanitizer=thread CARGO_TARGET_DIR=target/tsan $(CARGO) +nightly test \
+		-Zbuild-std --target x86_64-unknown-linux-gnu -p pauditd-engine --lib ring::
 
 # The Debian package (needs `cargo install cargo-deb`): target/debian/pauditd_*.deb.
 deb:
