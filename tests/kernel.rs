@@ -515,19 +515,12 @@ fn a_bad_rule_stops_start_up_with_its_number() {
         "output: { stdout: { enabled: true } }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k fine\n  - -a never,nowhere -S not_a_syscall\n",
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
-        .arg("-config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = start_fails(&cfg);
     assert!(err.contains("failed to add rule #2"), "{err}");
     assert!(
         err.lines().last().unwrap().starts_with("pauditd: "),
         "one-line error last: {err}"
     );
-    assert_released(&err);
 }
 
 #[test]
@@ -621,6 +614,20 @@ fn live_events_reach_an_http_service_as_notifications() {
     assert_eq!(sent[0]["data"], parse(file_event), "same event as the file");
     assert!(log.contains("output http: written="), "{log}");
     assert!(!log.contains("output http: written=0"), "{log}");
+}
+
+/// Run the daemon on `cfg`, expecting start-up to fail: exit 1, and the audit pid let go.
+/// Returns what it printed.
+fn start_fails(cfg: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
+        .arg("-config")
+        .arg(cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_released(&err);
+    err
 }
 
 /// `CapEff` of one task's status file.
@@ -1518,17 +1525,10 @@ fn the_native_rule_loader_loads_what_auditctl_would_and_cleans_up() {
         "rules_loader: native\noutput: { stdout: { enabled: true } }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k fine\n  - -a exit,always -F arch=b64 -S execve -k fine\n",
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
-        .arg("-config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = start_fails(&cfg);
     assert!(
         err.contains("failed to add rule #2") && err.contains("duplicate"),
         "{err}"
     );
-    assert_released(&err);
     assert!(auditctl(&["-l"]).contains("No rules"), "{err}");
 }

@@ -279,34 +279,10 @@ fn number(s: &str) -> Option<u32> {
 }
 
 fn id_by_name(name: &str, group: bool) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 16384];
-    // SAFETY: the *_r lookups write only into the records and `buf` we pass, sized as given;
-    // `result` is read only after the call.
-    unsafe {
-        if group {
-            let mut g: libc::group = std::mem::zeroed();
-            let mut r: *mut libc::group = std::ptr::null_mut();
-            let rc = libc::getgrnam_r(
-                c.as_ptr(),
-                &mut g,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut r,
-            );
-            (rc == 0 && !r.is_null()).then_some(g.gr_gid)
-        } else {
-            let mut p: libc::passwd = std::mem::zeroed();
-            let mut r: *mut libc::passwd = std::ptr::null_mut();
-            let rc = libc::getpwnam_r(
-                c.as_ptr(),
-                &mut p,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut r,
-            );
-            (rc == 0 && !r.is_null()).then_some(p.pw_uid)
-        }
+    if group {
+        crate::privileges::lookup_group(name)
+    } else {
+        crate::privileges::lookup_user(name).map(|(uid, _)| uid)
     }
 }
 

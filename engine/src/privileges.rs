@@ -59,7 +59,9 @@ pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, PrivilegeErr
     Ok(Identity { uid, gid })
 }
 
-fn lookup_user(user: &str) -> Option<(u32, u32)> {
+/// `(uid, primary gid)` of a user name, or of a numeric uid (as operators type them). The one
+/// place the system's user database is asked by name (outputs and rules use it too).
+pub fn lookup_user(user: &str) -> Option<(u32, u32)> {
     let name = CString::new(user).ok()?;
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 << 10];
@@ -95,7 +97,8 @@ fn passwd_by_uid(uid: u32) -> Option<(u32, String)> {
     })
 }
 
-fn lookup_group(group: &str) -> Option<u32> {
+/// The gid of a group name, or a numeric gid.
+pub fn lookup_group(group: &str) -> Option<u32> {
     let name = CString::new(group).ok()?;
     let mut grp: libc::group = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 << 10];

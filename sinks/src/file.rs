@@ -4,7 +4,6 @@
 //! `user`/`group`) and reopening it on request (SIGUSR1 after logrotate moved it). It must
 //! never truncate: the file is only ever appended to.
 
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
@@ -80,46 +79,11 @@ fn open_file(cfg: &FileConfig) -> Result<File, SinkError> {
 
 /// A user name (or numeric uid, as Go's `user.Lookup` does not accept but operators type).
 fn lookup_user(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: getpwnam_r writes into `pwd` and `buf`, both alive and sized as passed; `result`
-    // is read only after the call returns.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwnam_r(
-            c.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        );
-        if rc == 0 && !result.is_null() {
-            return Some(pwd.pw_uid);
-        }
-    }
-    name.parse().ok()
+    pauditd_engine::privileges::lookup_user(name).map(|(uid, _)| uid)
 }
 
 fn lookup_group(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: as in `lookup_user`, with getgrnam_r and a `group` record.
-    unsafe {
-        let mut grp: libc::group = std::mem::zeroed();
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        let rc = libc::getgrnam_r(
-            c.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        );
-        if rc == 0 && !result.is_null() {
-            return Some(grp.gr_gid);
-        }
-    }
-    name.parse().ok()
+    pauditd_engine::privileges::lookup_group(name)
 }
 
 impl Sink for FileSink {
