@@ -4,9 +4,8 @@
 //! `-w path -p perms -k key`) and its binary encoding, so rules can reach the kernel over
 //! netlink (`AUDIT_ADD_RULE`) without the `auditctl` binary. Syscall names are resolved for
 //! the rule's architecture (`-F arch=b64|b32`, x86_64 when absent, as auditctl does on this
-//! host). What is not supported yet (`-C` comparisons, SELinux label fields' special forms) is
-//! a clear error naming the argument, never a silent difference. It must never talk to the
-//! kernel: loading is the caller's.
+//! host); `-C` compares two ids. What is not supported is a clear error naming the argument,
+//! never a silent difference. It must never talk to the kernel: loading is the caller's.
 //!
 //! First step of issue #14: the encoding is checked against the kernel's own listing of the
 //! same rule loaded by auditctl (`tests/kernel.rs`).
@@ -117,6 +116,60 @@ const FIELD_KEY: u32 = 210;
 const FIELD_WATCH: u32 = 105;
 const FIELD_DIR: u32 = 107;
 const FIELD_PERM: u32 = 106;
+const FIELD_COMPARE: u32 = 111;
+
+/// The id pairs `-C` compares (`AUDIT_COMPARE_*`), either order. `obj_uid`/`obj_gid` are the
+/// file's owner.
+const COMPARISONS: [(&str, &str, u32); 25] = [
+    ("uid", "obj_uid", 1),
+    ("gid", "obj_gid", 2),
+    ("euid", "obj_uid", 3),
+    ("egid", "obj_gid", 4),
+    ("auid", "obj_uid", 5),
+    ("suid", "obj_uid", 6),
+    ("sgid", "obj_gid", 7),
+    ("fsuid", "obj_uid", 8),
+    ("fsgid", "obj_gid", 9),
+    ("uid", "auid", 10),
+    ("uid", "euid", 11),
+    ("uid", "fsuid", 12),
+    ("uid", "suid", 13),
+    ("auid", "fsuid", 14),
+    ("auid", "suid", 15),
+    ("auid", "euid", 16),
+    ("euid", "suid", 17),
+    ("euid", "fsuid", 18),
+    ("suid", "fsuid", 19),
+    ("gid", "egid", 20),
+    ("gid", "fsgid", 21),
+    ("gid", "sgid", 22),
+    ("egid", "fsgid", 23),
+    ("egid", "sgid", 24),
+    ("sgid", "fsgid", 25),
+];
+
+/// `-C a=b` / `-C a!=b`: the kernel's comparison code and operator.
+fn comparison(c: &str) -> Result<(u32, u32), RuleError> {
+    let (a, b, op) = if let Some((a, b)) = c.split_once("!=") {
+        (a, b, 0x3000_0000)
+    } else if let Some((a, b)) = c.split_once('=') {
+        (a, b, EQUAL)
+    } else {
+        return Err(RuleError::NoOperator(c.into()));
+    };
+    // auditctl's other spelling of the login uid.
+    let norm = |f: &str| if f == "loginuid" { "auid" } else { f }.to_string();
+    let (a, b) = (norm(a), norm(b));
+    COMPARISONS
+        .iter()
+        .find(|(x, y, _)| (*x == a && *y == b) || (*x == b && *y == a))
+        .map(|&(_, _, code)| (code, op))
+        .ok_or_else(|| RuleError::BadValue {
+            field: "-C".into(),
+            value: c.into(),
+            what: "a comparison of two ids the kernel can compare (uid!=euid, auid=obj_uid, ...) with = or !=",
+        })
+}
 
 /// Why a rule cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -411,7 +464,11 @@ pub fn parse(args: &[&str]) -> Result<RuleData, RuleError> {
             "-k" => keys.push(val("-k")?),
             "-w" => watch = Some(val("-w")?),
             "-p" => perms = Some(val("-p")?),
-            "-C" => return Err(RuleError::Unsupported("-C (field comparisons)".into())),
+            "-C" => {
+                let c = val("-C")?;
+                let (code, op) = comparison(c)?;
+                push(&mut rule, FIELD_COMPARE, op, code)?;
+            }
             other => return Err(RuleError::UnknownOption(other.into())),
         }
     }
@@ -534,6 +591,13 @@ mod tests {
     }
 
     #[test]
+    fn comparisons_in_either_order() {
+        let r = rule("-a always,exit -F arch=b64 -S execve -C uid!=euid -C obj_uid=auid");
+        assert_eq!(r.fields[1], (111, 0x3000_0000, 11));
+        assert_eq!(r.fields[2], (111, 0x4000_0000, 5));
+    }
+
+    #[test]
     fn watches_become_exit_rules_with_path_and_perm() {
         let r = rule("-w /etc/passwd -p wa -k identity");
         assert_eq!((r.flags, r.action), (4, 2));
@@ -564,8 +628,12 @@ mod tests {
             RuleError::BadValue { .. }
         ));
         assert!(matches!(
-            e("-a always,exit -C uid!=euid"),
-            RuleError::Unsupported(_)
+            e("-a always,exit -C uid<euid"),
+            RuleError::NoOperator(_)
+        ));
+        assert!(matches!(
+            e("-a always,exit -C pid=ppid"),
+            RuleError::BadValue { .. }
         ));
         assert_eq!(e("-S execve"), RuleError::NoList);
     }
