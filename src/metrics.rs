@@ -114,7 +114,11 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         seen.push(st.name);
         let (n, k) = (st.name, &st.counters);
         g.push((format!("output.{n}.queue"), k.queued_batches.load(Relaxed)));
-        g.push((format!("output.{n}.in_flight"), k.in_flight.load(Relaxed)));
+        // Derived, not kept: what was received and is neither delivered, lost nor spooled.
+        g.push((
+            format!("output.{n}.in_flight"),
+            st.accounting().in_flight.max(0) as u64,
+        ));
         g.push((
             format!("output.{n}.spool_events"),
             k.spool_events.load(Relaxed),

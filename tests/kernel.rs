@@ -1102,7 +1102,7 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     );
     echo_seen_by(&d, "notify");
     let (status, log) = d.terminate();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("STOPPING=1", 10, || said("STOPPING=1") >= 1);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     listener.join().unwrap();
     assert!(status.success(), "{log}");

@@ -288,11 +288,17 @@ impl AuditSocket {
         })
     }
 
-    /// AUDIT_GET on this socket, waiting for the reply. Meant for a separate control socket,
-    /// so records never need to be read here.
-    pub fn get_status(&self, timeout: Duration) -> io::Result<AuditStatus> {
+    /// Read replies to request `seq` until `f` returns a result; a negative ACK ends the
+    /// wait with its errno, a positive one is passed to `f` like any other message. For a
+    /// socket no receiver thread reads (requests made before the engine starts, or on a
+    /// control socket of their own).
+    fn replies<R>(
+        &self,
+        seq: u32,
+        timeout: Duration,
+        mut f: impl FnMut(&NlMessage<'_>) -> Option<R>,
+    ) -> io::Result<R> {
         self.set_receive_timeout(timeout)?;
-        let seq = self.send(AUDIT_GET, NLM_F_REQUEST, &[])?;
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let n = self.recv(&mut buf, false)?;
@@ -300,50 +306,49 @@ impl AuditSocket {
                 if m.seq != seq {
                     continue;
                 }
-                match m.rtype {
-                    AUDIT_GET => return Ok(AuditStatus::from_bytes(m.payload)),
-                    NLMSG_ERROR => match ack_errno(m.payload) {
-                        Some(0) | None => {}
-                        Some(e) => return Err(io::Error::from_raw_os_error(e)),
-                    },
-                    _ => {}
+                if m.rtype == NLMSG_ERROR {
+                    if let Some(e) = ack_errno(m.payload).filter(|&e| e != 0) {
+                        return Err(io::Error::from_raw_os_error(e));
+                    }
+                }
+                if let Some(r) = f(&m) {
+                    return Ok(r);
                 }
             }
         }
     }
 
+    /// AUDIT_GET on this socket, waiting for the reply. Meant for a separate control socket,
+    /// so records never need to be read here.
+    pub fn get_status(&self, timeout: Duration) -> io::Result<AuditStatus> {
+        let seq = self.send(AUDIT_GET, NLM_F_REQUEST, &[])?;
+        self.replies(seq, timeout, |m| {
+            (m.rtype == AUDIT_GET).then(|| AuditStatus::from_bytes(m.payload))
+        })
+    }
+
     /// Every rule in the kernel, as `struct audit_rule_data` payloads in list order
-    /// (`AUDIT_LIST_RULES`; on a socket no receiver thread reads).
+    /// (`AUDIT_LIST_RULES`).
     pub fn list_rules(&self, timeout: Duration) -> io::Result<Vec<Vec<u8>>> {
-        self.set_receive_timeout(timeout)?;
         let seq = self.send(
             crate::auditrule::AUDIT_LIST_RULES,
             NLM_F_REQUEST | NLM_F_ACK,
             &[],
         )?;
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut rules = Vec::new();
-        loop {
-            let n = self.recv(&mut buf, false)?;
-            for m in split(&buf[..n.min(buf.len())]).flatten() {
-                if m.seq != seq {
-                    continue;
-                }
-                match m.rtype {
-                    crate::auditrule::AUDIT_LIST_RULES => rules.push(m.payload.to_vec()),
-                    NLMSG_DONE => return Ok(rules),
-                    NLMSG_ERROR => match ack_errno(m.payload) {
-                        Some(0) | None => {}
-                        Some(e) => return Err(io::Error::from_raw_os_error(e)),
-                    },
-                    _ => {}
-                }
+        self.replies(seq, timeout, |m| match m.rtype {
+            crate::auditrule::AUDIT_LIST_RULES => {
+                rules.push(m.payload.to_vec());
+                None
             }
-        }
+            NLMSG_DONE => Some(()),
+            _ => None,
+        })?;
+        Ok(rules)
     }
 
     /// Add (`AUDIT_ADD_RULE`) or delete (`AUDIT_DEL_RULE`) one rule and wait for the kernel's
-    /// answer (on a socket no receiver thread reads).
+    /// answer.
     pub fn change_rule(&self, rtype: u16, rule: &[u8], timeout: Duration) -> io::Result<()> {
         let seq = self.send(rtype, NLM_F_REQUEST | NLM_F_ACK, rule)?;
         self.wait_ack(seq, timeout)
@@ -351,19 +356,7 @@ impl AuditSocket {
 
     /// Wait on this socket for the ACK of request `seq` (before a receiver thread owns it).
     pub fn wait_ack(&self, seq: u32, timeout: Duration) -> io::Result<()> {
-        self.set_receive_timeout(timeout)?;
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        loop {
-            let n = self.recv(&mut buf, false)?;
-            for m in split(&buf[..n.min(buf.len())]).flatten() {
-                if m.rtype == NLMSG_ERROR && m.seq == seq {
-                    return match ack_errno(m.payload) {
-                        Some(0) | None => Ok(()),
-                        Some(e) => Err(io::Error::from_raw_os_error(e)),
-                    };
-                }
-            }
-        }
+        self.replies(seq, timeout, |m| (m.rtype == NLMSG_ERROR).then_some(()))
     }
 }
 

@@ -393,8 +393,9 @@ mod tests {
             while got < ENTRIES {
                 got += c.read_batch(|_| {});
                 if got < ENTRIES {
-                    // A lost wake-up would cost the whole 30 s here, 200 times over.
-                    c.wait(Duration::from_secs(30));
+                    // A lost wake-up on the last entry would cost the whole 60 s here: more
+                    // than the 30 s bound below, wherever `start` falls.
+                    c.wait(Duration::from_secs(60));
                     waits += 1;
                 }
             }

@@ -142,8 +142,6 @@ pub struct OutputCounters {
     pub spool_events: AtomicU64,
     pub spool_bytes: AtomicU64,
     pub queued_batches: AtomicU64,
-    /// Events the thread holds (queued or being sent).
-    pub in_flight: AtomicU64,
     /// Times the breaker opened.
     pub breaker_opened: AtomicU64,
     /// Set once the thread has stopped.
@@ -399,12 +397,7 @@ impl Output {
             c.lose(LossReason::Closed, n);
             return;
         }
-        // Counted before it is visible to the thread, which subtracts when done.
-        c.in_flight.fetch_add(n, Relaxed);
-        let gone = |c: &OutputCounters| {
-            c.in_flight.fetch_sub(n, Relaxed);
-            c.lose(LossReason::Closed, n);
-        };
+        let gone = |c: &OutputCounters| c.lose(LossReason::Closed, n);
         match self.shared.overflow {
             Overflow::Block => {
                 if tx.send(batch.clone()).is_err() {
@@ -425,7 +418,6 @@ impl Output {
                         Err(TrySendError::Full(_)) => {}
                     }
                 }
-                c.in_flight.fetch_sub(n, Relaxed);
                 match s.spool.append(batch, 0) {
                     Ok(()) => {
                         c.spooled.fetch_add(n, Relaxed);
@@ -456,7 +448,6 @@ impl Output {
         let c = &self.shared.counters;
         let n = batch.len() as u64;
         if let Err(e) = tx.try_send(batch.clone()) {
-            c.in_flight.fetch_sub(n, Relaxed);
             let why = match e {
                 TrySendError::Full(_) => why,
                 TrySendError::Disconnected(_) => LossReason::Closed,
@@ -706,9 +697,7 @@ impl Runner {
                 );
                 self.settle(&held, &o.retry, LossReason::Closed);
                 while let Ok(b) = self.rx.try_recv() {
-                    let n = b.len() as u64;
-                    c.in_flight.fetch_sub(n, Relaxed);
-                    c.lose(LossReason::Closed, n);
+                    c.lose(LossReason::Closed, b.len() as u64);
                 }
                 return false;
             }
@@ -805,17 +794,12 @@ impl Runner {
     fn settle(&mut self, held: &Held, undelivered: &Batch, why: LossReason) {
         let c = &self.shared.counters;
         c.lose(why, undelivered.len() as u64);
-        match held {
-            Held::Queued(b) => {
-                c.in_flight.fetch_sub(b.len() as u64, Relaxed);
-            }
-            Held::Spooled(r) => {
-                if let Some(mut s) = self.shared.lock_spool() {
-                    if let Err(e) = s.spool.ack(r) {
-                        log::error!("output {}: {e}", self.shared.name);
-                    }
-                    self.shared.publish_spool(&s.spool);
+        if let Held::Spooled(r) = held {
+            if let Some(mut s) = self.shared.lock_spool() {
+                if let Err(e) = s.spool.ack(r) {
+                    log::error!("output {}: {e}", self.shared.name);
                 }
+                self.shared.publish_spool(&s.spool);
             }
         }
     }
@@ -827,20 +811,10 @@ impl Runner {
     fn stash(&mut self, front: Option<(&Held, &Batch)>, why: LossReason) {
         let queued: Vec<Arc<Batch>> = self.rx.try_iter().collect();
         let c = self.shared.counters.clone();
-        for b in &queued {
-            c.in_flight.fetch_sub(b.len() as u64, Relaxed);
-        }
-        if let Some((Held::Queued(b), _)) = front {
-            c.in_flight.fetch_sub(b.len() as u64, Relaxed);
-        }
         let Some(mut s) = self.shared.lock_spool() else {
             let n: usize =
                 queued.iter().map(|b| b.len()).sum::<usize>() + front.map_or(0, |(_, r)| r.len());
             c.lose(why, n as u64);
-            if let Some((Held::Spooled(r), rest)) = front {
-                let _ = r;
-                let _ = rest;
-            }
             return;
         };
         s.diverted = true;

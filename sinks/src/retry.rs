@@ -48,10 +48,17 @@ pub fn write_all_with_attempts(
         })();
         match res {
             Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                // A reader that has gone does not come back: the destination has ended.
+                return Err(SinkError::Closed {
+                    sink,
+                    lost: batch.lines_after(off),
+                    error: e,
+                });
+            }
             Err(e) => {
                 failures += 1;
-                // A reader that has gone does not come back: no point waiting to retry.
-                if failures >= policy.attempts || e.kind() == io::ErrorKind::BrokenPipe {
+                if failures >= policy.attempts {
                     return Err(SinkError::Write {
                         sink,
                         attempts: failures,

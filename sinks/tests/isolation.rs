@@ -113,7 +113,7 @@ fn http_down_60s_under_load_spools_and_delivers_every_event_once_in_order() {
     run(&mut out, 5);
     wait_until("the spool to drain", 120, || {
         let c = &http.counters;
-        c.spool_events.load(Relaxed) == 0 && c.in_flight.load(Relaxed) == 0
+        c.spool_events.load(Relaxed) == 0 && http.accounting().in_flight == 0
     });
     let stuck = out.close(
         Deadline::At(Instant::now() + Duration::from_secs(10)),
