@@ -91,11 +91,12 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             );
         }
     }
-    let rule_loader = if cfg.rules_native {
-        rules::RuleLoader::native().context("cannot open an audit netlink socket for rules")?
+    let mut kernel_rules = rules::KernelRules::new(if cfg.rule_policy.native {
+        rules::RuleLoader::Native
     } else {
         rules::RuleLoader::Auditctl(rules::find_auditctl())
-    };
+    })
+    .context("cannot open an audit netlink socket for rules")?;
 
     let socket = AuditSocket::open(mode).context("cannot open the audit netlink socket")?;
     if let Some(bytes) = cfg.receive_buffer {
@@ -193,8 +194,8 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         if unicast {
             session = Some(AuditSession::claim(&live, &initial, ACK_TIMEOUT)?);
             log::info!("pauditd (pid {ours}) is the audit daemon");
-            let added = rule_loader.load(&cfg.rules)?;
-            log::info!("Loaded {added} audit rule(s)");
+            let applied = kernel_rules.apply(rule_sources(&cfg)?)?;
+            log_applied(&applied);
         } else {
             log::info!(
                 "Reading the audit log multicast group beside audit pid {}",
@@ -218,7 +219,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         shutdown(
             live,
             session,
-            &rule_loader,
+            &mut kernel_rules,
             tx,
             writer,
             &poller,
@@ -243,6 +244,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let stall_limit = (!blocks(&cfg)).then_some(STALL_LIMIT);
 
     let mut running = cfg.clone();
+    let mut drift_guard = drift_guard_of(&cfg, unicast);
     let mut failure: Option<String> = None;
     let mut next_tick = Instant::now() + KEEPALIVE;
     let mut next_metrics = Instant::now() + METRICS_EVERY;
@@ -256,6 +258,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 (r.sinks.clone(), std::mem::take(&mut r.latency))
             };
             let engine = live.stats();
+            let rule_changes = engine.rule_changes;
             if Instant::now() >= next_stats_log {
                 next_stats_log = Instant::now() + STATS_LOG_EVERY;
                 log::info!("stats: {}", engine.summary());
@@ -270,7 +273,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                     &live.receiver_stats(),
                     &sinks,
                     kernel_status.as_ref(),
-                    rule_count(&running.rules),
+                    &kernel_rules,
                 ));
             }
             let (c, g) = metrics::names(&Sample {
@@ -279,6 +282,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 sinks: &sinks,
                 kernel: kernel_status,
                 pid_stolen: poller.pid_stolen,
+                rules_drift: kernel_rules.drifts,
             });
             reporter.report(&c, &g);
             if let Some(p) = &prometheus {
@@ -292,6 +296,11 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             failure = supervise(&live, &writer, &report, &orphaned, stall_limit);
             if failure.is_some() {
                 break;
+            }
+            if let Some(guard) = &mut drift_guard {
+                if guard.due(Instant::now(), rule_changes) {
+                    guard.check(&mut kernel_rules, Instant::now(), rule_changes);
+                }
             }
         }
         if let (Some(at), Some(every)) = (next_watchdog, notifier.watchdog) {
@@ -320,8 +329,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                     unicast,
                     &mut running,
                     role,
-                    &rule_loader,
+                    &mut kernel_rules,
                 );
+                drift_guard = drift_guard_of(&running, unicast);
                 notifier.ready("reloaded");
             }
             Ok(SIGUSR1) => {
@@ -344,7 +354,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     shutdown(
         live,
         session,
-        &rule_loader,
+        &mut kernel_rules,
         tx,
         writer,
         &poller,
@@ -356,15 +366,59 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     }
 }
 
-/// Rules that add something (not `-D`, `-b`, `-e`, ... control options).
-fn rule_count(rules: &[String]) -> usize {
-    rules
-        .iter()
-        .filter(|r| {
-            let r = r.trim_start();
-            r.starts_with("-a") || r.starts_with("-A") || r.starts_with("-w")
-        })
-        .count()
+/// The rule lines of a config: `rules:`, then `rules_files`, then our own exclusion.
+fn rule_sources(cfg: &Config) -> Result<Vec<rules::RuleSource>> {
+    let mut sources = rules::sources(&cfg.rules, &cfg.rule_policy.files)?;
+    if cfg.rule_policy.exclude_self {
+        // Last, as -A: first in the exit list whatever the lines before it add.
+        sources.push(rules::RuleSource {
+            origin: "rules_exclude_self".into(),
+            text: format!("-A exit,never -F pid={}", std::process::id()),
+        });
+    }
+    Ok(sources)
+}
+
+fn log_applied(a: &rules::Applied) {
+    if a.unchanged {
+        log::info!("audit rules unchanged ({} in force)", a.in_force);
+    } else {
+        log::info!(
+            "audit rules in force: {} ({} added, {} removed{})",
+            a.in_force,
+            a.added,
+            a.removed,
+            if a.readded > 0 {
+                format!(
+                    ", {} unchanged re-added to keep their order (briefly out of force)",
+                    a.readded
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !a.skipped.is_empty() {
+        log::warn!(
+            "{} rule(s) refused by the kernel and skipped (-c/-i)",
+            a.skipped.len()
+        );
+    }
+}
+
+/// The drift guard a config asks for (none when we do not own the rules).
+fn drift_guard_of(cfg: &Config, unicast: bool) -> Option<rules::DriftGuard> {
+    let policy = match cfg.rule_policy.drift {
+        _ if !unicast => return None,
+        pauditd_config::RulesDrift::Off => return None,
+        pauditd_config::RulesDrift::Log => rules::DriftPolicy::Log,
+        pauditd_config::RulesDrift::Reapply => rules::DriftPolicy::Reapply,
+    };
+    Some(rules::DriftGuard::new(
+        policy,
+        cfg.rule_policy.check_interval,
+        Instant::now(),
+    ))
 }
 
 /// What `pauditd status` prints (see `status::render`).
@@ -374,7 +428,7 @@ fn snapshot(
     r: &pauditd_engine::live::ReceiverStats,
     sinks: &[SinkStats],
     kernel: Option<&AuditStatus>,
-    rules: usize,
+    rules: &rules::KernelRules,
 ) -> serde_json::Value {
     use serde_json::json;
     let dropped: serde_json::Map<String, serde_json::Value> = pauditd_engine::DropReason::ALL
@@ -420,7 +474,11 @@ fn snapshot(
             "enobufs": r.enobufs,
             "truncated": r.truncated,
         },
-        "rules": rules,
+        "rules": rules.in_force(),
+        "rules_drift": {
+            "count": rules.drifts,
+            "last_s_ago": rules.last_drift.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs()),
+        },
         "events": {
             "records": e.records,
             "emitted": e.events_emitted,
@@ -532,7 +590,7 @@ fn reload(
     unicast: bool,
     running: &mut Config,
     role: wiring::Role,
-    loader: &rules::RuleLoader,
+    loader: &mut rules::KernelRules,
 ) {
     log::info!("SIGHUP: reloading {}", path.display());
     let applied = (|| -> Result<()> {
@@ -546,20 +604,11 @@ fn reload(
             if let Some(e) = errs.first() {
                 bail!("{e}");
             }
-            // auditctl can only replace rules by deleting them all first: skip that blind
-            // window (audited syscalls in it are never recorded) when nothing changed.
-            if cfg.rules == running.rules {
-                log::info!("rules unchanged; not reloading them");
-            } else if let Err(e) = loader.load(&cfg.rules) {
-                // auditctl may have applied part of the new list: put the previous one back
-                // in full, so what the log says is in force is what the kernel has.
-                match loader.load(&running.rules) {
-                    Ok(_) => bail!("{e:#}; the previous rules were restored"),
-                    Err(e2) => bail!(
-                        "{e:#}; restoring the previous rules failed too ({e2:#}): the kernel holds part of a rule set, check `auditctl -l`"
-                    ),
-                }
-            }
+            // Natively only the difference changes (no window without rules); through
+            // auditctl, a flush and reload only when the lines changed. A failure puts the
+            // previous rules back, and the error says whether that worked.
+            let applied = loader.apply(rule_sources(&cfg)?)?;
+            log_applied(&applied);
         }
         // What a reload does not apply: said, not silently ignored.
         for (section, changed) in [
@@ -567,6 +616,10 @@ fn reload(
             ("engine", cfg.engine != running.engine),
             ("netlink", cfg.netlink_mode != running.netlink_mode),
             ("privileges", cfg.privileges != running.privileges),
+            (
+                "rules_loader",
+                cfg.rule_policy.native != running.rule_policy.native,
+            ),
             ("log", cfg.log_flags != running.log_flags),
             ("status", cfg.status_socket != running.status_socket),
             (
@@ -607,6 +660,10 @@ fn reload(
             shutdown_timeout: cfg.shutdown_timeout,
             rules: cfg.rules,
             filters: cfg.filters,
+            rule_policy: pauditd_config::RulePolicy {
+                native: running.rule_policy.native,
+                ..cfg.rule_policy
+            },
             ..running.clone()
         };
         Ok(())
@@ -620,7 +677,7 @@ fn reload(
 fn shutdown(
     live: Live,
     session: Option<AuditSession>,
-    loader: &rules::RuleLoader,
+    loader: &mut rules::KernelRules,
     tx: SyncSender<WriterMsg>,
     writer: std::thread::JoinHandle<Vec<SinkStats>>,
     poller: &StatusPoller,
@@ -630,7 +687,7 @@ fn shutdown(
         // Rules with no daemon make the kernel log to the console and, once its backlog is
         // full, slow audited processes down: leave the kernel as we found it (pauditd flushes
         // at start too, so the rules were ours). Then the pid goes back.
-        if let Err(e) = loader.flush() {
+        if let Err(e) = loader.remove_all() {
             log::error!("could not delete the audit rules: {e}");
         }
         session.end(poller);
@@ -670,6 +727,7 @@ fn shutdown(
         sinks: &sinks,
         kernel: poller.status().ok(),
         pid_stolen: poller.pid_stolen,
+        rules_drift: loader.drifts,
     });
     reporter.report(&c, &g);
     reporter.timings(&metrics::timings(&sinks));

@@ -19,6 +19,8 @@ pub struct Sample<'a> {
     pub sinks: &'a [SinkStats],
     pub kernel: Option<AuditStatus>,
     pub pid_stolen: u64,
+    /// Differences the drift guard found between the kernel's rules and ours.
+    pub rules_drift: u64,
 }
 
 /// `(metric name, value)` pairs.
@@ -46,6 +48,7 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         ("sequence.missed".into(), e.seq_missed),
         ("sequence.late".into(), e.seq_late),
         ("kernel.audit_pid_taken".into(), s.pid_stolen),
+        ("rules.drift".into(), s.rules_drift),
     ];
     for r in DropReason::ALL {
         c.push((format!("records.dropped.{}", r.name()), e.dropped(r)));

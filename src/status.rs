@@ -106,12 +106,18 @@ pub fn render(v: &Value) -> String {
         n(&k["backlog_limit"]),
         n(&k["backlog_wait_time_actual"])
     );
+    let drift = &v["rules_drift"];
     s += &format!(
-        "receive: {} ({} netlink messages, {} ENOBUFS); rules: {}\n",
+        "receive: {} ({} netlink messages, {} ENOBUFS); rules: {} in force, drift {}{}\n",
         v["receiver"]["path"].as_str().unwrap_or("?"),
         n(&v["receiver"]["received"]),
         n(&v["receiver"]["enobufs"]),
-        n(&v["rules"])
+        n(&v["rules"]),
+        n(&drift["count"]),
+        match drift["last_s_ago"].as_u64() {
+            Some(ago) => format!(" (last {ago} s ago)"),
+            None => String::new(),
+        }
     );
     let mut dropped = String::new();
     if let Some(m) = e["dropped"].as_object() {

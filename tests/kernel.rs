@@ -1532,8 +1532,164 @@ fn the_native_rule_loader_loads_what_auditctl_would_and_cleans_up() {
     .unwrap();
     let err = start_fails(&cfg);
     assert!(
-        err.contains("failed to add rule #2") && err.contains("duplicate"),
+        err.contains("rule #2: -a exit,always -F arch=b64 -S execve -k fine: the same rule as rule #1 (the kernel refuses a duplicate: EEXIST)"),
         "{err}"
     );
     assert!(auditctl(&["-l"]).contains("No rules"), "{err}");
+
+    // One the kernel refuses (a watch on a path that does not exist has no ENOENT, an exe=
+    // does): named with the kernel's reason, and nothing is left behind.
+    std::fs::write(
+        &cfg,
+        "output: { stdout: { enabled: true } }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k fine\n  - -a exit,always -F arch=b64 -S execve -F exe=/no/such/pauditd-exe -k missing\n",
+    )
+    .unwrap();
+    let err = start_fails(&cfg);
+    assert!(
+        err.contains("failed to add rule #2: -a exit,always -F arch=b64 -S execve -F exe=/no/such/pauditd-exe -k missing: a path it names (exe=, dir=) does not exist (ENOENT); the previous rules were restored"),
+        "{err}"
+    );
+    assert!(auditctl(&["-l"]).contains("No rules"), "{err}");
+}
+
+/// The status fields a rules file may change, to put back after loading one.
+fn kernel_settings() -> Vec<(&'static str, u64)> {
+    ["-f", "-r", "-b", "--backlog_wait_time"]
+        .iter()
+        .zip([
+            "failure",
+            "rate_limit",
+            "backlog_limit",
+            "backlog_wait_time",
+        ])
+        .map(|(opt, name)| (*opt, status_field(name)))
+        .collect()
+}
+
+fn restore_settings(settings: &[(&str, u64)]) {
+    for (opt, v) in settings {
+        auditctl(&[opt, &v.to_string()]);
+    }
+}
+
+#[test]
+fn native_rule_files_list_exactly_as_auditctl_r_loads_them() {
+    use pauditd_engine::auditrule::render;
+    use pauditd_engine::rules::{sources, KernelRules, RuleLoader};
+    let Some(_k) = kernel() else { return };
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/rules/audit-userspace");
+    let Ok(entries) = std::fs::read_dir(&shared) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the shared rule files must be at {} in CI",
+            shared.display()
+        );
+        eprintln!("skipping: no shared rule files at {}", shared.display());
+        return;
+    };
+    let settings = kernel_settings();
+    let dir = tempdir("rulefiles");
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rules"))
+        .collect();
+    files.sort();
+    let (mut identical, mut both_refuse, mut newer_tables) = (0, Vec::new(), Vec::new());
+    for file in &files {
+        // Never lock this shared machine: --loginuid-immutable and -e 2 are left out (their
+        // parsing is a unit test).
+        let text: String = std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let t = l.trim();
+                if t == "--loginuid-immutable" || t == "-e 2" {
+                    "# (left out by the test)"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let copy = dir.join(file.file_name().unwrap());
+        std::fs::write(&copy, text + "\n").unwrap();
+        let name = copy.display().to_string();
+
+        auditctl(&["-D"]);
+        let theirs_ok = Command::new("auditctl")
+            .args(["-R", &name])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        let theirs = auditctl(&["-l"]);
+        auditctl(&["-D"]);
+        restore_settings(&settings);
+
+        let lines = sources(&[], std::slice::from_ref(&name)).unwrap();
+        if lines.is_empty() {
+            // Only comments (or only what we left out): nothing to load either way.
+            assert!(theirs_ok && theirs.contains("No rules"), "{name}: {theirs}");
+            identical += 1;
+            continue;
+        }
+        let mut rules = KernelRules::new(RuleLoader::Native).unwrap();
+        let ours = rules.apply(lines);
+        let listed = auditctl(&["-l"]);
+        let rendered: Vec<String> = rules.list().unwrap().iter().map(render).collect();
+        if theirs_ok {
+            assert!(
+                ours.is_ok(),
+                "{name}: auditctl loads it, we do not: {ours:?}"
+            );
+            assert_eq!(
+                listed, theirs,
+                "{name}: the kernel lists our load differently"
+            );
+            let expected: Vec<&str> = theirs.lines().filter(|l| *l != "No rules").collect();
+            assert_eq!(
+                rendered, expected,
+                "{name}: our rendering differs from auditctl -l"
+            );
+            identical += 1;
+        } else if let Err(e) = &ours {
+            // Both refuse; ours puts the previous (empty) list back instead of leaving part.
+            assert!(listed.contains("No rules"), "{name}: {e}: left {listed}");
+            both_refuse.push(format!("{e}"));
+        } else {
+            // auditctl 3.0.9 stops at a syscall its table does not know yet (fchmodat2,
+            // lsm_set_self_attr, ...): what it loaded before is where ours starts.
+            let partial: Vec<&str> = theirs.lines().filter(|l| *l != "No rules").collect();
+            assert_eq!(&rendered[..partial.len()], &partial[..], "{name}");
+            newer_tables.push(format!(
+                "{name}: {} rules vs {}",
+                rendered.len(),
+                partial.len()
+            ));
+        }
+        rules.remove_all().unwrap();
+        assert!(
+            auditctl(&["-l"]).contains("No rules"),
+            "{name}: removal left rules"
+        );
+        restore_settings(&settings);
+    }
+    eprintln!(
+        "{} files: {identical} identical to auditctl -R, {} refused by both:\n{}\n{} loaded further than auditctl 3.0.9's tables allow:\n{}",
+        files.len(),
+        both_refuse.len(),
+        both_refuse.join("\n"),
+        newer_tables.len(),
+        newer_tables.join("\n")
+    );
+    assert_eq!(
+        identical + both_refuse.len() + newer_tables.len(),
+        files.len()
+    );
+    assert!(
+        identical >= files.len() * 2 / 3,
+        "{identical} of {}",
+        files.len()
+    );
 }

@@ -278,9 +278,9 @@ pub struct Config {
     pub netlink_mode: NetlinkMode,
     pub engine: Engine,
     pub privileges: Privileges,
-    /// `rules_loader` (our extension): `auditctl` (default, pauditd's way) or `native` (our
-    /// own encoding over netlink; no auditctl needed).
-    pub rules_native: bool,
+    /// How rules are loaded and kept (our extensions: `rules_loader`, `rules_files`,
+    /// `rules_check_interval`, `rules_drift`, `rules_exclude_self`).
+    pub rule_policy: RulePolicy,
     /// `status.socket` (our extension): where the daemon answers `pauditd status`; empty
     /// turns it off.
     pub status_socket: String,
@@ -289,6 +289,35 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Unknown keys and other things worth telling the operator; not fatal.
     pub warnings: Vec<String>,
+}
+
+/// What to do when the kernel's rules differ from ours (`rules_drift`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulesDrift {
+    /// Log it, count it and put our rules back.
+    Reapply,
+    /// Log it and count it.
+    Log,
+    /// Do not check.
+    Off,
+}
+
+/// How the daemon loads and keeps its audit rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulePolicy {
+    /// `rules_loader`: `native` (default: our own encoding over netlink, changes applied as a
+    /// difference) or `auditctl` (pauditd's way: flush, then auditctl per rule).
+    pub native: bool,
+    /// `rules_files`: paths or globs of auditctl rule files, loaded after `rules:` in sorted
+    /// order (as augenrules does with `/etc/audit/rules.d/*.rules`).
+    pub files: Vec<String>,
+    /// `rules_check_interval` (default 60 s): how often the kernel's rules are listed and
+    /// compared with ours (a rule change record makes a check at once too).
+    pub check_interval: Duration,
+    pub drift: RulesDrift,
+    /// `rules_exclude_self` (default false): `-A exit,never -F pid=<ours>` first, so the
+    /// daemon's own syscalls (its output writes) are not audited.
+    pub exclude_self: bool,
 }
 
 impl Default for Config {
@@ -474,10 +503,12 @@ impl Config {
         let mut errs = Vec::new();
         if self.netlink_mode == NetlinkMode::Unicast
             && self.rules.iter().all(|r| r.trim().is_empty())
+            && self.rule_policy.files.is_empty()
         {
             errs.push(FieldError {
                 path: "rules".into(),
-                message: "No audit rules found (list at least one auditctl rule)".into(),
+                message: "No audit rules found (list at least one auditctl rule, or rules_files)"
+                    .into(),
             });
         }
         errs
@@ -675,17 +706,42 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
     r.finish(pv);
 
     let shutdown_timeout = r.duration(root, "shutdown_timeout", Duration::from_secs(10));
-    let rules_native = match r.string(root, "rules_loader", "auditctl").as_str() {
+    let native = match r.string(root, "rules_loader", "native").as_str() {
         "auditctl" => false,
         "native" => true,
         other => {
             r.report(
                 "rules_loader".into(),
-                format!("{other:?} is not one of auditctl, native"),
+                format!("{other:?} is not one of native, auditctl"),
             );
-            false
+            true
         }
     };
+    let drift = match r.string(root, "rules_drift", "reapply").as_str() {
+        "reapply" => RulesDrift::Reapply,
+        "log" => RulesDrift::Log,
+        "off" => RulesDrift::Off,
+        other => {
+            r.report(
+                "rules_drift".into(),
+                format!("{other:?} is not one of reapply, log, off"),
+            );
+            RulesDrift::Reapply
+        }
+    };
+    let rule_policy = RulePolicy {
+        native,
+        files: r.string_list(root, "rules_files"),
+        check_interval: r.duration(root, "rules_check_interval", Duration::from_secs(60)),
+        drift,
+        exclude_self: r.bool(root, "rules_exclude_self", false),
+    };
+    if rule_policy.check_interval.is_zero() && drift != RulesDrift::Off {
+        r.report(
+            "rules_check_interval".into(),
+            "0s; use rules_drift: off to turn drift checks off",
+        );
+    }
     let mut st = r.section(root, "status");
     let status_socket = r.string(&mut st, "socket", DEFAULT_STATUS_SOCKET);
     if !status_socket.is_empty() && !status_socket.starts_with('/') {
@@ -712,7 +768,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         engine,
         privileges,
         shutdown_timeout,
-        rules_native,
+        rule_policy,
         status_socket,
         warnings: Vec::new(),
     }

@@ -2,14 +2,17 @@
 //!
 //! Owns the grammar of one rule (`-a list,action`/`-A`, `-S`, `-F field op value`, `-k`,
 //! `-w path -p perms -k key`) and its binary encoding, so rules can reach the kernel over
-//! netlink (`AUDIT_ADD_RULE`) without the `auditctl` binary. Syscall names are resolved for
-//! the rule's architecture (`-F arch=b64|b32`, x86_64 when absent, as auditctl does on this
-//! host); `-C` compares two ids. What is not supported is a clear error naming the argument,
-//! never a silent difference. It must never talk to the kernel: loading is the caller's.
+//! netlink (`AUDIT_ADD_RULE`) without the `auditctl` binary, and back into the text
+//! `auditctl -l` prints ([`render`]). Syscall names are resolved for the rule's architecture
+//! (`-F arch=b64|b32|aarch64|...`, this host's when absent, as auditctl does); `-C` compares
+//! two ids. A line of a rules file ([`parse_line`]) may also be a control option (`-D`,
+//! `-b`, `-e`, `-W`, ...). What is not supported is a clear error naming the argument, never
+//! a silent difference. It must never talk to the kernel: loading is the caller's.
 //!
-//! First step of issue #14: the encoding is checked against the kernel's own listing of the
-//! same rule loaded by auditctl (`tests/kernel.rs`).
+//! The encoding and the rendering are checked against the kernel's own listing of the same
+//! rules loaded by auditctl, and against `auditctl -l` (`tests/kernel.rs`).
 
+use crate::arch::{self, Arch};
 use crate::syscall_table;
 
 pub const AUDIT_ADD_RULE: u16 = 1011;
@@ -18,8 +21,13 @@ pub const AUDIT_LIST_RULES: u16 = 1013;
 
 const MAX_FIELDS: usize = 64;
 const BITMASK_SIZE: usize = 64;
-const FILTER_PREPEND: u32 = 0x10;
+/// `-A`: insert at the front of the list (the kernel does not store it).
+pub const FILTER_PREPEND: u32 = 0x10;
 const FILTER_TASK: u32 = 1;
+const FILTER_USER: u32 = 0;
+const FILTER_EXCLUDE: u32 = 5;
+const FILTER_FS: u32 = 6;
+const FILTER_URING: u32 = 7;
 
 /// Every syscall, as the kernel stores it: the top 16 bits of the mask are syscall *class*
 /// flags the kernel expands and clears, so its listing of "all" ends in `0x0000ffff`.
@@ -28,9 +36,6 @@ const ALL_SYSCALLS: [u32; BITMASK_SIZE] = {
     m[BITMASK_SIZE - 1] = 0xffff;
     m
 };
-
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 
 /// The operators auditctl knows, longest first so `!=` is not read as `=`.
 const OPERATORS: [(&str, u32); 8] = [
@@ -117,6 +122,10 @@ const FIELD_WATCH: u32 = 105;
 const FIELD_DIR: u32 = 107;
 const FIELD_PERM: u32 = 106;
 const FIELD_COMPARE: u32 = 111;
+const FIELD_MSGTYPE: u32 = 12;
+const FIELD_INODE: u32 = 102;
+const FIELD_EXIT: u32 = 103;
+const FIELD_FSTYPE: u32 = 26;
 
 /// The id pairs `-C` compares (`AUDIT_COMPARE_*`), either order. `obj_uid`/`obj_gid` are the
 /// file's owner.
@@ -355,11 +364,10 @@ fn value_of(field: &str, kind: Kind, v: &str) -> Result<u32, RuleError> {
                 .or_else(|| id_by_name(v, kind == Kind::Gid))
                 .ok_or_else(|| bad("a number, `unset` or a known name"))
         }
-        Kind::Arch => match v {
-            "b64" | "x86_64" => Ok(AUDIT_ARCH_X86_64),
-            "b32" | "i386" | "i686" => Ok(AUDIT_ARCH_I386),
-            _ => number(v).ok_or_else(|| bad("b64, b32 or an AUDIT_ARCH_ number")),
-        },
+        Kind::Arch => Arch::by_name(v)
+            .map(Arch::audit_arch)
+            .or_else(|| number(v))
+            .ok_or_else(|| bad("b64, b32, an architecture name or an AUDIT_ARCH_ number")),
         Kind::Exit => {
             if let Some(n) = number(v) {
                 return Ok(n);
@@ -398,7 +406,10 @@ fn value_of(field: &str, kind: Kind, v: &str) -> Result<u32, RuleError> {
             "character" => 0o020000,
             "block" => 0o060000,
             "fifo" => 0o010000,
-            _ => return Err(bad("file, dir, socket, link, character, block or fifo")),
+            // How `auditctl -l` lists it, so a listing reads back.
+            _ => number(v).ok_or_else(|| {
+                bad("file, dir, socket, link, character, block, fifo or a mode number")
+            })?,
         }),
         Kind::FsType => Ok(match v {
             // The filesystem magic numbers auditctl knows (linux/magic.h).
@@ -491,26 +502,33 @@ pub fn parse(args: &[&str]) -> Result<RuleData, RuleError> {
         return Err(RuleError::NoList);
     }
     if !syscalls.is_empty() {
+        let io_uring = rule.flags & !FILTER_PREPEND == FILTER_URING;
         let arch = rule
             .fields
             .iter()
             .find(|f| f.0 == FIELD_ARCH)
-            .map(|f| f.2)
-            .unwrap_or(AUDIT_ARCH_X86_64);
-        let (table, arch_name) = if arch == AUDIT_ARCH_I386 {
-            (syscall_table::I386, "i386")
-        } else {
-            (syscall_table::X86_64, "x86_64")
-        };
+            .map_or(Some(Arch::host()), |f| Arch::from_audit_arch(f.2));
         for s in syscalls {
             if s == "all" {
                 rule.mask = ALL_SYSCALLS;
                 continue;
             }
+            let by_name = if io_uring {
+                arch::uring_op_number(s)
+            } else {
+                arch.and_then(|a| a.syscall_number(s))
+            };
             let nr = number(s)
-                .or_else(|| lookup(table, s))
+                .or(by_name)
                 .filter(|&n| (n as usize) < BITMASK_SIZE * 32)
-                .ok_or_else(|| RuleError::UnknownSyscall(s.into(), arch_name))?;
+                .ok_or_else(|| {
+                    let on = match (io_uring, arch) {
+                        (true, _) => "io_uring",
+                        (false, Some(a)) => a.name(),
+                        (false, None) => "this arch",
+                    };
+                    RuleError::UnknownSyscall(s.into(), on)
+                })?;
             rule.mask[nr as usize / 32] |= 1 << (nr % 32);
         }
     } else if rule.flags & !FILTER_PREPEND != FILTER_TASK {
@@ -554,6 +572,300 @@ fn push_field(
     push(rule, field, op, v)
 }
 
+/// The symbol of an operator code.
+fn operator_symbol(op: u32) -> &'static str {
+    OPERATORS
+        .iter()
+        .find(|(_, code)| *code == op)
+        .map_or("?", |(sym, _)| sym)
+}
+
+fn field_name(field: u32) -> Option<&'static str> {
+    FIELDS.iter().find(|f| f.1 == field).map(|f| f.0)
+}
+
+/// Fields whose value is a string in the rule's buffer (value = its length).
+fn is_text(field: u32) -> bool {
+    ((13..=23).contains(&field) && field != 18) || matches!(field, 105 | 107 | 112 | 210)
+}
+
+fn list_name(list: u32) -> String {
+    match list {
+        0 => "user".into(),
+        1 => "task".into(),
+        4 => "exit".into(),
+        5 => "exclude".into(),
+        6 => "filesystem".into(),
+        7 => "io_uring".into(),
+        n => n.to_string(),
+    }
+}
+
+/// auditctl's test for a watch: only path/dir, perm and key fields, a perm, every syscall.
+fn is_watch(r: &RuleData) -> bool {
+    let list = r.flags & 0x7;
+    let perm = r.fields.iter().any(|f| f.0 == FIELD_PERM);
+    let only = r
+        .fields
+        .iter()
+        .all(|f| matches!(f.0, FIELD_PERM | FIELD_KEY | FIELD_DIR | FIELD_WATCH));
+    let all = matches!(list, FILTER_USER | FILTER_TASK | FILTER_EXCLUDE | FILTER_FS)
+        || r.mask[..BITMASK_SIZE - 1].iter().all(|&m| m == u32::MAX);
+    perm && only && all
+}
+
+fn perm_letters(v: u32) -> String {
+    [(4, 'r'), (2, 'w'), (1, 'x'), (8, 'a')]
+        .iter()
+        .filter(|(bit, _)| v & bit != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// One rule in the words `auditctl -l` prints for it (auditctl 3, without `-i`), so a
+/// listing of our own and auditctl's can be compared line for line.
+pub fn render(r: &RuleData) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let list = r.flags & 0x7;
+    let watch = is_watch(r);
+    let mut arch = Some(Arch::host());
+    if !watch {
+        let action = match r.action {
+            0 => "never".to_string(),
+            1 => "possible".to_string(),
+            2 => "always".to_string(),
+            n => n.to_string(),
+        };
+        let _ = write!(out, "-a {action},{}", list_name(list));
+        for &(field, op, value) in r.fields.iter().filter(|f| f.0 == FIELD_ARCH) {
+            arch = Arch::from_audit_arch(value);
+            let sym = operator_symbol(op);
+            match arch {
+                Some(a) if a.is_64bit() => {
+                    let _ = write!(out, " -F arch{sym}b64");
+                }
+                Some(_) => {
+                    let _ = write!(out, " -F arch{sym}b32");
+                }
+                None => {
+                    let _ = write!(out, " -F arch{sym}0x{value:X}");
+                }
+            }
+            let _ = field;
+        }
+        render_syscalls(&mut out, r, list, arch);
+    }
+    let text = String::from_utf8_lossy(&r.buf);
+    let mut offset = 0usize;
+    for &(field, op, value) in &r.fields {
+        let sym = operator_symbol(op);
+        if field == FIELD_COMPARE {
+            if let Some((a, b, _)) = COMPARISONS.iter().find(|c| c.2 == value) {
+                let _ = write!(out, " -C {a}{sym}{b}");
+            }
+            continue;
+        }
+        let Some(name) = field_name(field) else {
+            let _ = write!(out, " f{field}{sym}{}", value as i32);
+            continue;
+        };
+        if is_text(field) {
+            let end = (offset + value as usize).min(text.len());
+            let s = text.get(offset..end).unwrap_or("");
+            offset = end;
+            match field {
+                FIELD_WATCH | FIELD_DIR if watch => {
+                    let _ = write!(out, "-w {s}");
+                }
+                FIELD_WATCH => {
+                    let _ = write!(out, " -F path{sym}{s}");
+                }
+                FIELD_KEY => {
+                    for k in s.split('\u{1}').filter(|k| !k.is_empty()) {
+                        if watch {
+                            let _ = write!(out, " -k {k}");
+                        } else {
+                            let _ = write!(out, " -F key={k}");
+                        }
+                    }
+                }
+                _ => {
+                    let _ = write!(out, " -F {name}{sym}{s}");
+                }
+            }
+            continue;
+        }
+        match field {
+            FIELD_ARCH => {}
+            FIELD_MSGTYPE => match u16::try_from(value).ok().and_then(crate::types::name_of) {
+                Some(t) => {
+                    let _ = write!(out, " -F {name}{sym}{t}");
+                }
+                None => {
+                    let _ = write!(out, " -F {name}{sym}{}", value as i32);
+                }
+            },
+            FIELD_PERM if watch => {
+                let _ = write!(out, " -p {}", perm_letters(value));
+            }
+            FIELD_PERM => {
+                let _ = write!(out, " -F perm={}", perm_letters(value));
+            }
+            FIELD_INODE => {
+                let _ = write!(out, " -F {name}{sym}{value}");
+            }
+            200..=203 => {
+                let _ = write!(out, " -F {name}{sym}0x{value:X}");
+            }
+            FIELD_EXIT => {
+                let v = value as i32;
+                let errno = syscall_table::ERRNO
+                    .iter()
+                    .find(|e| e.1 == v.unsigned_abs() as i32)
+                    .map(|e| e.0);
+                match errno {
+                    Some(e) if v < 0 => {
+                        let _ = write!(out, " -F {name}{sym}-{e}");
+                    }
+                    _ => {
+                        let _ = write!(out, " -F {name}{sym}{v}");
+                    }
+                }
+            }
+            FIELD_FSTYPE => match value {
+                0x7472_6163 => {
+                    let _ = write!(out, " -F {name}{sym}tracefs");
+                }
+                0x6462_6720 => {
+                    let _ = write!(out, " -F {name}{sym}debugfs");
+                }
+                v => {
+                    let _ = write!(out, " -F {name}{sym}{}", v as i32);
+                }
+            },
+            _ => {
+                let _ = write!(out, " -F {name}{sym}{}", value as i32);
+            }
+        }
+    }
+    out
+}
+
+/// auditctl's `-S` part: `all`, or each syscall by name for the rule's arch (a number where
+/// it has none), nothing on the lists that take no syscalls.
+fn render_syscalls(out: &mut String, r: &RuleData, list: u32, arch: Option<Arch>) {
+    if matches!(list, FILTER_USER | FILTER_TASK | FILTER_EXCLUDE | FILTER_FS) {
+        return;
+    }
+    let io_uring = list == FILTER_URING;
+    // auditctl's own bound for "all" on the io_uring list (IORING_OP_LAST words).
+    let words = if io_uring { 37 } else { BITMASK_SIZE - 1 };
+    if r.mask[..words].iter().all(|&m| m == u32::MAX) {
+        out.push_str(" -S all");
+        return;
+    }
+    let bits = if io_uring { 37 } else { BITMASK_SIZE * 32 };
+    let mut first = true;
+    for nr in 0..bits as u32 {
+        if r.mask[nr as usize / 32] & (1 << (nr % 32)) == 0 {
+            continue;
+        }
+        out.push_str(if first { " -S " } else { "," });
+        first = false;
+        let name = if io_uring {
+            arch::uring_op_name(nr)
+        } else {
+            arch.and_then(|a| a.syscall_name(nr))
+        };
+        match name {
+            Some(n) => out.push_str(n),
+            None => out.push_str(&nr.to_string()),
+        }
+    }
+}
+
+/// A control option of a rules file, as `auditctl -R` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// `-D`: delete every rule.
+    DeleteAll,
+    /// `-e`, `-f`, `-r`, `-b`, `--backlog_wait_time`: one field of `AUDIT_SET`
+    /// (`mask` names it, as in `struct audit_status`).
+    Status { mask: u32, value: u32 },
+    /// `--loginuid-immutable`: locks loginuid until reboot (`AUDIT_SET_FEATURE`).
+    LoginuidImmutable,
+    /// `-c` / `-i`: go on past a rule that fails (it is reported).
+    ContinueOnError,
+}
+
+/// One line of a rules file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleLine {
+    /// `-a`/`-A`/`-w`: add this rule.
+    Add(RuleData),
+    /// `-d`/`-W`: delete this rule.
+    Delete(RuleData),
+    Control(Control),
+}
+
+pub const STATUS_ENABLED: u32 = 1;
+pub const STATUS_FAILURE: u32 = 2;
+pub const STATUS_RATE_LIMIT: u32 = 8;
+pub const STATUS_BACKLOG_LIMIT: u32 = 16;
+pub const STATUS_BACKLOG_WAIT_TIME: u32 = 32;
+
+/// Parse one line of a rules file (its arguments, split on whitespace): a rule, a deletion,
+/// or a control option. An empty line or a comment is `None`.
+pub fn parse_line(args: &[&str]) -> Result<Option<RuleLine>, RuleError> {
+    let control = |c| Ok(Some(RuleLine::Control(c)));
+    let status = |mask: u32, v: Option<&&str>, opt: &'static str| {
+        let v = v.ok_or(RuleError::MissingValue(opt))?;
+        let value = number(v).ok_or_else(|| RuleError::BadValue {
+            field: opt.into(),
+            value: v.to_string(),
+            what: "a number",
+        })?;
+        if mask == STATUS_ENABLED && value > 2 {
+            return Err(RuleError::BadValue {
+                field: opt.into(),
+                value: v.to_string(),
+                what: "0, 1 or 2",
+            });
+        }
+        if mask == STATUS_FAILURE && value > 2 {
+            return Err(RuleError::BadValue {
+                field: opt.into(),
+                value: v.to_string(),
+                what: "0 (silent), 1 (printk) or 2 (panic)",
+            });
+        }
+        Ok(Some(RuleLine::Control(Control::Status { mask, value })))
+    };
+    match args {
+        [] => Ok(None),
+        [first, ..] if first.starts_with('#') => Ok(None),
+        ["-D"] => control(Control::DeleteAll),
+        ["-c"] | ["-i"] => control(Control::ContinueOnError),
+        ["--loginuid-immutable"] => control(Control::LoginuidImmutable),
+        ["-e", v @ ..] => status(STATUS_ENABLED, v.first(), "-e"),
+        ["-f", v @ ..] => status(STATUS_FAILURE, v.first(), "-f"),
+        ["-r", v @ ..] => status(STATUS_RATE_LIMIT, v.first(), "-r"),
+        ["-b", v @ ..] => status(STATUS_BACKLOG_LIMIT, v.first(), "-b"),
+        ["--backlog_wait_time", v @ ..] => {
+            status(STATUS_BACKLOG_WAIT_TIME, v.first(), "--backlog_wait_time")
+        }
+        [opt, rest @ ..] if *opt == "-d" || *opt == "-W" => {
+            // The same rule as its -a / -w form, to be deleted.
+            let mut again: Vec<&str> = Vec::with_capacity(args.len());
+            again.push(if *opt == "-d" { "-a" } else { "-w" });
+            again.extend_from_slice(rest);
+            parse(&again).map(|r| Some(RuleLine::Delete(r.as_listed())))
+        }
+        _ => parse(args).map(|r| Some(RuleLine::Add(r))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,7 +883,7 @@ mod tests {
         assert_eq!(
             r.fields,
             vec![
-                (11, 0x4000_0000, AUDIT_ARCH_X86_64),
+                (11, 0x4000_0000, Arch::X86_64.audit_arch()),
                 (9, 0x6000_0000, 1000),
                 (9, 0x3000_0000, u32::MAX),
                 (210, 0x4000_0000, 8),
@@ -636,5 +948,101 @@ mod tests {
             RuleError::BadValue { .. }
         ));
         assert_eq!(e("-S execve"), RuleError::NoList);
+    }
+
+    #[test]
+    fn rendering_reads_back_as_auditctl_lists_it() {
+        // Each: (what we parse, what `auditctl -l` prints for it, checked on auditctl 3.0.9).
+        let cases = [
+            (
+                "-a exit,always -F arch=b64 -S open,openat -F auid>=1000 -F auid!=unset -F exit=-EACCES -k k1 -k k2",
+                "-a always,exit -F arch=b64 -S open,openat -F auid>=1000 -F auid!=-1 -F exit=-EACCES -F key=k1 -F key=k2",
+            ),
+            ("-w /etc/passwd -p wa -k pw", "-w /etc/passwd -p wa -k pw"),
+            (
+                "-a always,exit -F arch=b32 -S 5 -C uid!=euid -F filetype=dir -F a1&=3",
+                "-a always,exit -F arch=b32 -S open -C uid!=euid -F filetype=16384 -F a1&=0x3",
+            ),
+            (
+                "-a exit,always -F arch=b64 -S execve -F path=/bin/ls -F perm=x",
+                "-a always,exit -F arch=b64 -S execve -F path=/bin/ls -F perm=x",
+            ),
+            ("-a never,exclude -F msgtype=SYSCALL", "-a never,exclude -F msgtype=SYSCALL"),
+            ("-a always,filesystem -F fstype=tracefs", "-a always,filesystem -F fstype=tracefs"),
+            (
+                "-a always,exit -F arch=b64 -S all -F pid=5 -F sessionid=4294967295",
+                "-a always,exit -F arch=b64 -S all -F pid=5 -F sessionid=-1",
+            ),
+            ("-a always,user -F uid=0", "-a always,user -F uid=0"),
+            ("-a always,exit -F arch=x86_64 -S 1000", "-a always,exit -F arch=b64 -S 1000"),
+            ("-a task,never", "-a never,task"),
+        ];
+        for (input, listed) in cases {
+            let r = rule(input);
+            assert_eq!(render(&r), listed, "{input}");
+            // The rendering parses back to the same rule.
+            let again = rule(&render(&r).replace("-F arch=b32 -S open ", "-F arch=b32 -S 5 "));
+            assert_eq!(again.as_listed(), r.as_listed(), "{input}");
+        }
+    }
+
+    #[test]
+    fn rules_for_other_architectures_name_their_own_syscalls() {
+        let r = rule("-a always,exit -F arch=aarch64 -S openat,execve");
+        assert_eq!(r.fields[0].2, 0xc000_00b7);
+        assert_eq!(r.mask[56 / 32] & (1 << (56 % 32)), 1 << (56 % 32));
+        assert_eq!(render(&r), "-a always,exit -F arch=b64 -S openat,execve");
+        let e = parse(&["-a", "always,exit", "-F", "arch=aarch64", "-S", "open"]).unwrap_err();
+        assert_eq!(e, RuleError::UnknownSyscall("open".into(), "aarch64"));
+        assert_eq!(e.to_string(), "-S \"open\": no such syscall on aarch64");
+        let u = rule("-a always,io_uring -S openat,connect");
+        assert_eq!(u.flags, 7);
+        assert_eq!(render(&u), "-a always,io_uring -S connect,openat");
+    }
+
+    #[test]
+    fn rules_file_lines_are_rules_deletions_or_controls() {
+        let l = |s: &str| parse_line(&s.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(l(""), Ok(None));
+        assert_eq!(l("# -D"), Ok(None));
+        assert_eq!(l("-D"), Ok(Some(RuleLine::Control(Control::DeleteAll))));
+        assert_eq!(
+            l("-e 2"),
+            Ok(Some(RuleLine::Control(Control::Status {
+                mask: STATUS_ENABLED,
+                value: 2
+            })))
+        );
+        assert!(l("-e 3").is_err());
+        assert!(l("-b lots").is_err());
+        assert_eq!(
+            l("--backlog_wait_time 60000"),
+            Ok(Some(RuleLine::Control(Control::Status {
+                mask: STATUS_BACKLOG_WAIT_TIME,
+                value: 60000
+            })))
+        );
+        assert_eq!(
+            l("--loginuid-immutable"),
+            Ok(Some(RuleLine::Control(Control::LoginuidImmutable)))
+        );
+        assert_eq!(
+            l("-c"),
+            Ok(Some(RuleLine::Control(Control::ContinueOnError)))
+        );
+        assert_eq!(
+            l("-W /etc/passwd -p wa -k pw"),
+            Ok(Some(RuleLine::Delete(rule("-w /etc/passwd -p wa -k pw"))))
+        );
+        assert_eq!(
+            l("-d exit,always -F arch=b64 -S execve"),
+            Ok(Some(RuleLine::Delete(rule(
+                "-a exit,always -F arch=b64 -S execve"
+            ))))
+        );
+        assert!(matches!(
+            l("-a always,exit -S execve"),
+            Ok(Some(RuleLine::Add(_)))
+        ));
     }
 }

@@ -6,6 +6,7 @@
 //! events are written (that is the sinks crate) nor read configuration files (the config
 //! crate); the binary wires them.
 
+pub mod arch;
 pub mod auditrule;
 pub mod enrich;
 pub mod event;

@@ -349,6 +349,18 @@ impl AuditSocket {
 
     /// Add (`AUDIT_ADD_RULE`) or delete (`AUDIT_DEL_RULE`) one rule and wait for the kernel's
     /// answer.
+    /// `AUDIT_SET_FEATURE`: turn on and lock the features in `mask` (`struct
+    /// audit_features`, version 1); locked features stay until reboot.
+    pub fn set_feature_locked(&self, mask: u32, timeout: Duration) -> io::Result<()> {
+        const AUDIT_SET_FEATURE: u16 = 1018;
+        let mut payload = Vec::with_capacity(16);
+        for v in [1u32, mask, mask, mask] {
+            payload.extend_from_slice(&v.to_ne_bytes());
+        }
+        let seq = self.send(AUDIT_SET_FEATURE, NLM_F_REQUEST | NLM_F_ACK, &payload)?;
+        self.wait_ack(seq, timeout)
+    }
+
     pub fn change_rule(&self, rtype: u16, rule: &[u8], timeout: Duration) -> io::Result<()> {
         let seq = self.send(rtype, NLM_F_REQUEST | NLM_F_ACK, rule)?;
         self.wait_ack(seq, timeout)

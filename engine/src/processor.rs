@@ -97,6 +97,9 @@ impl<U: UserResolver> Processor<U> {
     /// Events this completes (and that pass the filters) are appended to `out`.
     pub fn push_netlink(&mut self, rtype: u16, payload: &[u8], now: u64, out: &mut Vec<Event>) {
         self.stats.records += 1;
+        if rtype == crate::types::CONFIG_CHANGE && is_rule_change(payload) {
+            self.stats.rule_changes += 1;
+        }
         let result = match header::parse(payload) {
             Ok(h) => {
                 if h.serial != 0 {
@@ -227,4 +230,10 @@ impl<U: UserResolver> Processor<U> {
             }
         }
     }
+}
+
+/// A `CONFIG_CHANGE` record of a rule added or removed (`op=add_rule`, `op=remove_rule`).
+fn is_rule_change(payload: &[u8]) -> bool {
+    memchr::memmem::find(payload, b" op=add_rule").is_some()
+        || memchr::memmem::find(payload, b" op=remove_rule").is_some()
 }

@@ -91,6 +91,9 @@ pub struct Stats {
     pub records_after_completion: u64,
     /// Events whose distinct uids passed the per-event bound (the rest were not mapped).
     pub uid_maps_truncated: u64,
+    /// `CONFIG_CHANGE` records that add or remove an audit rule (ours or anyone's): the
+    /// daemon's drift guard compares the kernel's rules when this moves.
+    pub rule_changes: u64,
 }
 
 impl Stats {

@@ -234,6 +234,7 @@ pub const CWD: u16 = 1307;
 pub const EXECVE: u16 = 1309;
 pub const TTY: u16 = 1319;
 pub const EOE: u16 = 1320;
+pub const CONFIG_CHANGE: u16 = 1305;
 
 /// The libaudit name of a record type, if it has one.
 pub fn name_of(rtype: u16) -> Option<&'static str> {
