@@ -670,7 +670,9 @@ fn reload(
     })();
     match applied {
         Ok(()) => log::info!("reloaded {}", path.display()),
-        Err(e) => log::error!("reload failed, keeping the running filters and outputs: {e:#}"),
+        Err(e) => {
+            log::error!("reload failed, keeping the running rules, filters and outputs: {e:#}")
+        }
     }
 }
 

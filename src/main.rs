@@ -113,10 +113,10 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         bail!("{}", pauditd_config::ConfigError::Invalid(errs));
     }
     println!(
-        "{}: OK (outputs: {}; {} rule(s), {} filter(s))",
+        "{}: OK (outputs: {}; {} rule line(s), {} filter(s))",
         path.display(),
         cfg.output.enabled_names().join(", "),
-        cfg.rules.len(),
+        pauditd_engine::rules::sources(&cfg.rules, &cfg.rule_policy.files).map_or(0, |s| s.len()),
         cfg.filters.len()
     );
     Ok(ExitCode::SUCCESS)

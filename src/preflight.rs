@@ -3,7 +3,8 @@
 //! Owns the checks that need the file system (the config crate is plain data and never calls
 //! the system): an output file whose directory is missing or that is a directory, a password
 //! file that is missing, TLS files that cannot be read, a local syslog socket that is not
-//! there. `check-config` exits 0 only when these pass, so it answers "would the daemon start".
+//! there, rules (native) that do not parse or rule files that cannot be read. `check-config`
+//! exits 0 only when these pass, so it answers "would the daemon start".
 //! It must never create, open for writing, or change anything.
 
 use std::path::Path;
@@ -71,5 +72,28 @@ pub fn check(cfg: &Config) -> Vec<FieldError> {
             format!("{} does not exist", o.syslog.address),
         ));
     }
+    if cfg.netlink_mode == pauditd_config::NetlinkMode::Unicast {
+        errs.extend(rules(cfg));
+    }
     errs
+}
+
+/// The rule lines read and, for the native loader, parsed and planned (every bad line at
+/// once); auditctl's own checks happen only when it runs.
+fn rules(cfg: &Config) -> Vec<FieldError> {
+    use pauditd_engine::rules;
+    let sources = match rules::sources(&cfg.rules, &cfg.rule_policy.files) {
+        Ok(s) => s,
+        Err(e) => return vec![err("rules_files", e.to_string())],
+    };
+    if !cfg.rule_policy.native || sources.is_empty() {
+        return Vec::new();
+    }
+    match rules::plan(&sources) {
+        Ok(_) => Vec::new(),
+        Err(rules::RuleError::Invalid(lines)) => {
+            lines.into_iter().map(|l| err("rules", l)).collect()
+        }
+        Err(e) => vec![err("rules", e.to_string())],
+    }
 }

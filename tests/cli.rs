@@ -71,6 +71,33 @@ fn check_config_accepts_examples_and_rejects_broken_with_key_paths() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cannot read config file"));
+    // Rules are parsed as the native loader will: every bad line, with its origin.
+    let rules_d = dir.join("rules.d");
+    std::fs::create_dir_all(&rules_d).unwrap();
+    std::fs::write(rules_d.join("10.rules"), "# ok\n-w /etc/passwd -p wa\n-a always,exit -F arch=b64 -S execve -F auid=nosuchuser-pauditd\n").unwrap();
+    std::fs::write(
+        &bad,
+        format!(
+            "output: {{stdout: {{enabled: true}}}}\nrules:\n  - -a always,exit -F arch=b64 -S nope\nrules_files: ['{}/*.rules']\n",
+            rules_d.display()
+        ),
+    )
+    .unwrap();
+    let o = pauditd().arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("rules: rule #1: -a always,exit -F arch=b64 -S nope: -S \"nope\": no such syscall on x86_64")
+            || !cfg!(target_arch = "x86_64"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "rules: {}/10.rules:3: -a always,exit -F arch=b64 -S execve -F auid=nosuchuser-pauditd: -F auid: \"nosuchuser-pauditd\" is not a number, `unset` or a known name",
+            rules_d.display()
+        )),
+        "{e}"
+    );
     std::fs::write(&bad, "rules: [\"-a exit,always -S execve\"]\n").unwrap();
     let o = pauditd().arg("check-config").arg(&bad).output().unwrap();
     assert!(

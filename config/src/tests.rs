@@ -306,3 +306,32 @@ fn a_config_file_others_can_write_is_refused() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn rule_policy_defaults_and_bad_values() {
+    let c = Config::from_str("rules: ['-e 1']").unwrap();
+    assert!(c.rule_policy.native, "native is the default loader");
+    assert_eq!(c.rule_policy.drift, RulesDrift::Reapply);
+    assert_eq!(c.rule_policy.check_interval, Duration::from_secs(60));
+    assert!(!c.rule_policy.exclude_self);
+    assert!(c.rule_policy.files.is_empty());
+    let c = Config::from_str(
+        "rules_loader: auditctl\nrules_files: [/etc/audit/rules.d/*.rules]\nrules_drift: log\nrules_check_interval: 5s\nrules_exclude_self: true",
+    )
+    .unwrap();
+    assert!(!c.rule_policy.native);
+    assert_eq!(c.rule_policy.files, vec!["/etc/audit/rules.d/*.rules"]);
+    assert_eq!(c.rule_policy.drift, RulesDrift::Log);
+    assert_eq!(c.rule_policy.check_interval, Duration::from_secs(5));
+    assert!(c.rule_policy.exclude_self);
+    // rules_files alone is enough for the daemon.
+    assert!(c.daemon_errors().is_empty());
+    assert_eq!(
+        errors("rules_loader: ausearch\nrules_drift: sometimes\nrules_check_interval: 0s"),
+        vec![
+            "rules_loader: \"ausearch\" is not one of native, auditctl",
+            "rules_drift: \"sometimes\" is not one of reapply, log, off",
+            "rules_check_interval: 0s; use rules_drift: off to turn drift checks off",
+        ]
+    );
+}

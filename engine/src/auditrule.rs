@@ -765,9 +765,8 @@ fn render_syscalls(out: &mut String, r: &RuleData, list: u32, arch: Option<Arch>
         out.push_str(" -S all");
         return;
     }
-    let bits = if io_uring { 37 } else { BITMASK_SIZE * 32 };
     let mut first = true;
-    for nr in 0..bits as u32 {
+    for nr in 0..(BITMASK_SIZE * 32) as u32 {
         if r.mask[nr as usize / 32] & (1 << (nr % 32)) == 0 {
             continue;
         }

@@ -237,3 +237,46 @@ fn is_rule_change(payload: &[u8]) -> bool {
     memchr::memmem::find(payload, b" op=add_rule").is_some()
         || memchr::memmem::find(payload, b" op=remove_rule").is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoUsers;
+    impl crate::UserResolver for NoUsers {
+        fn resolve(&mut self, _uid: &[u8]) -> std::sync::Arc<[u8]> {
+            std::sync::Arc::from(&b"UNKNOWN_USER"[..])
+        }
+    }
+
+    #[test]
+    fn rule_change_records_are_counted_for_the_drift_guard() {
+        let mut p = Processor::new(
+            ProcessorConfig::replay_defaults(100),
+            FilterSet::new(&[]).unwrap(),
+            NoUsers,
+        );
+        let mut out = Vec::new();
+        for (rtype, text) in [
+            (
+                1305,
+                "audit(1.0:1): auid=0 ses=1 op=add_rule key=\"k\" list=4 res=1",
+            ),
+            (
+                1305,
+                "audit(1.0:2): auid=0 ses=1 op=remove_rule key=(null) list=4 res=1",
+            ),
+            (
+                1305,
+                "audit(1.0:3): op=set audit_enabled=1 old=1 auid=0 ses=1 res=1",
+            ),
+            (
+                1300,
+                "audit(1.0:4): arch=c000003e syscall=59 comm=\"op=add_rule\"",
+            ),
+        ] {
+            p.push_netlink(rtype, text.as_bytes(), 0, &mut out);
+        }
+        assert_eq!(p.stats().rule_changes, 2);
+    }
+}

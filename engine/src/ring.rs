@@ -17,12 +17,82 @@
 //! the end is too small, a WRAP marker sends the reader back to the start.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::Thread;
 use std::time::Duration;
 
+use sync::{fence, thread, Arc, AtomicBool, AtomicUsize, Ordering, ThreadSlot};
+
 use crossbeam_utils::CachePadded;
+
+/// The ring's synchronisation primitives: std's, or loom's when built with `--cfg loom` so
+/// the model in `loom_tests` explores every interleaving of the real code.
+mod sync {
+    #[cfg(loom)]
+    pub use loom::{
+        sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering},
+        sync::Arc,
+        thread::{self, Thread},
+    };
+    #[cfg(not(loom))]
+    pub use std::{
+        sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering},
+        sync::Arc,
+        thread::{self, Thread},
+    };
+
+    /// The consumer's thread, set once by the consumer, read by the producer to unpark it.
+    #[cfg(not(loom))]
+    #[derive(Default)]
+    pub struct ThreadSlot(std::sync::OnceLock<Thread>);
+    #[cfg(not(loom))]
+    impl ThreadSlot {
+        pub fn set(&self, t: Thread) {
+            let _ = self.0.set(t);
+        }
+        pub fn unpark(&self) {
+            if let Some(t) = self.0.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    #[cfg(loom)]
+    #[derive(Default)]
+    pub struct ThreadSlot(loom::sync::Mutex<Option<Thread>>);
+    #[cfg(loom)]
+    impl ThreadSlot {
+        pub fn set(&self, t: Thread) {
+            let mut slot = self.0.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(t);
+            }
+        }
+        pub fn unpark(&self) {
+            if let Some(t) = self.0.lock().unwrap().as_ref() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Wait for an unpark, or `timeout` (loom has no timeout: a lost wake-up is then a
+    /// deadlock, which it reports).
+    pub fn park_timeout(timeout: std::time::Duration) {
+        #[cfg(loom)]
+        {
+            let _ = timeout;
+            loom::thread::park();
+        }
+        #[cfg(not(loom))]
+        std::thread::park_timeout(timeout);
+    }
+
+    /// Let the consumer run while the ring is full.
+    pub fn backoff() {
+        #[cfg(loom)]
+        loom::thread::yield_now();
+        #[cfg(not(loom))]
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
 
 const HEADER: usize = 8;
 const ALIGN: usize = 8;
@@ -42,7 +112,7 @@ struct Shared {
     /// of `head` (consumer), are separated by SeqCst fences: at least one side sees the other
     /// (no lost wake-up).
     consumer_parked: CachePadded<AtomicBool>,
-    consumer_thread: OnceLock<Thread>,
+    consumer_thread: ThreadSlot,
     /// Set (Release) by the producer's `Drop` after its final publish: once the consumer
     /// sees it (Acquire), `head` is final.
     closed: AtomicBool,
@@ -75,7 +145,7 @@ pub fn ring(capacity: usize, max_entry: usize) -> (Producer, Consumer) {
         head: CachePadded::new(AtomicUsize::new(0)),
         tail: CachePadded::new(AtomicUsize::new(0)),
         consumer_parked: CachePadded::new(AtomicBool::new(false)),
-        consumer_thread: OnceLock::new(),
+        consumer_thread: ThreadSlot::default(),
         closed: AtomicBool::new(false),
     });
     (
@@ -142,7 +212,7 @@ impl Producer {
                     self.shared.head.store(self.head, Ordering::Release);
                     fence(Ordering::SeqCst);
                     self.wake_consumer();
-                    std::thread::sleep(Duration::from_micros(50));
+                    sync::backoff();
                     continue;
                 }
             }
@@ -167,9 +237,7 @@ impl Producer {
     }
 
     fn wake_consumer(&self) {
-        if let Some(t) = self.shared.consumer_thread.get() {
-            t.unpark();
-        }
+        self.shared.consumer_thread.unpark();
     }
 }
 
@@ -287,17 +355,105 @@ impl Consumer {
 
     /// Park until the producer commits something, closes, or `timeout` passes.
     pub fn wait(&mut self, timeout: Duration) {
-        let _ = self.shared.consumer_thread.set(std::thread::current());
+        self.shared.consumer_thread.set(thread::current());
         self.shared.consumer_parked.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if self.shared.head.load(Ordering::Acquire) == self.tail && !self.is_closed() {
-            std::thread::park_timeout(timeout);
+            sync::park_timeout(timeout);
         }
         self.shared.consumer_parked.store(false, Ordering::Relaxed);
     }
 }
 
-#[cfg(test)]
+/// The handshake, the close and the wrap-around under loom's model checker, which runs the
+/// real code above over every interleaving its scheduler can produce (and every outcome the
+/// C++11 memory model allows for the atomics): `make loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    fn never() -> bool {
+        false
+    }
+
+    /// Read until `n` entries arrived, parking in between: a lost wake-up is a deadlock.
+    fn consume(mut c: Consumer, n: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            c.read_batch(|e| got.push(e.to_vec()));
+            if got.len() < n {
+                c.wait(Duration::from_secs(3600));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn publish_wakes_a_parked_consumer() {
+        loom::model(|| {
+            let (mut p, c) = ring(64, 8);
+            let consumer = thread::spawn(move || consume(c, 2));
+            let mut g = p.reserve(&never).unwrap();
+            g.slot()[0] = 1;
+            g.commit(1);
+            let mut g = p.reserve(&never).unwrap();
+            g.slot()[0] = 2;
+            g.stage(1);
+            p.publish();
+            assert_eq!(consumer.join().unwrap(), vec![vec![1], vec![2]]);
+            drop(p);
+        });
+    }
+
+    #[test]
+    fn close_publishes_what_was_staged_and_ends_the_consumer() {
+        loom::model(|| {
+            let (mut p, mut c) = ring(64, 8);
+            let consumer = thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    c.read_batch(|e| got.push(e.to_vec()));
+                    // Closed means head is final: one more read sees every entry.
+                    if c.is_closed() {
+                        c.read_batch(|e| got.push(e.to_vec()));
+                        break;
+                    }
+                    c.wait(Duration::from_secs(3600));
+                }
+                got
+            });
+            let mut g = p.reserve(&never).unwrap();
+            g.slot()[..2].copy_from_slice(&[7, 8]);
+            g.stage(2);
+            drop(p);
+            assert_eq!(consumer.join().unwrap(), vec![vec![7, 8]]);
+        });
+    }
+
+    #[test]
+    fn a_full_ring_wraps_and_loses_nothing() {
+        let mut b = loom::model::Builder::new();
+        // The full-ring wait is a yield loop: bound the schedules it can add.
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            // 4 slots of 16 bytes: the fifth entry waits for room, then wraps.
+            let (mut p, c) = ring(64, 8);
+            let consumer = thread::spawn(move || consume(c, 6));
+            for i in 0..6u8 {
+                let len = 1 + (i as usize % 8);
+                let mut g = p.reserve(&never).unwrap();
+                g.slot()[..len].fill(i);
+                g.commit(len);
+            }
+            let got = consumer.join().unwrap();
+            let expected: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 1 + (i as usize % 8)]).collect();
+            assert_eq!(got, expected);
+            drop(p);
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

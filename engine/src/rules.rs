@@ -30,7 +30,7 @@ pub enum RuleError {
     Empty,
     #[error("rules_files {pattern:?}: {message}")]
     File { pattern: String, message: String },
-    #[error("{} rule line(s) are invalid:\n  {}", .0.len(), .0.join("\n  "))]
+    #[error("{} rule line(s) are invalid: {}", .0.len(), .0.join("; "))]
     Invalid(Vec<String>),
     #[error("cannot list the kernel's audit rules: {0}")]
     List(std::io::Error),
@@ -992,5 +992,17 @@ mod tests {
                 .count();
             assert_eq!(deleted_kept, readded);
         }
+    }
+
+    #[test]
+    fn the_drift_guard_checks_on_its_interval_and_at_once_after_a_rule_change() {
+        let t0 = std::time::Instant::now();
+        let g = DriftGuard::new(DriftPolicy::Reapply, Duration::from_secs(60), t0);
+        assert!(!g.due(t0, 0));
+        assert!(!g.due(t0 + Duration::from_secs(59), 0));
+        assert!(g.due(t0 + Duration::from_secs(60), 0));
+        // A CONFIG_CHANGE add/remove record: at once.
+        assert!(g.due(t0 + Duration::from_secs(1), 1));
+        assert_eq!(g.next_deadline(), t0 + Duration::from_secs(60));
     }
 }
