@@ -5,7 +5,7 @@ BENCH_INPUT := target/bench-input.log
 # sudo only when not already root (a fresh Debian machine has no sudo, and root needs none).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run deb miri tsan clean
+.PHONY: all build test lint goldens bench bench-cpu bench-cpulong fuzz soak run deb miri tsan loom clean
 
 all: build
 
@@ -55,6 +55,11 @@ soak: build
 # Stacked Borrows and the data-race detector over the SPSC ring, its grants and handshake.
 miri:
 	MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test -p pauditd-engine --lib ring::
+
+# The ring's handshake, close and wrap-around under loom's model checker (stable toolchain):
+# every interleaving of the real code; a lost wake-up shows up as a deadlock.
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p pauditd-engine --lib loom_tests
 
 # The ring and io_uring tests (300,000-entry two-thread stress included) under
 # ThreadSanitizer (nightly + rust-src; std rebuilt with the sanitizer).

@@ -58,7 +58,10 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let role = wiring::Role::Daemon {
         spool_owner: drop_to.map(|id| (id.uid, id.gid)),
     };
+    let mut processor = wiring::processor(&cfg, wiring::Clock::Millis, None)?;
+    // Written events go back to the reassembler for reuse (no allocation per event).
     let fanout = Fanout::new(wiring::outputs(&cfg, role)?)
+        .with_event_pool(Some(processor.event_pool()))
         .with_encoders(cfg.engine.encode_workers.unwrap_or(0) as usize)
         .context("starting the encoder threads")?;
     let mut reporter = Reporter::new(
@@ -113,7 +116,6 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         Some(c) => Some(c as usize),
         None => core_affinity::get_core_ids().and_then(|ids| ids.last().map(|c| c.id)),
     };
-    let processor = wiring::processor(&cfg, wiring::Clock::Millis, None)?;
     let (tx, rx) = mpsc::sync_channel::<WriterMsg>(WRITER_QUEUE);
     let report = Arc::new(Mutex::new(WriterReport::default()));
     let writer = writer::spawn(

@@ -128,6 +128,7 @@ fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Res
     // reading thread encodes unless the config asks for threads.
     let encoders = cfg.engine.encode_workers.unwrap_or(0) as usize;
     let mut out = Fanout::new(wiring::outputs(cfg, wiring::Role::Replay)?)
+        .with_event_pool(Some(processor.event_pool()))
         .with_encoders(encoders)
         .context("starting the encoder threads")?;
     let reopen = Arc::new(AtomicBool::new(false));

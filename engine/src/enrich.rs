@@ -35,8 +35,7 @@ pub fn add_record(event: &mut Event, rtype: u16, data: &[u8], users: &mut dyn Us
             } else {
                 event.set_syscall(0..0);
             }
-            let key = rule_key(data);
-            event.set_rule_key(&key);
+            rule_key(data, event.rule_key_mut());
             map_uids(event, i, users);
         }
         types::TTY => {
@@ -73,18 +72,21 @@ fn find_field(
 
 /// pauditd's rule key: the `key=` value with every `"` removed, or, when the raw value is
 /// valid hex (the kernel's encoding of several keys joined by 0x01), its decoded bytes.
-fn rule_key(data: &[u8]) -> Vec<u8> {
+/// Written into `key` (the event's own buffer, reused: no allocation).
+fn rule_key(data: &[u8], key: &mut Vec<u8>) {
+    key.clear();
     let raw = match find_field(data, &KEY_FIELD, MAX_RULE_KEY_LENGTH) {
         Some(r) => &data[r],
-        None => return Vec::new(),
+        None => return,
     };
-    if let Some(decoded) = decode_hex(raw) {
-        return decoded;
+    if !decode_hex(raw, key) {
+        key.clear();
+        key.extend(raw.iter().copied().filter(|&b| b != b'"'));
     }
-    raw.iter().copied().filter(|&b| b != b'"').collect()
 }
 
-fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
+/// Append `s` decoded from hex to `out`; false (with part of it appended) if it is not hex.
+fn decode_hex(s: &[u8], out: &mut Vec<u8>) -> bool {
     fn nibble(b: u8) -> Option<u8> {
         match b {
             b'0'..=b'9' => Some(b - b'0'),
@@ -94,11 +96,15 @@ fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
         }
     }
     if !s.len().is_multiple_of(2) {
-        return None;
+        return false;
     }
-    s.chunks_exact(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
+    for p in s.chunks_exact(2) {
+        match (nibble(p[0]), nibble(p[1])) {
+            (Some(h), Some(l)) => out.push(h << 4 | l),
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Map every `uid=` value in message `i` (so `auid=`, `euid=`, `ouid=`... too) to a user

@@ -53,7 +53,8 @@ pub struct Event {
 
 impl Event {
     pub fn new(serial: i64, timestamp: &[u8]) -> Self {
-        let mut buf = Vec::with_capacity(512);
+        // Sized from the held-out kernel log: the median event is ~900 bytes.
+        let mut buf = Vec::with_capacity(1024);
         buf.extend_from_slice(timestamp);
         Event {
             serial,
@@ -67,6 +68,37 @@ impl Event {
             syscall: None,
             rule_key: Vec::new(),
         }
+    }
+
+    /// Make this (written) event a new, empty one, keeping every buffer's capacity: events
+    /// are recycled ([`crate::pool`]) so the steady state allocates nothing.
+    pub fn reset(&mut self, serial: i64, timestamp: &[u8]) {
+        // Recycled events take whatever event comes next: give each room for the common
+        // large ones once, instead of growing it a step at a time as bigger events land in it.
+        const BUF_FLOOR: usize = 4096;
+        const MESSAGES_FLOOR: usize = 16;
+        const KEY_FLOOR: usize = 64;
+        const UIDS_FLOOR: usize = 8;
+        self.serial = serial;
+        self.buf.clear();
+        self.buf.reserve(BUF_FLOOR);
+        self.messages.clear();
+        self.messages.reserve(MESSAGES_FLOOR);
+        self.rule_key.clear();
+        self.rule_key.reserve(KEY_FLOOR);
+        self.uids.clear();
+        self.uids.reserve(UIDS_FLOOR);
+        self.buf.extend_from_slice(timestamp);
+        self.ts_len = timestamp.len() as u32;
+        self.uid_index = None;
+        self.uids_truncated = false;
+        self.uids_sorted = true;
+        self.syscall = None;
+    }
+
+    /// Bytes the event's buffer can hold without growing (what recycling keeps).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Append a record's data; returns the index of the new message.
@@ -198,6 +230,11 @@ impl Event {
 
     pub fn rule_key(&self) -> &[u8] {
         &self.rule_key
+    }
+
+    /// The rule key's buffer, to fill in place.
+    pub(crate) fn rule_key_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.rule_key
     }
 
     pub fn set_rule_key(&mut self, key: &[u8]) {

@@ -15,6 +15,7 @@ pub mod header;
 pub mod live;
 pub mod logline;
 pub mod netlink;
+pub mod pool;
 pub mod privileges;
 pub mod processor;
 pub mod reader;

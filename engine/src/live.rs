@@ -414,7 +414,7 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
 ) -> Stats {
     let start = Instant::now();
     let mut published = start;
-    let mut events: Vec<Event> = Vec::with_capacity(batch);
+    let mut events: Vec<Event> = processor.batch_vec(batch);
     loop {
         while let Ok(c) = control.try_recv() {
             match c {
@@ -441,7 +441,8 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
             *shared.lock().unwrap_or_else(|e| e.into_inner()) = processor.stats();
         }
         if !events.is_empty() && (n == 0 || events.len() >= batch) {
-            emit(std::mem::replace(&mut events, Vec::with_capacity(batch)));
+            let next = processor.batch_vec(batch);
+            emit(std::mem::replace(&mut events, next));
         }
         if n == 0 {
             if consumer.is_closed() && consumer.pending_bytes() == 0 {

@@ -75,6 +75,16 @@ impl<U: UserResolver> Processor<U> {
         self.filters = filters;
     }
 
+    /// Where the writer returns written batches, so their events are reused.
+    pub fn event_pool(&mut self) -> crate::pool::EventPool {
+        self.reassembler.spares().pool()
+    }
+
+    /// An empty vector for the next batch of events (a returned one when there is one).
+    pub fn batch_vec(&mut self, capacity: usize) -> Vec<Event> {
+        self.reassembler.spares().batch(capacity)
+    }
+
     pub fn users_mut(&mut self) -> &mut U {
         &mut self.users
     }
@@ -224,6 +234,7 @@ impl<U: UserResolver> Processor<U> {
             }
             if self.filters.drops(&event) {
                 self.stats.events_filtered += 1;
+                self.reassembler.spares().recycle(event);
             } else {
                 self.stats.events_emitted += 1;
                 out.push(event);

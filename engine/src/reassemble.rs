@@ -89,6 +89,8 @@ pub struct Reassembler {
     /// Serials completed without their EOE, oldest first, and the same as a set.
     recent: VecDeque<i64>,
     recent_set: rustc_hash::FxHashSet<i64>,
+    /// Where new events come from: recycled ones first.
+    spares: crate::pool::Spares,
 }
 
 fn cost(e: &Event) -> usize {
@@ -104,7 +106,13 @@ impl Reassembler {
             open_bytes: 0,
             recent: VecDeque::new(),
             recent_set: Default::default(),
+            spares: Default::default(),
         }
+    }
+
+    /// Spare events and batch vectors (see [`crate::pool`]).
+    pub fn spares(&mut self) -> &mut crate::pool::Spares {
+        &mut self.spares
     }
 
     /// Bytes held by open events (as [`cost`]).
@@ -175,7 +183,7 @@ impl Reassembler {
                 if h.timestamp.len() + added > self.cfg.max_event_bytes {
                     return Err(DropReason::EventTooLarge);
                 }
-                let mut event = Event::new(h.serial, h.timestamp);
+                let mut event = self.spares.event(h.serial, h.timestamp);
                 enrich::add_record(&mut event, rtype, h.data, users);
                 self.open_bytes += cost(&event);
                 self.open.insert(h.serial, Open { event, deadline });

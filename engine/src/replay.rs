@@ -32,7 +32,7 @@ pub struct ReplayOptions {
 }
 
 /// Run `input` through `processor`; `on_batch` receives completed events (and must drain the
-/// vector). A batch is handed on when full, and whenever reading on would wait for input, so
+/// vector, or take it: an empty vector left without capacity is replaced by a recycled one). A batch is handed on when full, and whenever reading on would wait for input, so
 /// events from a slow stream (`tail -f | pauditd replay`) are not held back.
 fn publish_lines(opts: &ReplayOptions, lines: u64) {
     if let Some(c) = &opts.lines_read {
@@ -47,13 +47,14 @@ pub fn run<U: UserResolver>(
     mut on_batch: impl FnMut(&mut Vec<Event>),
 ) -> io::Result<()> {
     let mut reader = LineReader::new(input, MAX_LINE);
-    let mut events = Vec::with_capacity(opts.batch);
+    let mut events = processor.batch_vec(opts.batch);
     let mut tick: u64 = 0;
     processor.users_mut().begin_batch(Instant::now());
     loop {
         if !events.is_empty() && !reader.has_buffered_input() {
             publish_lines(opts, tick);
             on_batch(&mut events);
+            refill(processor, &mut events, opts.batch);
         }
         if opts
             .stop
@@ -73,6 +74,7 @@ pub fn run<U: UserResolver>(
         if events.len() >= opts.batch {
             publish_lines(opts, tick);
             on_batch(&mut events);
+            refill(processor, &mut events, opts.batch);
             processor.users_mut().begin_batch(Instant::now());
         }
     }
@@ -81,4 +83,11 @@ pub fn run<U: UserResolver>(
         on_batch(&mut events);
     }
     Ok(())
+}
+
+/// After `on_batch` took the vector (to recycle it with its events), the next one.
+fn refill<U: UserResolver>(processor: &mut Processor<U>, events: &mut Vec<Event>, batch: usize) {
+    if events.capacity() == 0 {
+        *events = processor.batch_vec(batch);
+    }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use pauditd_engine::pool::EventPool;
 use pauditd_engine::Event;
 
 use crate::Batch;
@@ -28,13 +29,14 @@ pub struct EncoderPool {
 }
 
 impl EncoderPool {
-    pub fn new(workers: usize) -> std::io::Result<EncoderPool> {
+    /// `returns`: where encoded events go back to the engine for reuse.
+    pub fn new(workers: usize, returns: Option<EventPool>) -> std::io::Result<EncoderPool> {
         let workers = workers.max(1);
         let (jobs, rx) = bounded::<(u64, Vec<Event>)>(2 * workers);
         let (tx, done) = unbounded();
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
-            let (rx, tx) = (rx.clone(), tx.clone());
+            let (rx, tx, returns) = (rx.clone(), tx.clone(), returns.clone());
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("pauditd-enc-{i}"))
@@ -43,6 +45,9 @@ impl EncoderPool {
                             let mut b = Batch::default();
                             for e in &events {
                                 b.push_event(e);
+                            }
+                            if let Some(r) = &returns {
+                                r.give_back(events);
                             }
                             if tx.send((seq, b)).is_err() {
                                 break;

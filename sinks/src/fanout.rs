@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use pauditd_engine::pool::EventPool;
 use pauditd_engine::Event;
 
 use crate::encode::EncoderPool;
@@ -26,6 +27,8 @@ pub struct Fanout {
     /// Batches handed out; reused when no output holds them any more (no allocation per
     /// batch in the steady state).
     recycle: std::collections::VecDeque<Arc<Batch>>,
+    /// Where written events go back to the engine for reuse (`None`: they are freed).
+    returns: Option<EventPool>,
 }
 
 impl Fanout {
@@ -34,7 +37,18 @@ impl Fanout {
             outputs,
             pool: None,
             recycle: Default::default(),
+            returns: None,
         }
+    }
+
+    /// Give written events back to the engine's pool (set before the encoders).
+    pub fn with_event_pool(mut self, returns: Option<EventPool>) -> Self {
+        self.returns = returns;
+        self
+    }
+
+    pub fn event_pool(&self) -> Option<EventPool> {
+        self.returns.clone()
     }
 
     /// Encode on `workers` threads (order kept) instead of the caller's; 0 keeps it inline.
@@ -49,7 +63,7 @@ impl Fanout {
         self.flush_encoders();
         self.pool = None;
         if workers > 0 {
-            self.pool = Some(EncoderPool::new(workers)?);
+            self.pool = Some(EncoderPool::new(workers, self.returns.clone())?);
         }
         Ok(())
     }
@@ -65,7 +79,8 @@ impl Fanout {
         Arc::new(Batch::default())
     }
 
-    /// Encode and offer `events`, leaving `events` empty for reuse.
+    /// Encode and offer `events`, leaving `events` empty (its events, and the vector itself
+    /// when there is a pool, go back to the engine).
     pub fn write(&mut self, events: &mut Vec<Event>) {
         if events.is_empty() {
             return;
@@ -79,9 +94,13 @@ impl Fanout {
         let mut batch = self.fresh_batch();
         {
             let b = Arc::get_mut(&mut batch).expect("a fresh batch is not shared");
-            for e in events.drain(..) {
-                b.push_event(&e);
+            for e in events.iter() {
+                b.push_event(e);
             }
+        }
+        match &self.returns {
+            Some(r) => r.give_back(std::mem::take(events)),
+            None => events.clear(),
         }
         self.offer(batch);
     }

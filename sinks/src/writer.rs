@@ -80,6 +80,7 @@ pub fn spawn(
                     WriterMsg::Reopen => out.reopen(),
                     WriterMsg::Replace { new, fallback } => {
                         let encoders = out.encoders();
+                        let returns = out.event_pool();
                         let old = std::mem::replace(&mut out, Fanout::new(Vec::new()));
                         retiring.push(retire(old, budget));
                         let outputs = match new() {
@@ -92,7 +93,7 @@ pub fn spawn(
                                 })
                             }
                         };
-                        out = Fanout::new(outputs);
+                        out = Fanout::new(outputs).with_event_pool(returns);
                         if let Err(e) = out.set_encoders(encoders) {
                             log::error!("reload: cannot start encoder threads ({e}); encoding on the writer thread");
                         }
