@@ -207,6 +207,8 @@ pub enum RuleError {
     TooManyFields,
     #[error("a rule needs -a/-A or -w")]
     NoList,
+    #[error("-F arch must be before -S (syscall names are read for it)")]
+    ArchAfterSyscall,
 }
 
 /// One rule as the kernel stores it.
@@ -430,7 +432,7 @@ pub fn parse(args: &[&str]) -> Result<RuleData, RuleError> {
         fields: Vec::new(),
         buf: Vec::new(),
     };
-    let mut syscalls: Vec<&str> = Vec::new();
+    let mut syscalls: Vec<(&str, Option<Arch>)> = Vec::new();
     let mut keys: Vec<&str> = Vec::new();
     let mut watch: Option<&str> = None;
     let mut perms: Option<&str> = None;
@@ -453,7 +455,15 @@ pub fn parse(args: &[&str]) -> Result<RuleData, RuleError> {
                 rule.flags = list | if opt == "-A" { FILTER_PREPEND } else { 0 };
                 rule.action = action;
             }
-            "-S" => syscalls.extend(val("-S")?.split(',')),
+            // Names are read for the arch given so far (auditctl's rule: arch before -S).
+            "-S" => {
+                let arch = rule
+                    .fields
+                    .iter()
+                    .rfind(|f| f.0 == FIELD_ARCH)
+                    .map_or(Some(Arch::host()), |f| Arch::from_audit_arch(f.2));
+                syscalls.extend(val("-S")?.split(',').map(|s| (s, arch)));
+            }
             "-F" => {
                 let f = val("-F")?;
                 let (name, op, value) = OPERATORS
@@ -469,6 +479,9 @@ pub fn parse(args: &[&str]) -> Result<RuleData, RuleError> {
                 if field == FIELD_KEY {
                     keys.push(value);
                     continue;
+                }
+                if field == FIELD_ARCH && !syscalls.is_empty() {
+                    return Err(RuleError::ArchAfterSyscall);
                 }
                 push_field(&mut rule, name, field, kind, op, value)?;
             }
@@ -503,12 +516,7 @@ pub fn parse(args: &[&str]) -> Result<RuleData, RuleError> {
     }
     if !syscalls.is_empty() {
         let io_uring = rule.flags & !FILTER_PREPEND == FILTER_URING;
-        let arch = rule
-            .fields
-            .iter()
-            .find(|f| f.0 == FIELD_ARCH)
-            .map_or(Some(Arch::host()), |f| Arch::from_audit_arch(f.2));
-        for s in syscalls {
+        for (s, arch) in syscalls {
             if s == "all" {
                 rule.mask = ALL_SYSCALLS;
                 continue;
@@ -641,12 +649,17 @@ pub fn render(r: &RuleData) -> String {
         for &(field, op, value) in r.fields.iter().filter(|f| f.0 == FIELD_ARCH) {
             arch = Arch::from_audit_arch(value);
             let sym = operator_symbol(op);
+            // auditctl's b64/b32 for this host's two ABIs; another machine's by name, so
+            // the line reads back as the same rule here.
             match arch {
-                Some(a) if a.is_64bit() => {
+                Some(a) if a == Arch::host() => {
                     let _ = write!(out, " -F arch{sym}b64");
                 }
-                Some(_) => {
+                Some(a) if Some(a) == Arch::host_compat() => {
                     let _ = write!(out, " -F arch{sym}b32");
+                }
+                Some(a) => {
+                    let _ = write!(out, " -F arch{sym}{}", a.name());
                 }
                 None => {
                     let _ = write!(out, " -F arch{sym}0x{value:X}");
@@ -947,6 +960,10 @@ mod tests {
             RuleError::BadValue { .. }
         ));
         assert_eq!(e("-S execve"), RuleError::NoList);
+        assert_eq!(
+            e("-a always,exit -S execve -F arch=b64"),
+            RuleError::ArchAfterSyscall
+        );
     }
 
     #[test]
@@ -990,7 +1007,10 @@ mod tests {
         let r = rule("-a always,exit -F arch=aarch64 -S openat,execve");
         assert_eq!(r.fields[0].2, 0xc000_00b7);
         assert_eq!(r.mask[56 / 32] & (1 << (56 % 32)), 1 << (56 % 32));
-        assert_eq!(render(&r), "-a always,exit -F arch=b64 -S openat,execve");
+        assert_eq!(
+            render(&r),
+            "-a always,exit -F arch=aarch64 -S openat,execve"
+        );
         let e = parse(&["-a", "always,exit", "-F", "arch=aarch64", "-S", "open"]).unwrap_err();
         assert_eq!(e, RuleError::UnknownSyscall("open".into(), "aarch64"));
         assert_eq!(e.to_string(), "-S \"open\": no such syscall on aarch64");
