@@ -26,6 +26,7 @@ use crate::ring::{self, Consumer, Producer};
 use crate::stats::{DropReason, Stats};
 use crate::uring::{Stopped, UringReceiver};
 use crate::users::UserResolver;
+use std::os::fd::AsFd;
 
 /// Which receive path to use (`engine.io_uring`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,22 +162,6 @@ impl Live {
         E: FnMut(Vec<Event>) + Send + 'static,
     {
         socket.set_receive_timeout(Duration::from_millis(200))?;
-        let uring = match cfg.io_uring {
-            IoUringMode::Off => None,
-            mode => match UringReceiver::new(socket.fd(), URING_BUFFERS, MAX_DATAGRAM) {
-                Ok(u) => Some(u),
-                Err(e) if mode == IoUringMode::On => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("engine.io_uring is on but io_uring is unavailable: {e}"),
-                    ))
-                }
-                Err(e) => {
-                    log::info!("io_uring unavailable ({e}); receiving with recv");
-                    None
-                }
-            },
-        };
         let socket = Arc::new(socket);
         let (producer, consumer) = ring::ring(cfg.ring_bytes, MAX_DATAGRAM);
         let stop = Arc::new(AtomicBool::new(false));
@@ -193,7 +178,11 @@ impl Live {
                 counters.clone(),
             );
             let core = cfg.receiver_core;
-            std::thread::Builder::new()
+            let mode = cfg.io_uring;
+            // The io_uring is built on the thread that drives it (so it can be a single
+            // issuer); whether that worked comes back before `start` returns.
+            let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
+            let thread = std::thread::Builder::new()
                 .name("pauditd-recv".into())
                 .spawn(move || {
                     if let Some(c) = core {
@@ -201,8 +190,41 @@ impl Live {
                             log::warn!("could not pin the receiver to core {c}");
                         }
                     }
+                    let uring = match mode {
+                        IoUringMode::Off => None,
+                        mode => {
+                            match UringReceiver::new(socket.as_fd(), URING_BUFFERS, MAX_DATAGRAM) {
+                                Ok(u) => Some(u),
+                                Err(e) if mode == IoUringMode::On => {
+                                    let _ = ready_tx.send(Err(io::Error::new(
+                                        e.kind(),
+                                        format!(
+                                        "engine.io_uring is on but io_uring is unavailable: {e}"
+                                    ),
+                                    )));
+                                    return;
+                                }
+                                Err(e) => {
+                                    log::info!("io_uring unavailable ({e}); receiving with recv");
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
                     receive_loop(&socket, uring, producer, &stop, &gone, &counters)
-                })?
+                })?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => thread,
+                Ok(Err(e)) => {
+                    let _ = thread.join();
+                    return Err(e);
+                }
+                Err(_) => {
+                    let _ = thread.join();
+                    return Err(io::Error::other("the receiver thread died while starting"));
+                }
+            }
         };
         let stats = Arc::new(Mutex::new(Stats::default()));
         let heartbeat = Arc::new(AtomicU64::new(0));

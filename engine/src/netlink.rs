@@ -175,6 +175,14 @@ pub struct AuditSocket {
     next_seq: std::sync::atomic::AtomicU32,
 }
 
+impl std::os::fd::AsFd for AuditSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor is the socket's own, open for as long as `self` lives,
+        // which the returned borrow cannot outlive.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.sock.as_raw_fd()) }
+    }
+}
+
 impl AuditSocket {
     pub fn open(mode: Mode) -> io::Result<AuditSocket> {
         let mut sock = Socket::new(NETLINK_AUDIT)?;
