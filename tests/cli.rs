@@ -450,7 +450,9 @@ fn sigusr1_reopens_the_file_output() {
     std::fs::rename(&log, &rotated).unwrap();
     // SAFETY: plain kill(2) on our own child's pid.
     assert_eq!(unsafe { libc_kill(child.id() as i32, 10) }, 0);
-    std::thread::sleep(Duration::from_millis(100));
+    // The signal is taken (its handler sets the reopen flag) before the next event is sent:
+    // no longer pending for the process.
+    wait_for(|| !signal_pending(child.id(), 10));
     stdin
         .write_all(EVENT.replace(":5)", ":6)").as_bytes())
         .unwrap();
@@ -685,4 +687,17 @@ fn a_file_output_on_a_full_device_fails_fast_with_few_log_lines() {
     assert!(!err.contains("torn line"), "{err}");
     let errors = err.lines().filter(|l| l.contains("ERROR")).count();
     assert!(errors <= 12, "{errors} error lines for 5000 events:\n{err}");
+}
+
+/// Whether signal `signo` is still pending for process `pid` (not yet taken by any thread).
+fn signal_pending(pid: u32, signo: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("ShdPnd:")
+                .or_else(|| l.strip_prefix("SigPnd:"))
+        })
+        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .any(|mask| mask & (1 << (signo - 1)) != 0)
 }

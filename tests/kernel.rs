@@ -484,7 +484,9 @@ fn sighup_reloads_filters_and_sigusr1_reopens_the_file() {
     std::fs::rename(&d.out, &rotated).unwrap();
     // SAFETY: as above.
     unsafe { libc::kill(d.child.id() as i32, libc::SIGUSR1) };
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for("the file to be reopened", 20, || {
+        d.log().contains("file: reopened")
+    });
     echo("after-usr1");
     wait_for("event in the new file", 20, || {
         d.lines().iter().any(|l| l.contains("after-usr1"))
@@ -649,7 +651,8 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
     // An HTTP output nobody answers: its events go to a spool the dropped user must own.
     let port = free_port();
     let spool = dir.join("spool");
-    let mut d = Daemon::start(
+    // Debug logging: the keepalive's status line shows when one has run.
+    let mut d = Daemon::start_with_env(
         &dir,
         "privdrop",
         &(format!(
@@ -658,6 +661,7 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
             dir.display()
         ) + &echo_rules()
             + "privileges: { user: nobody }\n"),
+        &[("PAUDITD_LOG", "debug")],
     );
     d.wait_ready();
     let pid = d.child.id();
@@ -687,8 +691,9 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
         others += 1;
     }
     assert!(others >= 3, "receiver, reassembler, writer: {others}");
-    // Past one keepalive (AUDIT_SET every 5 s, needs CAP_AUDIT_CONTROL on the main thread).
-    std::thread::sleep(Duration::from_millis(5500));
+    // Past one keepalive (AUDIT_SET every 5 s, needs CAP_AUDIT_CONTROL on the main thread):
+    // its status line is logged right after it.
+    wait_for("a keepalive", 20, || d.log().contains("kernel backlog="));
     let marker = echo_seen_by(&d, "privdrop");
     // The HTTP output, running as nobody, spooled the event into its own directory.
     let segs = || -> Vec<PathBuf> {
