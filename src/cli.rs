@@ -23,6 +23,22 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// `replay --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Pauditd,
+    Enriched,
+}
+
+impl From<OutputFormat> for pauditd_sinks::Format {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Pauditd => pauditd_sinks::Format::Pauditd,
+            OutputFormat::Enriched => pauditd_sinks::Format::Enriched,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run auditd log lines (`type=... msg=audit(...): ...`) through the pipeline: no
@@ -38,6 +54,10 @@ pub enum Command {
         /// logs from another host, and for reproducible output).
         #[arg(long, value_name = "FILE")]
         passwd: Option<PathBuf>,
+        /// How events are written: `pauditd` (pauditd's JSON, byte for byte) or `enriched`
+        /// (every record decoded; see the README's schema).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Pauditd)]
+        format: OutputFormat,
     },
     /// Ask the running daemon how it is doing (over its status socket, root only); exits 1
     /// when no daemon answers.

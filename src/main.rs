@@ -62,12 +62,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             input,
             window,
             passwd,
+            format,
         }) => {
             let cfg = match &cli.config {
                 Some(p) => load_config(p)?,
                 None => default_replay_config(),
             };
-            replay(&cfg, &input, window, passwd.as_deref())
+            replay(&cfg, &input, window, passwd.as_deref(), format.into())
         }
         None => {
             let Some(path) = cli.config else {
@@ -122,13 +123,20 @@ fn check_config(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay(cfg: &Config, input: &Path, window: u64, passwd: Option<&Path>) -> Result<ExitCode> {
+fn replay(
+    cfg: &Config,
+    input: &Path,
+    window: u64,
+    passwd: Option<&Path>,
+    format: pauditd_sinks::Format,
+) -> Result<ExitCode> {
     let mut processor = wiring::processor(cfg, wiring::Clock::Records { window }, passwd)?;
     // Measured on 2 cores: encoder threads add CPU and no speed (perf/RESULTS.md), so the
     // reading thread encodes unless the config asks for threads.
     let encoders = cfg.engine.encode_workers.unwrap_or(0) as usize;
     let mut out = Fanout::new(wiring::outputs(cfg, wiring::Role::Replay)?)
         .with_event_pool(Some(processor.event_pool()))
+        .with_format(format)
         .with_encoders(encoders)
         .context("starting the encoder threads")?;
     let reopen = Arc::new(AtomicBool::new(false));

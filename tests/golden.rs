@@ -32,7 +32,11 @@ fn replay(input: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 fn check_golden(input: &Path, expected: &Path) {
-    let out = replay(input, &[]);
+    check_golden_with(input, expected, &[]);
+}
+
+fn check_golden_with(input: &Path, expected: &Path, extra: &[&str]) {
+    let out = replay(input, extra);
     assert!(
         out.status.success(),
         "{} exited {:?}: {}",
@@ -164,5 +168,25 @@ fn window_size_does_not_change_output_when_events_do_not_straddle_it() {
                 "{log} window {window}"
             );
         }
+    }
+}
+
+/// `--format enriched`: the project's decoding fixtures (EXECVE pieces over two records,
+/// newline and non-ASCII arguments, inet6/unix socket addresses, an errno, text that is not
+/// UTF-8, a nested user message, an unknown type) against their goldens
+/// `tests/data/enriched/NAME.json`. All record types kept (`replay.yaml`).
+#[test]
+fn enriched_fixtures_replay_to_their_goldens() {
+    let dir = root().join("tests/data/enriched");
+    let cfg = dir.join("replay.yaml");
+    let logs = logs_in(&dir, "log");
+    assert!(!logs.is_empty());
+    for log in logs {
+        let name = log.file_stem().unwrap().to_string_lossy().into_owned();
+        check_golden_with(
+            &log,
+            &dir.join(format!("{name}.json")),
+            &["--format", "enriched", "-config", cfg.to_str().unwrap()],
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod arch;
 pub mod auditrule;
+pub mod decode;
 pub mod enrich;
 pub mod event;
 pub mod filter;
@@ -20,6 +21,7 @@ pub mod privileges;
 pub mod processor;
 pub mod reader;
 pub mod reassemble;
+pub mod record;
 pub mod replay;
 pub mod ring;
 pub mod rules;

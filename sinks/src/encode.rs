@@ -30,7 +30,11 @@ pub struct EncoderPool {
 
 impl EncoderPool {
     /// `returns`: where encoded events go back to the engine for reuse.
-    pub fn new(workers: usize, returns: Option<EventPool>) -> std::io::Result<EncoderPool> {
+    pub fn new(
+        workers: usize,
+        returns: Option<EventPool>,
+        format: crate::Format,
+    ) -> std::io::Result<EncoderPool> {
         let workers = workers.max(1);
         let (jobs, rx) = bounded::<(u64, Vec<Event>)>(2 * workers);
         let (tx, done) = unbounded();
@@ -44,7 +48,7 @@ impl EncoderPool {
                         for (seq, events) in rx {
                             let mut b = Batch::default();
                             for e in &events {
-                                b.push_event(e);
+                                b.push_event_as(e, format);
                             }
                             if let Some(r) = &returns {
                                 r.give_back(events);

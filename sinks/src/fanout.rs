@@ -29,6 +29,8 @@ pub struct Fanout {
     recycle: std::collections::VecDeque<Arc<Batch>>,
     /// Where written events go back to the engine for reuse (`None`: they are freed).
     returns: Option<EventPool>,
+    /// How events are encoded (one format for every output of this fan-out).
+    format: crate::Format,
 }
 
 impl Fanout {
@@ -38,7 +40,14 @@ impl Fanout {
             pool: None,
             recycle: Default::default(),
             returns: None,
+            format: crate::Format::Pauditd,
         }
+    }
+
+    /// Encode in `format` (set before the encoders).
+    pub fn with_format(mut self, format: crate::Format) -> Self {
+        self.format = format;
+        self
     }
 
     /// Give written events back to the engine's pool (set before the encoders).
@@ -63,7 +72,11 @@ impl Fanout {
         self.flush_encoders();
         self.pool = None;
         if workers > 0 {
-            self.pool = Some(EncoderPool::new(workers, self.returns.clone())?);
+            self.pool = Some(EncoderPool::new(
+                workers,
+                self.returns.clone(),
+                self.format,
+            )?);
         }
         Ok(())
     }
@@ -95,7 +108,7 @@ impl Fanout {
         {
             let b = Arc::get_mut(&mut batch).expect("a fresh batch is not shared");
             for e in events.iter() {
-                b.push_event(e);
+                b.push_event_as(e, self.format);
             }
         }
         match &self.returns {

@@ -6,6 +6,7 @@
 //! replay) nor hold any global state.
 
 pub mod encode;
+pub mod enriched;
 pub mod fanout;
 pub mod file;
 pub mod http;
@@ -23,6 +24,25 @@ use std::ops::Range;
 
 use pauditd_engine::Event;
 
+/// How events are written (`format`, per output; `replay --format`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// pauditd's JSON, byte for byte (the default).
+    #[default]
+    Pauditd,
+    /// Every record decoded ([`enriched`], schema v1).
+    Enriched,
+}
+
+impl Format {
+    pub fn encode(self, e: &Event, out: &mut Vec<u8>) {
+        match self {
+            Format::Pauditd => json::encode_event(e, out),
+            Format::Enriched => enriched::encode_event(e, out),
+        }
+    }
+}
+
 /// Encoded events, one JSON line each, back to back in one buffer.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
@@ -33,7 +53,11 @@ pub struct Batch {
 
 impl Batch {
     pub fn push_event(&mut self, e: &Event) {
-        json::encode_event(e, &mut self.buf);
+        self.push_event_as(e, Format::Pauditd);
+    }
+
+    pub fn push_event_as(&mut self, e: &Event, format: Format) {
+        format.encode(e, &mut self.buf);
         self.ends.push(self.buf.len());
     }
 

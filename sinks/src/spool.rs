@@ -447,8 +447,20 @@ impl Spool {
         });
         self.disk_bytes += size;
         self.events += u64::from(events);
-        // The cursor must name the first unread record, now this one.
-        self.save_cursor()
+        // The cursor must name the first unread record, now this one. If it cannot be
+        // written (a full disk), the record is taken back out: the caller counts it lost, so
+        // it must not also stay spooled (found by the disk-full test: counted twice).
+        if let Err(e) = self.save_cursor() {
+            self.segments.pop_front();
+            if self.segments.is_empty() {
+                self.tail = None;
+            }
+            let _ = fs::remove_file(seg_path(&self.cfg.dir, id));
+            self.disk_bytes -= size;
+            self.events -= u64::from(events);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The oldest undelivered record, without consuming it.

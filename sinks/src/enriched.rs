@@ -1,0 +1,469 @@
+//! `format: enriched`: one JSON object per event with every record decoded (schema v1).
+//!
+//! Owns the enriched schema (documented in the README): `version`, `sequence`, `timestamp`
+//! (as the kernel wrote it), `time` (RFC 3339, UTC), `rule_key`, and `records`: one key per
+//! record type, in first-seen order; an object per record, or an array when the type occurs
+//! more than once (always for `PATH`). Values keep their type (numbers as numbers, `(null)`,
+//! `(none)`, `?` as null); untrusted strings are decoded from hex; translations are added in
+//! UPPERCASE beside the raw value, as auditd's ENRICHED format and laurel do (`ARCH`,
+//! `SYSCALL`, `EXIT`, `UID`, `AUID`, ...; `unset` for 4294967295); EXECVE and PROCTITLE give
+//! an `ARGV` array (EXECVE's rebuilt from every piece, bounded, `ARGV_TRUNCATED` when cut),
+//! SYSCALL's `a0`-`a3` an `ARGV` of hex strings, SOCKADDR a decoded `SADDR`. Bytes that are
+//! not UTF-8 are escaped reversibly (`%XX`, and `%` as `%25`). It must never change the
+//! pauditd format (that is `json`), and never look anything up itself: names come from the
+//! event's uid map.
+
+use pauditd_engine::arch::Arch;
+use pauditd_engine::decode::{self, Argv, SockAddr};
+use pauditd_engine::record::{split_enriched, Field, Fields, Value};
+use pauditd_engine::{types, Event};
+
+use crate::json::write_str;
+
+/// The schema's version, written in every event.
+pub const VERSION: u32 = 1;
+/// EXECVE arguments kept per event, in bytes (the kernel allows up to 128 KiB per argument
+/// and 2 MiB in all).
+pub const ARGV_LIMIT: usize = 64 << 10;
+
+const SYSCALL: u16 = 1300;
+const PATH: u16 = 1302;
+const SOCKADDR: u16 = 1306;
+const EXECVE: u16 = 1309;
+const PROCTITLE: u16 = 1327;
+
+/// Fields holding a uid, translated to its user name.
+fn is_uid_field(k: &[u8]) -> bool {
+    matches!(
+        k,
+        b"uid"
+            | b"euid"
+            | b"suid"
+            | b"fsuid"
+            | b"auid"
+            | b"ouid"
+            | b"loginuid"
+            | b"old-auid"
+            | b"oauid"
+            | b"obj_uid"
+            | b"sauid"
+            | b"inode_uid"
+            | b"old-uid"
+            | b"new-uid"
+    )
+}
+
+/// Append one event as an enriched JSON line.
+pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"version\":");
+    out.extend_from_slice(num.format(VERSION).as_bytes());
+    out.extend_from_slice(b",\"sequence\":");
+    out.extend_from_slice(num.format(e.serial).as_bytes());
+    out.extend_from_slice(b",\"timestamp\":");
+    write_str(out, e.timestamp());
+    if let Some(t) = rfc3339(e.timestamp()) {
+        out.extend_from_slice(b",\"time\":");
+        write_str(out, t.as_bytes());
+    }
+    out.extend_from_slice(b",\"rule_key\":");
+    // pauditd's rule key keeps `(null)` as text; here no key is null.
+    if e.rule_key().is_empty() || e.rule_key() == b"(null)" {
+        out.extend_from_slice(b"null");
+    } else {
+        write_text(out, e.rule_key());
+    }
+    out.extend_from_slice(b",\"records\":{");
+    // The arch decides the byte order of socket addresses.
+    let little_endian = e
+        .messages()
+        .find(|(t, _)| *t == SYSCALL)
+        .and_then(|(_, d)| arch_of(d))
+        .is_none_or(|a| a & 0x4000_0000 != 0);
+    let mut seen: Vec<u16> = Vec::new();
+    for (rtype, _) in e.messages() {
+        if seen.contains(&rtype) {
+            continue;
+        }
+        seen.push(rtype);
+        if seen.len() > 1 {
+            out.push(b',');
+        }
+        match types::name_of(rtype) {
+            Some(n) => write_str(out, n.as_bytes()),
+            None => write_str(out, format!("UNKNOWN[{rtype}]").as_bytes()),
+        }
+        out.push(b':');
+        let of_type = || e.messages().filter(move |(t, _)| *t == rtype);
+        match rtype {
+            EXECVE => write_execve(out, of_type().map(|(_, d)| d)),
+            _ if rtype == PATH || of_type().count() > 1 => {
+                out.push(b'[');
+                for (i, (_, data)) in of_type().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_record(out, e, rtype, data, little_endian);
+                }
+                out.push(b']');
+            }
+            _ => {
+                let (_, data) = of_type().next().expect("seen once");
+                write_record(out, e, rtype, data, little_endian);
+            }
+        }
+    }
+    out.extend_from_slice(b"}}\n");
+}
+
+fn arch_of(syscall: &[u8]) -> Option<u32> {
+    match pauditd_engine::record::get(syscall, b"arch")? {
+        Value::Bare(b) => u32::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok(),
+        _ => None,
+    }
+}
+
+/// Text that may not be UTF-8, as a JSON string (escaped reversibly).
+fn write_text(out: &mut Vec<u8>, bytes: &[u8]) {
+    if std::str::from_utf8(bytes).is_ok() && !bytes.contains(&b'%') {
+        write_str(out, bytes);
+    } else {
+        write_str(out, decode::escape(bytes).as_bytes());
+    }
+}
+
+/// A decimal integer as written (`-` allowed), if it is one that fits in 64 bits.
+fn integer(b: &[u8]) -> Option<&[u8]> {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    let ok = !digits.is_empty()
+        && digits.len() <= 19
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits.len() == 1 || digits[0] != b'0');
+    ok.then_some(b)
+}
+
+/// One JSON object being written, refusing a key twice (the ENRICHED part repeats ours).
+struct Object<'o> {
+    out: &'o mut Vec<u8>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl<'o> Object<'o> {
+    fn new(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Object {
+            out,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Start `key`'s value; false if the key was written already (skip the value).
+    fn key(&mut self, key: &[u8]) -> bool {
+        if self.keys.iter().any(|k| k == key) {
+            return false;
+        }
+        if !self.keys.is_empty() {
+            self.out.push(b',');
+        }
+        self.keys.push(key.to_vec());
+        write_text(self.out, key);
+        self.out.push(b':');
+        true
+    }
+
+    fn string(&mut self, key: &[u8], v: &[u8]) {
+        if self.key(key) {
+            write_text(self.out, v);
+        }
+    }
+
+    fn raw(&mut self, key: &[u8], json: &[u8]) {
+        if self.key(key) {
+            self.out.extend_from_slice(json);
+        }
+    }
+
+    fn value(&mut self, key: &[u8], v: Value<'_>) {
+        if !self.key(key) {
+            return;
+        }
+        match v {
+            Value::Absent(_) => self.out.extend_from_slice(b"null"),
+            Value::Quoted(b) => write_text(self.out, b),
+            Value::Bare(b) => match integer(b) {
+                Some(n) if !decode::is_untrusted(key) => self.out.extend_from_slice(n),
+                _ => match decode::untrusted(v).filter(|_| decode::is_untrusted(key)) {
+                    Some(d) => write_text(self.out, &d),
+                    None => write_text(self.out, b),
+                },
+            },
+            Value::Nested(b) => {
+                let mut inner = Object::new(self.out);
+                inner.fields(b);
+                inner.close();
+            }
+        }
+    }
+
+    /// Every field of `data`; words without `=` gathered under `text`.
+    fn fields(&mut self, data: &[u8]) {
+        let mut text: Vec<u8> = Vec::new();
+        for f in Fields::new(data) {
+            match f {
+                Field::Pair(k, v) => self.value(k, v),
+                Field::Text(w) => {
+                    if !text.is_empty() {
+                        text.push(b' ');
+                    }
+                    text.extend_from_slice(w);
+                }
+            }
+        }
+        if !text.is_empty() {
+            self.string(b"text", &text);
+        }
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn write_record(out: &mut Vec<u8>, e: &Event, rtype: u16, data: &[u8], little_endian: bool) {
+    let (kernel, enriched) = split_enriched(data);
+    let mut obj = Object::new(out);
+    let mut args: Vec<&[u8]> = Vec::new();
+    let mut arch: Option<Arch> = None;
+    let mut text: Vec<u8> = Vec::new();
+    for f in Fields::new(kernel) {
+        let (k, v) = match f {
+            Field::Pair(k, v) => (k, v),
+            Field::Text(w) => {
+                if !text.is_empty() {
+                    text.push(b' ');
+                }
+                text.extend_from_slice(w);
+                continue;
+            }
+        };
+        match (rtype, k) {
+            (SYSCALL, b"a0" | b"a1" | b"a2" | b"a3") => {
+                args.push(v.bytes());
+                continue;
+            }
+            (PROCTITLE, b"proctitle") => {
+                obj.key(b"ARGV");
+                write_argv(obj.out, &decode::proctitle_argv(v));
+                continue;
+            }
+            _ => {}
+        }
+        obj.value(k, v);
+        let b = v.bytes();
+        match (rtype, k) {
+            (SYSCALL, b"arch") => {
+                arch = std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| u32::from_str_radix(s, 16).ok())
+                    .and_then(Arch::from_audit_arch);
+                if let Some(a) = arch {
+                    obj.string(b"ARCH", a.name().as_bytes());
+                }
+            }
+            (SYSCALL, b"syscall") => {
+                let name = std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .and_then(|nr| arch.and_then(|a| a.syscall_name(nr)));
+                if let Some(n) = name {
+                    obj.string(b"SYSCALL", n.as_bytes());
+                }
+            }
+            (SYSCALL, b"exit") => {
+                let errno = std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .filter(|&n| (-4095..0).contains(&n))
+                    .and_then(|n| {
+                        pauditd_engine::syscall_table::ERRNO
+                            .iter()
+                            .find(|(_, v)| i64::from(*v) == -n)
+                            .map(|(name, _)| *name)
+                    });
+                if let Some(name) = errno {
+                    obj.string(b"EXIT", name.as_bytes());
+                }
+            }
+            (SOCKADDR, b"saddr") => {
+                if let Some(sa) = decode::hex(b).and_then(|h| decode::sockaddr(&h, little_endian)) {
+                    obj.key(b"SADDR");
+                    write_sockaddr(obj.out, &sa);
+                }
+            }
+            _ if is_uid_field(k) => {
+                if let Some(name) = uid_name(e, b) {
+                    let upper = k.to_ascii_uppercase();
+                    obj.string(&upper, &name);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !args.is_empty() {
+        obj.key(b"ARGV");
+        obj.out.push(b'[');
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 {
+                obj.out.push(b',');
+            }
+            let mut s = b"0x".to_vec();
+            s.extend_from_slice(a);
+            write_text(obj.out, &s);
+        }
+        obj.out.push(b']');
+    }
+    if !text.is_empty() {
+        obj.string(b"text", &text);
+    }
+    if let Some(extra) = enriched {
+        obj.fields(extra);
+    }
+    obj.close();
+}
+
+/// The user name the event's uid map gives `uid`; `unset` for 4294967295 (and -1).
+fn uid_name(e: &Event, uid: &[u8]) -> Option<Vec<u8>> {
+    if uid == b"4294967295" || uid == b"-1" {
+        return Some(b"unset".to_vec());
+    }
+    let found = match e.sorted_uids() {
+        Some(mut it) => it.find(|(u, _)| *u == uid).map(|(_, n)| n.to_vec()),
+        None => e
+            .uid_map()
+            .into_iter()
+            .find(|(u, _)| *u == uid)
+            .map(|(_, n)| n.to_vec()),
+    };
+    found.filter(|n| n != b"UNKNOWN_USER")
+}
+
+fn write_argv(out: &mut Vec<u8>, argv: &[Vec<u8>]) {
+    out.push(b'[');
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_text(out, a);
+    }
+    out.push(b']');
+}
+
+fn write_execve<'a>(out: &mut Vec<u8>, records: impl Iterator<Item = &'a [u8]>) {
+    let mut argv = Argv::default();
+    for r in records {
+        argv.add_record(split_enriched(r).0, ARGV_LIMIT);
+    }
+    let mut obj = Object::new(out);
+    if let Some(n) = argv.argc {
+        obj.raw(b"argc", itoa::Buffer::new().format(n).as_bytes());
+    }
+    obj.key(b"ARGV");
+    write_argv(obj.out, &argv.args);
+    if argv.truncated {
+        obj.raw(b"ARGV_TRUNCATED", b"true");
+    }
+    obj.close();
+}
+
+fn write_sockaddr(out: &mut Vec<u8>, sa: &SockAddr) {
+    let mut num = itoa::Buffer::new();
+    let mut obj = Object::new(out);
+    match sa {
+        SockAddr::Inet { addr, port } => {
+            obj.string(b"family", b"inet");
+            obj.string(b"addr", addr.to_string().as_bytes());
+            obj.raw(b"port", num.format(*port).as_bytes());
+        }
+        SockAddr::Inet6 {
+            addr,
+            port,
+            flowinfo,
+            scope_id,
+        } => {
+            obj.string(b"family", b"inet6");
+            obj.string(b"addr", addr.to_string().as_bytes());
+            obj.raw(b"port", num.format(*port).as_bytes());
+            obj.raw(b"flowinfo", num.format(*flowinfo).as_bytes());
+            obj.raw(b"scope_id", num.format(*scope_id).as_bytes());
+        }
+        SockAddr::Unix { path } => {
+            obj.string(b"family", b"unix");
+            obj.string(b"path", path);
+        }
+        SockAddr::Netlink { pid, groups } => {
+            obj.string(b"family", b"netlink");
+            obj.raw(b"pid", num.format(*pid).as_bytes());
+            obj.raw(b"groups", num.format(*groups).as_bytes());
+        }
+        SockAddr::Other { family, .. } => {
+            obj.raw(b"family", num.format(*family).as_bytes());
+        }
+    }
+    obj.close();
+}
+
+/// `SECONDS.MILLIS` as RFC 3339 in UTC (`2021-03-07T10:50:32.375Z`).
+pub fn rfc3339(ts: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(ts).ok()?;
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.chars().all(|c| c.is_ascii_digit()) || frac.len() > 9 {
+        return None;
+    }
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    let frac = if frac.is_empty() {
+        String::new()
+    } else {
+        format!(".{frac}")
+    };
+    Some(format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_is_rfc3339_utc() {
+        assert_eq!(
+            rfc3339(b"1615114232.375").as_deref(),
+            Some("2021-03-07T10:50:32.375Z")
+        );
+        assert_eq!(
+            rfc3339(b"0.000").as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            rfc3339(b"951782400.5").as_deref(),
+            Some("2000-02-29T00:00:00.5Z")
+        );
+        assert_eq!(rfc3339(b"x.1"), None);
+    }
+}
