@@ -55,9 +55,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         passwd: Option<PathBuf>,
         /// How events are written: `pauditd` (pauditd's JSON, byte for byte) or `enriched`
-        /// (every record decoded; see the README's schema).
-        #[arg(long, value_enum, default_value_t = OutputFormat::Pauditd)]
-        format: OutputFormat,
+        /// (every record decoded; see the README's schema). Default: each output's `format`
+        /// (pauditd's unless the config says otherwise).
+        #[arg(long, value_enum)]
+        format: Option<OutputFormat>,
     },
     /// Ask the running daemon how it is doing (over its status socket, root only); exits 1
     /// when no daemon answers.

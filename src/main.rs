@@ -68,7 +68,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(p) => load_config(p)?,
                 None => default_replay_config(),
             };
-            replay(&cfg, &input, window, passwd.as_deref(), format.into())
+            replay(
+                &cfg,
+                &input,
+                window,
+                passwd.as_deref(),
+                format.map(Into::into),
+            )
         }
         None => {
             let Some(path) = cli.config else {
@@ -128,15 +134,18 @@ fn replay(
     input: &Path,
     window: u64,
     passwd: Option<&Path>,
-    format: pauditd_sinks::Format,
+    format: Option<pauditd_sinks::Format>,
 ) -> Result<ExitCode> {
     let mut processor = wiring::processor(cfg, wiring::Clock::Records { window }, passwd)?;
     // Measured on 2 cores: encoder threads add CPU and no speed (perf/RESULTS.md), so the
     // reading thread encodes unless the config asks for threads.
     let encoders = cfg.engine.encode_workers.unwrap_or(0) as usize;
     let mut out = Fanout::new(wiring::outputs(cfg, wiring::Role::Replay)?)
-        .with_event_pool(Some(processor.event_pool()))
-        .with_format(format)
+        .with_event_pool(Some(processor.event_pool()));
+    if let Some(f) = format {
+        out = out.with_format(f);
+    }
+    let mut out = out
         .with_encoders(encoders)
         .context("starting the encoder threads")?;
     let reopen = Arc::new(AtomicBool::new(false));

@@ -73,6 +73,7 @@ pub fn processor(cfg: &Config, clock: Clock, passwd: Option<&Path>) -> Result<Pr
                 max_open_bytes: pauditd_engine::reassemble::DEFAULT_MAX_OPEN_BYTES,
             },
             tracking,
+            containers: cfg.enrichment.containers && matches!(clock, Clock::Millis),
         },
         filters,
         UserDb::new(source, policy),
@@ -124,6 +125,10 @@ fn output_config(d: &Delivery, attempts: u32, role: Role) -> OutputConfig {
     };
     let mut oc = OutputConfig::new(overflow, attempts);
     oc.queue = d.queue_size as usize;
+    oc.format = match d.format {
+        pauditd_config::OutputFormat::Pauditd => pauditd_sinks::Format::Pauditd,
+        pauditd_config::OutputFormat::Enriched => pauditd_sinks::Format::Enriched,
+    };
     // Replay waits for a slow output, not forever for a dead one: `attempts`, then counted.
     oc.give_up |= role == Role::Replay;
     if overflow == Overflow::Spool {

@@ -221,6 +221,66 @@ fn config_filters_and_fan_out_to_file_and_stdout() {
     );
 }
 
+/// Each output in its own `format`: stdout pauditd's, the file enriched, both encoded once
+/// per batch, the same events in the same order, with and without encoder threads.
+#[test]
+fn each_output_takes_its_own_format() {
+    let dir = tempdir("formats");
+    let log = dir.join("out.log");
+    let golden = std::fs::read(root().join("tests/data/edge-cases.json")).unwrap();
+    let mut enriched_runs = Vec::new();
+    for workers in [0, 2] {
+        let _ = std::fs::remove_file(&log);
+        let cfg = write_config(
+            &dir,
+            &format!(
+                "output:\n  stdout: {{ enabled: true }}\n  file: {{ enabled: true, path: {}, format: enriched }}\nengine: {{ encode_workers: {workers} }}\n",
+                log.display()
+            ),
+        );
+        let o = replay_edge_cases(&cfg);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(o.stdout, golden, "stdout stays byte-exact pauditd");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let sequences = |t: &str, key: &str| -> Vec<i64> {
+            t.lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()[key]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(
+            sequences(&text, "sequence"),
+            sequences(&String::from_utf8_lossy(&golden), "sequence"),
+            "the same events, in order"
+        );
+        assert!(
+            text.lines().all(|l| l.starts_with("{\"version\":1,")),
+            "{text}"
+        );
+        enriched_runs.push(text);
+    }
+    assert_eq!(
+        enriched_runs[0], enriched_runs[1],
+        "encoder threads change nothing"
+    );
+    // The notification-service transformer reads pauditd's format: refused with enriched.
+    let cfg = write_config(
+        &dir,
+        "output:\n  http: { enabled: true, url: 'http://127.0.0.1:9/', format: enriched, response_body_transformer: notification-service }\n",
+    );
+    let o = pauditd().arg("check-config").arg(&cfg).output().unwrap();
+    assert!(
+        stderr(&o).contains(
+            "output.http.format: the notification-service transformer reads pauditd's format"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn replay_delivers_every_event_to_a_syslog_receiver() {
     use std::os::unix::net::UnixDatagram;

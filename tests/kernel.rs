@@ -93,12 +93,23 @@ impl Daemon {
     }
 
     fn start_with_env(dir: &Path, name: &str, extra_config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(dir, name, "", extra_config, env)
+    }
+
+    /// `file_options`: more keys of the file output (`format: enriched`).
+    fn start_full(
+        dir: &Path,
+        name: &str,
+        file_options: &str,
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let out = dir.join(format!("{name}.jsonl"));
         let cfg = dir.join(format!("{name}.yaml"));
         std::fs::write(
             &cfg,
             format!(
-                "socket_buffer: {{ receive: 8388608 }}\noutput:\n  file: {{ enabled: true, path: {} }}\n{extra_config}",
+                "socket_buffer: {{ receive: 8388608 }}\noutput:\n  file: {{ enabled: true, path: {}{file_options} }}\n{extra_config}",
                 out.display()
             ),
         )
@@ -1900,4 +1911,83 @@ fn rules_files_and_self_exclusion_reach_the_kernel_in_order() {
     assert!(st.success(), "{log}");
     assert_released(&log);
     assert!(auditctl(&["-l"]).contains("No rules"));
+}
+
+/// A process moved into a cgroup laid out as docker's (`pids:/docker/<64 hex>` on cgroup v1,
+/// `/docker/<id>` under the v2 root otherwise): its exec event, written in the enriched
+/// format with `enrichment.containers`, names that container; pauditd's format beside it is
+/// unchanged.
+#[test]
+fn an_event_names_the_container_its_process_runs_in() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("container");
+    let id = format!(
+        "{:064x}",
+        u128::from(std::process::id()) * 0x9e37_79b9_7f4a_7c15
+    );
+    // A cgroup hierarchy we may create groups in: v1's pids controller, else the v2 root.
+    let base = [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.join("cgroup.procs").exists())
+    .expect("a cgroup hierarchy");
+    let group = base.join("docker").join(&id);
+    std::fs::create_dir_all(&group).unwrap();
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+            let _ = std::fs::remove_dir(self.0.parent().unwrap());
+        }
+    }
+    let _cleanup = Remove(group.clone());
+    let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+    let mut d = Daemon::start_full(
+        &dir,
+        "container",
+        ", format: enriched",
+        &format!(
+            "enrichment: {{ containers: true }}\nrules:\n  - -a exit,always -F arch=b64 -S execve -F exe={} -k ctr\n  - -e 1\n",
+            sleep.display()
+        ),
+        &[],
+    );
+    d.wait_ready();
+    // The shell moves itself into the group, then becomes `sleep` (which lives long enough
+    // for the daemon to read its /proc entry).
+    let st = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} 0.5",
+            group.display(),
+            sleep.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_for("the enriched event", 20, || {
+        d.lines().iter().any(|l| l.contains("\"rule_key\":\"ctr\""))
+    });
+    let line = d
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("\"rule_key\":\"ctr\""))
+        .unwrap();
+    let v = parse(&line);
+    assert_eq!(v["version"], 1, "{line}");
+    assert_eq!(v["container"]["id"], id.as_str(), "{line}");
+    assert_eq!(v["container"]["runtime"], "docker", "{line}");
+    assert_eq!(v["records"]["SYSCALL"]["SYSCALL"], "execve", "{line}");
+    assert_eq!(
+        v["records"]["EXECVE"]["ARGV"],
+        serde_json::json!([sleep.display().to_string(), "0.5"]),
+        "{line}"
+    );
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
 }

@@ -106,9 +106,21 @@ pub struct SpoolSettings {
     pub fsync: bool,
 }
 
+/// `output.<name>.format` (our extension): how the output's events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// pauditd's JSON, byte for byte (the default).
+    #[default]
+    Pauditd,
+    /// Every record decoded (schema v1; see the README).
+    Enriched,
+}
+
 /// How one output takes events (our extension), the same keys in every output section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
+    /// `format`: default `pauditd`.
+    pub format: OutputFormat,
     /// Default: `spool` for syslog and http, `drop` for stdout and file.
     pub overflow: Overflow,
     /// Batches (of up to 256 events) queued for the output; default 64.
@@ -278,6 +290,8 @@ pub struct Config {
     pub netlink_mode: NetlinkMode,
     pub engine: Engine,
     pub privileges: Privileges,
+    /// `enrichment` (our extension): what the daemon adds to events for the enriched format.
+    pub enrichment: Enrichment,
     /// How rules are loaded and kept (our extensions: `rules_loader`, `rules_files`,
     /// `rules_check_interval`, `rules_drift`, `rules_exclude_self`).
     pub rule_policy: RulePolicy,
@@ -289,6 +303,14 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Unknown keys and other things worth telling the operator; not fatal.
     pub warnings: Vec<String>,
+}
+
+/// `enrichment.*`: what the live daemon looks up for each event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enrichment {
+    /// `containers` (default false): the container, pod and systemd unit of the event's
+    /// process, from `/proc/<pid>/cgroup` (two procfs reads per event).
+    pub containers: bool,
 }
 
 /// What to do when the kernel's rules differ from ours (`rules_drift`).
@@ -537,6 +559,17 @@ fn delivery(r: &mut Reader, s: &mut Section<'_>, name: &str, default: Overflow) 
         }
     };
     let queue_size = r.int(s, "queue_size", 64, 1, 1 << 20) as u32;
+    let format = match r.string(s, "format", "pauditd").as_str() {
+        "pauditd" => OutputFormat::Pauditd,
+        "enriched" => OutputFormat::Enriched,
+        other => {
+            r.report(
+                s.key_path("format"),
+                format!("{other:?} is not one of pauditd, enriched"),
+            );
+            OutputFormat::Pauditd
+        }
+    };
     let mut sp = r.section(s, "spool");
     let spool = SpoolSettings {
         dir: r.string(&mut sp, "dir", &format!("{SPOOL_ROOT}/{name}")),
@@ -551,6 +584,7 @@ fn delivery(r: &mut Reader, s: &mut Section<'_>, name: &str, default: Overflow) 
     }
     r.finish(sp);
     Delivery {
+        format,
         overflow,
         queue_size,
         spool,
@@ -742,6 +776,11 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
             "0s; use rules_drift: off to turn drift checks off",
         );
     }
+    let mut en = r.section(root, "enrichment");
+    let enrichment = Enrichment {
+        containers: r.bool(&mut en, "containers", false),
+    };
+    r.finish(en);
     let mut st = r.section(root, "status");
     let status_socket = r.string(&mut st, "socket", DEFAULT_STATUS_SOCKET);
     if !status_socket.is_empty() && !status_socket.starts_with('/') {
@@ -769,6 +808,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         privileges,
         shutdown_timeout,
         rule_policy,
+        enrichment,
         status_socket,
         warnings: Vec::new(),
     }
@@ -889,6 +929,14 @@ fn read_http(r: &mut Reader, out: &mut Section<'_>) -> HttpOutput {
                 "{response_body_transformer:?} is not one of {}",
                 TRANSFORMERS.join(", ")
             ),
+        );
+    }
+    if response_body_transformer == "notification-service"
+        && delivery.format != OutputFormat::Pauditd
+    {
+        r.report(
+            h.path.clone() + ".format",
+            "the notification-service transformer reads pauditd's format (its rule_key); use format: pauditd with it",
         );
     }
     let debug = r.bool(&mut h, "debug", false);

@@ -49,6 +49,8 @@ pub struct Event {
     syscall: Option<Range<u32>>,
     /// pauditd's `rule_key`: from the SYSCALL record's `key=`, or `tty` for TTY records.
     rule_key: Vec<u8>,
+    /// The container and service of the event's process, when attribution is on.
+    attribution: Option<Arc<crate::container::Attribution>>,
 }
 
 impl Event {
@@ -67,6 +69,7 @@ impl Event {
             uids_sorted: true,
             syscall: None,
             rule_key: Vec::new(),
+            attribution: None,
         }
     }
 
@@ -94,6 +97,7 @@ impl Event {
         self.uids_truncated = false;
         self.uids_sorted = true;
         self.syscall = None;
+        self.attribution = None;
     }
 
     /// Bytes the event's buffer can hold without growing (what recycling keeps).
@@ -230,6 +234,14 @@ impl Event {
 
     pub fn rule_key(&self) -> &[u8] {
         &self.rule_key
+    }
+
+    pub fn attribution(&self) -> Option<&crate::container::Attribution> {
+        self.attribution.as_deref()
+    }
+
+    pub fn set_attribution(&mut self, a: Option<Arc<crate::container::Attribution>>) {
+        self.attribution = a;
     }
 
     /// The rule key's buffer, to fill in place.

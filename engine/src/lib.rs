@@ -8,6 +8,7 @@
 
 pub mod arch;
 pub mod auditrule;
+pub mod container;
 pub mod decode;
 pub mod enrich;
 pub mod event;

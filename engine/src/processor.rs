@@ -19,6 +19,9 @@ pub struct ProcessorConfig {
     pub reassembler: ReassemblerConfig,
     /// `None` when `message_tracking.enabled` is false.
     pub tracking: Option<TrackerConfig>,
+    /// Attribute each event to its process's container and service (live only: it reads
+    /// `/proc/<pid>`, which means nothing for a log from another time or host).
+    pub containers: bool,
 }
 
 impl ProcessorConfig {
@@ -42,6 +45,7 @@ impl ProcessorConfig {
                 max_out_of_order: 500,
                 log_out_of_order: false,
             }),
+            containers: false,
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct Processor<U: UserResolver> {
     /// Reused between calls so completing events allocates nothing.
     completed: Vec<(Event, CompletedBy)>,
     multi_key_events: u64,
+    /// Container/service attribution (`enrichment.containers`), live only.
+    containers: Option<crate::container::ContainerCache>,
 }
 
 impl<U: UserResolver> Processor<U> {
@@ -67,6 +73,9 @@ impl<U: UserResolver> Processor<U> {
             stats: Stats::default(),
             completed: Vec::new(),
             multi_key_events: 0,
+            containers: cfg
+                .containers
+                .then(|| crate::container::ContainerCache::new(CONTAINER_CACHE)),
         }
     }
 
@@ -194,7 +203,7 @@ impl<U: UserResolver> Processor<U> {
     }
 
     fn drain(&mut self, out: &mut Vec<Event>) {
-        for (event, by) in self.completed.drain(..) {
+        for (mut event, by) in self.completed.drain(..) {
             match by {
                 CompletedBy::Eoe => self.stats.events_by_eoe += 1,
                 CompletedBy::Deadline => self.stats.events_by_timeout += 1,
@@ -232,6 +241,17 @@ impl<U: UserResolver> Processor<U> {
                     );
                 }
             }
+            if let Some(cache) = &mut self.containers {
+                let pid = event
+                    .messages()
+                    .find(|(t, _)| *t == crate::types::SYSCALL)
+                    .and_then(|(_, d)| crate::record::get(d, b"pid"))
+                    .and_then(|v| std::str::from_utf8(v.bytes()).ok()?.parse::<u32>().ok());
+                if let Some(pid) = pid {
+                    let a = cache.lookup(pid).filter(|a| !a.is_empty());
+                    event.set_attribution(a);
+                }
+            }
             if self.filters.drops(&event) {
                 self.stats.events_filtered += 1;
                 self.reassembler.spares().recycle(event);
@@ -242,6 +262,9 @@ impl<U: UserResolver> Processor<U> {
         }
     }
 }
+
+/// Processes whose container attribution is kept (then the cache starts over).
+const CONTAINER_CACHE: usize = 16_384;
 
 /// A `CONFIG_CHANGE` record of a rule added or removed (`op=add_rule`, `op=remove_rule`).
 fn is_rule_change(payload: &[u8]) -> bool {

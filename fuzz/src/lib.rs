@@ -41,6 +41,7 @@ pub fn live_processor() -> Processor<Users> {
                 max_out_of_order: 500,
                 log_out_of_order: false,
             }),
+            containers: false,
         },
         FilterSet::new(&[]).expect("no filters"),
         Users,

@@ -18,25 +18,24 @@ use pauditd_engine::Event;
 
 use crate::Batch;
 
+/// A batch to encode: its place in order, its events, the formats wanted.
+type Job = (u64, Vec<Event>, [bool; 2]);
+
 pub struct EncoderPool {
-    jobs: Option<Sender<(u64, Vec<Event>)>>,
-    done: Receiver<(u64, Batch)>,
+    jobs: Option<Sender<Job>>,
+    done: Receiver<(u64, [Option<Batch>; 2])>,
     workers: Vec<JoinHandle<()>>,
     next_in: u64,
     next_out: u64,
     /// Encoded batches that arrived before their turn.
-    waiting: BTreeMap<u64, Batch>,
+    waiting: BTreeMap<u64, [Option<Batch>; 2]>,
 }
 
 impl EncoderPool {
     /// `returns`: where encoded events go back to the engine for reuse.
-    pub fn new(
-        workers: usize,
-        returns: Option<EventPool>,
-        format: crate::Format,
-    ) -> std::io::Result<EncoderPool> {
+    pub fn new(workers: usize, returns: Option<EventPool>) -> std::io::Result<EncoderPool> {
         let workers = workers.max(1);
-        let (jobs, rx) = bounded::<(u64, Vec<Event>)>(2 * workers);
+        let (jobs, rx) = bounded::<Job>(2 * workers);
         let (tx, done) = unbounded();
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
@@ -45,10 +44,16 @@ impl EncoderPool {
                 std::thread::Builder::new()
                     .name(format!("pauditd-enc-{i}"))
                     .spawn(move || {
-                        for (seq, events) in rx {
-                            let mut b = Batch::default();
-                            for e in &events {
-                                b.push_event_as(e, format);
+                        for (seq, events, formats) in rx {
+                            let mut b: [Option<Batch>; 2] = [None, None];
+                            for f in crate::Format::ALL {
+                                if formats[f.index()] {
+                                    let mut batch = Batch::default();
+                                    for e in &events {
+                                        batch.push_event_as(e, f);
+                                    }
+                                    b[f.index()] = Some(batch);
+                                }
                             }
                             if let Some(r) = &returns {
                                 r.give_back(events);
@@ -75,20 +80,20 @@ impl EncoderPool {
     }
 
     /// Queue `events` for encoding (waits while every worker is busy and the queue is full).
-    pub fn submit(&mut self, events: Vec<Event>) {
+    pub fn submit(&mut self, events: Vec<Event>, formats: [bool; 2]) {
         let jobs = self.jobs.as_ref().expect("submit after finish");
-        jobs.send((self.next_in, events))
+        jobs.send((self.next_in, events, formats))
             .expect("the encoder threads live as long as the pool");
         self.next_in += 1;
     }
 
     /// Encoded batches whose turn has come, in order; with `wait`, until every submitted
     /// batch is out.
-    pub fn collect(&mut self, wait: bool, mut f: impl FnMut(Arc<Batch>)) {
+    pub fn collect(&mut self, wait: bool, mut f: impl FnMut(crate::fanout::Encoded)) {
         loop {
             while let Some(b) = self.waiting.remove(&self.next_out) {
                 self.next_out += 1;
-                f(Arc::new(b));
+                f(b.map(|b| b.map(Arc::new)));
             }
             if self.next_out == self.next_in {
                 return;

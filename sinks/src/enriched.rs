@@ -73,6 +73,9 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
     } else {
         write_text(out, e.rule_key());
     }
+    if let Some(a) = e.attribution() {
+        write_attribution(out, a);
+    }
     out.extend_from_slice(b",\"records\":{");
     // The arch decides the byte order of socket addresses.
     let little_endian = e
@@ -410,6 +413,32 @@ fn write_sockaddr(out: &mut Vec<u8>, sa: &SockAddr) {
         }
     }
     obj.close();
+}
+
+/// `"container":{id, runtime, pod_uid, qos}` and `"service"` (the systemd unit), each
+/// only when known.
+fn write_attribution(out: &mut Vec<u8>, a: &pauditd_engine::container::Attribution) {
+    if a.container_id.is_some() || a.pod_uid.is_some() {
+        out.extend_from_slice(b",\"container\":");
+        let mut obj = Object::new(out);
+        if let Some(id) = &a.container_id {
+            obj.string(b"id", id.as_bytes());
+        }
+        if let Some(r) = a.runtime {
+            obj.string(b"runtime", r.as_bytes());
+        }
+        if let Some(p) = &a.pod_uid {
+            obj.string(b"pod_uid", p.as_bytes());
+        }
+        if let Some(q) = a.qos {
+            obj.string(b"qos", q.as_bytes());
+        }
+        obj.close();
+    }
+    if let Some(unit) = &a.unit {
+        out.extend_from_slice(b",\"service\":");
+        write_text(out, unit.as_bytes());
+    }
 }
 
 /// `SECONDS.MILLIS` as RFC 3339 in UTC (`2021-03-07T10:50:32.375Z`).

@@ -29,8 +29,18 @@ pub struct Fanout {
     recycle: std::collections::VecDeque<Arc<Batch>>,
     /// Where written events go back to the engine for reuse (`None`: they are freed).
     returns: Option<EventPool>,
-    /// How events are encoded (one format for every output of this fan-out).
-    format: crate::Format,
+}
+
+/// One batch per format (`Format::index`); `None` for a format no output takes.
+pub type Encoded = [Option<Arc<Batch>>; 2];
+
+/// Which formats the outputs take.
+fn formats_of(outputs: &[Output]) -> [bool; 2] {
+    let mut f = [false; 2];
+    for o in outputs {
+        f[o.format().index()] = true;
+    }
+    f
 }
 
 impl Fanout {
@@ -40,13 +50,14 @@ impl Fanout {
             pool: None,
             recycle: Default::default(),
             returns: None,
-            format: crate::Format::Pauditd,
         }
     }
 
-    /// Encode in `format` (set before the encoders).
+    /// Every output takes `format` (replay's `--format`; set before the encoders).
     pub fn with_format(mut self, format: crate::Format) -> Self {
-        self.format = format;
+        for o in &mut self.outputs {
+            o.set_format(format);
+        }
         self
     }
 
@@ -72,11 +83,7 @@ impl Fanout {
         self.flush_encoders();
         self.pool = None;
         if workers > 0 {
-            self.pool = Some(EncoderPool::new(
-                workers,
-                self.returns.clone(),
-                self.format,
-            )?);
+            self.pool = Some(EncoderPool::new(workers, self.returns.clone())?);
         }
         Ok(())
     }
@@ -98,31 +105,54 @@ impl Fanout {
         if events.is_empty() {
             return;
         }
+        let formats = formats_of(&self.outputs);
         if let Some(mut pool) = self.pool.take() {
-            pool.submit(std::mem::take(events));
-            pool.collect(false, |b| self.offer(b));
+            pool.submit(std::mem::take(events), formats);
+            pool.collect(false, |b| self.offer_encoded(b));
             self.pool = Some(pool);
             return;
         }
-        let mut batch = self.fresh_batch();
-        {
+        // Each format in use encoded once, shared by every output that takes it.
+        let mut encoded: Encoded = [None, None];
+        for f in crate::Format::ALL {
+            if !formats[f.index()] {
+                continue;
+            }
+            let mut batch = self.fresh_batch();
             let b = Arc::get_mut(&mut batch).expect("a fresh batch is not shared");
             for e in events.iter() {
-                b.push_event_as(e, self.format);
+                b.push_event_as(e, f);
             }
+            encoded[f.index()] = Some(batch);
         }
         match &self.returns {
             Some(r) => r.give_back(std::mem::take(events)),
             None => events.clear(),
         }
-        self.offer(batch);
+        self.offer_encoded(encoded);
     }
 
-    /// Offer an already encoded batch.
+    /// Offer an already encoded batch to every output (whatever its format).
     pub fn offer(&mut self, batch: Arc<Batch>) {
         for o in &self.outputs {
             o.offer(&batch);
         }
+        self.keep_for_reuse(batch);
+    }
+
+    /// Offer each output the batch in its format.
+    pub fn offer_encoded(&mut self, encoded: Encoded) {
+        for o in &self.outputs {
+            if let Some(b) = &encoded[o.format().index()] {
+                o.offer(b);
+            }
+        }
+        for b in encoded.into_iter().flatten() {
+            self.keep_for_reuse(b);
+        }
+    }
+
+    fn keep_for_reuse(&mut self, batch: Arc<Batch>) {
         if self.recycle.len() >= RECYCLE {
             self.recycle.pop_front();
         }
@@ -137,7 +167,7 @@ impl Fanout {
     /// Hand on every batch still with the encoders (in order).
     pub fn flush_encoders(&mut self) {
         if let Some(mut pool) = self.pool.take() {
-            pool.collect(true, |b| self.offer(b));
+            pool.collect(true, |b| self.offer_encoded(b));
             self.pool = Some(pool);
         }
     }

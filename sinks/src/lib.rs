@@ -35,6 +35,12 @@ pub enum Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 2] = [Format::Pauditd, Format::Enriched];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn encode(self, e: &Event, out: &mut Vec<u8>) {
         match self {
             Format::Pauditd => json::encode_event(e, out),

@@ -109,6 +109,8 @@ pub struct OutputConfig {
     pub pause: Duration,
     /// First and longest wait of the breaker after a failure; doubles in between.
     pub backoff: (Duration, Duration),
+    /// How this output's events are encoded (the fan-out encodes each format once).
+    pub format: crate::Format,
 }
 
 impl OutputConfig {
@@ -121,6 +123,7 @@ impl OutputConfig {
             give_up: overflow == Overflow::Drop,
             pause: Duration::from_secs(1),
             backoff: (Duration::from_millis(250), Duration::from_secs(5)),
+            format: crate::Format::Pauditd,
         }
     }
 }
@@ -271,6 +274,7 @@ fn worth_logging(n: u64) -> bool {
 }
 
 pub struct Output {
+    format: crate::Format,
     shared: Arc<Shared>,
     tx: Option<Sender<Arc<Batch>>>,
     thread: Option<JoinHandle<()>>,
@@ -336,6 +340,7 @@ impl Output {
             shared.publish_spool(&s.spool);
         }
         let live = sink.live_counters();
+        let format = cfg.format;
         let (tx, rx) = bounded::<Arc<Batch>>(cfg.queue.max(1));
         let thread = {
             let shared = shared.clone();
@@ -361,6 +366,7 @@ impl Output {
                 })?
         };
         Ok(Output {
+            format,
             shared,
             tx: Some(tx),
             thread: Some(thread),
@@ -370,6 +376,16 @@ impl Output {
 
     pub fn name(&self) -> &'static str {
         self.shared.name
+    }
+
+    /// The format this output takes its events in.
+    pub fn format(&self) -> crate::Format {
+        self.format
+    }
+
+    /// Take events in `format` from now on (replay's `--format`).
+    pub fn set_format(&mut self, format: crate::Format) {
+        self.format = format;
     }
 
     pub fn stats(&self) -> SinkStats {
