@@ -73,11 +73,20 @@ impl<'a> Iterator for Fields<'a> {
     fn next(&mut self) -> Option<Field<'a>> {
         let start = self.rest.iter().position(|&b| !is_space(b))?;
         let s = &self.rest[start..];
-        // A key runs to `=` unless a space comes first (then it is a word of free text).
-        let word_end = s.iter().position(|&b| is_space(b)).unwrap_or(s.len());
-        let Some(eq) = memchr(b'=', &s[..word_end]) else {
-            self.rest = &s[word_end..];
-            return Some(Field::Text(&s[..word_end]));
+        // The kernel separates fields with single spaces; a key runs to `=` unless a space
+        // comes first (then it is a word of free text). Tabs and newlines end words too.
+        let (eq, word_end) = match memchr::memchr2(b'=', b' ', s) {
+            Some(i) if s[i] == b'=' => (Some(i), None),
+            Some(i) => (None, Some(i)),
+            None => (None, None),
+        };
+        let Some(eq) = eq.filter(|&i| !s[..i].iter().any(|&b| is_space(b))) else {
+            let end = word_end
+                .or_else(|| s.iter().position(|&b| is_space(b)))
+                .unwrap_or(s.len());
+            let end = s[..end].iter().position(|&b| is_space(b)).unwrap_or(end);
+            self.rest = &s[end..];
+            return Some(Field::Text(&s[..end]));
         };
         let key = &s[..eq];
         let v = &s[eq + 1..];
@@ -96,7 +105,8 @@ impl<'a> Iterator for Fields<'a> {
                 None => (Value::Bare(v), v.len()),
             },
             _ => {
-                let end = v.iter().position(|&b| is_space(b)).unwrap_or(v.len());
+                let end = memchr(b' ', v).unwrap_or(v.len());
+                let end = v[..end].iter().position(|&b| is_space(b)).unwrap_or(end);
                 let raw = &v[..end];
                 let value = match raw {
                     b"(null)" | b"(none)" | b"?" => Value::Absent(raw),

@@ -32,29 +32,41 @@ const SOCKADDR: u16 = 1306;
 const EXECVE: u16 = 1309;
 const PROCTITLE: u16 = 1327;
 
-/// Fields holding a uid, translated to its user name.
-fn is_uid_field(k: &[u8]) -> bool {
-    matches!(
-        k,
-        b"uid"
-            | b"euid"
-            | b"suid"
-            | b"fsuid"
-            | b"auid"
-            | b"ouid"
-            | b"loginuid"
-            | b"old-auid"
-            | b"oauid"
-            | b"obj_uid"
-            | b"sauid"
-            | b"inode_uid"
-            | b"old-uid"
-            | b"new-uid"
-    )
+/// The key a uid field's user name goes under (`auid` -> `AUID`).
+fn uid_translation(k: &[u8]) -> Option<&'static [u8]> {
+    Some(match k {
+        b"uid" => b"UID",
+        b"euid" => b"EUID",
+        b"suid" => b"SUID",
+        b"fsuid" => b"FSUID",
+        b"auid" => b"AUID",
+        b"ouid" => b"OUID",
+        b"loginuid" => b"LOGINUID",
+        b"old-auid" => b"OLD-AUID",
+        b"oauid" => b"OAUID",
+        b"obj_uid" => b"OBJ_UID",
+        b"sauid" => b"SAUID",
+        b"inode_uid" => b"INODE_UID",
+        b"old-uid" => b"OLD-UID",
+        b"new-uid" => b"NEW-UID",
+        _ => return None,
+    })
+}
+
+thread_local! {
+    /// Keys of the objects being written (by hash), reused from event to event.
+    static KEYS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Decoded bytes of one value, reused.
+    static DECODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Append one event as an enriched JSON line.
 pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
+    KEYS.with(|k| encode_with(e, out, &mut k.borrow_mut()));
+}
+
+fn encode_with(e: &Event, out: &mut Vec<u8>, keys: &mut Vec<u64>) {
+    keys.clear();
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(b"{\"version\":");
     out.extend_from_slice(num.format(VERSION).as_bytes());
@@ -74,7 +86,7 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
         write_text(out, e.rule_key());
     }
     if let Some(a) = e.attribution() {
-        write_attribution(out, a);
+        write_attribution(out, keys, a);
     }
     out.extend_from_slice(b",\"records\":{");
     // The arch decides the byte order of socket addresses.
@@ -99,20 +111,20 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
         out.push(b':');
         let of_type = || e.messages().filter(move |(t, _)| *t == rtype);
         match rtype {
-            EXECVE => write_execve(out, of_type().map(|(_, d)| d)),
+            EXECVE => write_execve(out, keys, of_type().map(|(_, d)| d)),
             _ if rtype == PATH || of_type().count() > 1 => {
                 out.push(b'[');
                 for (i, (_, data)) in of_type().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    write_record(out, e, rtype, data, little_endian);
+                    write_record(out, keys, e, rtype, data, little_endian);
                 }
                 out.push(b']');
             }
             _ => {
                 let (_, data) = of_type().next().expect("seen once");
-                write_record(out, e, rtype, data, little_endian);
+                write_record(out, keys, e, rtype, data, little_endian);
             }
         }
     }
@@ -126,13 +138,60 @@ fn arch_of(syscall: &[u8]) -> Option<u32> {
     }
 }
 
-/// Text that may not be UTF-8, as a JSON string (escaped reversibly).
-fn write_text(out: &mut Vec<u8>, bytes: &[u8]) {
-    if std::str::from_utf8(bytes).is_ok() && !bytes.contains(&b'%') {
-        write_str(out, bytes);
-    } else {
-        write_str(out, decode::escape(bytes).as_bytes());
+/// Bytes written as they are: printable ASCII but `"`, `\\` and `%`.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0x20;
+    while i < 0x7f {
+        t[i] = i != b'"' as usize && i != b'\\' as usize && i != b'%' as usize;
+        i += 1;
     }
+    t
+};
+
+/// Text that may not be UTF-8, as a JSON string, in one pass: valid UTF-8 as it is (JSON
+/// escapes for quotes, backslashes and control bytes), `%` as `%25`, every byte of an invalid
+/// sequence as `%XX` (the same as `decode::escape`, so `decode::unescape` undoes it).
+fn write_text(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if PLAIN[b as usize] {
+            i += 1;
+            continue;
+        }
+        if b >= 0x80 {
+            if let Some(n) = crate::json::utf8_char_len(&s[i..]) {
+                i += n;
+                continue;
+            }
+        }
+        out.extend_from_slice(&s[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0..=0x1f | 0x7f => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
+            _ => out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]),
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
 }
 
 /// A decimal integer as written (`-` allowed), if it is one that fits in 64 bits.
@@ -146,29 +205,51 @@ fn integer(b: &[u8]) -> Option<&[u8]> {
 }
 
 /// One JSON object being written, refusing a key twice (the ENRICHED part repeats ours).
+/// Keys are remembered by hash in a stack shared with nested objects (no allocation once it
+/// has grown).
 struct Object<'o> {
     out: &'o mut Vec<u8>,
-    keys: Vec<Vec<u8>>,
+    keys: &'o mut Vec<u64>,
+    /// This object's keys are `keys[start..]`.
+    start: usize,
+    /// One bit per key hash's low 6 bits: most new keys are told apart without a scan.
+    seen: u64,
+}
+
+fn key_hash(k: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(k)
 }
 
 impl<'o> Object<'o> {
-    fn new(out: &'o mut Vec<u8>) -> Self {
+    fn new(out: &'o mut Vec<u8>, keys: &'o mut Vec<u64>) -> Self {
         out.push(b'{');
+        let start = keys.len();
         Object {
             out,
-            keys: Vec::new(),
+            keys,
+            start,
+            seen: 0,
         }
+    }
+
+    /// An object nested in this one (its value being written).
+    fn nested(&mut self) -> Object<'_> {
+        Object::new(self.out, self.keys)
     }
 
     /// Start `key`'s value; false if the key was written already (skip the value).
     fn key(&mut self, key: &[u8]) -> bool {
-        if self.keys.iter().any(|k| k == key) {
+        let h = key_hash(key);
+        let bit = 1u64 << (h & 63);
+        if self.seen & bit != 0 && self.keys[self.start..].contains(&h) {
             return false;
         }
-        if !self.keys.is_empty() {
+        self.seen |= bit;
+        if self.keys.len() > self.start {
             self.out.push(b',');
         }
-        self.keys.push(key.to_vec());
+        self.keys.push(h);
         write_text(self.out, key);
         self.out.push(b':');
         true
@@ -193,15 +274,24 @@ impl<'o> Object<'o> {
         match v {
             Value::Absent(_) => self.out.extend_from_slice(b"null"),
             Value::Quoted(b) => write_text(self.out, b),
-            Value::Bare(b) => match integer(b) {
-                Some(n) if !decode::is_untrusted(key) => self.out.extend_from_slice(n),
-                _ => match decode::untrusted(v).filter(|_| decode::is_untrusted(key)) {
-                    Some(d) => write_text(self.out, &d),
-                    None => write_text(self.out, b),
-                },
-            },
+            Value::Bare(b) => {
+                let untrusted = decode::is_untrusted(key);
+                match integer(b) {
+                    Some(n) if !untrusted => self.out.extend_from_slice(n),
+                    _ if untrusted => DECODED.with(|d| {
+                        let mut d = d.borrow_mut();
+                        d.clear();
+                        if decode::hex_into(b, &mut d) {
+                            write_text(self.out, &d);
+                        } else {
+                            write_text(self.out, b);
+                        }
+                    }),
+                    _ => write_text(self.out, b),
+                }
+            }
             Value::Nested(b) => {
-                let mut inner = Object::new(self.out);
+                let mut inner = self.nested();
                 inner.fields(b);
                 inner.close();
             }
@@ -229,12 +319,20 @@ impl<'o> Object<'o> {
 
     fn close(self) {
         self.out.push(b'}');
+        self.keys.truncate(self.start);
     }
 }
 
-fn write_record(out: &mut Vec<u8>, e: &Event, rtype: u16, data: &[u8], little_endian: bool) {
+fn write_record(
+    out: &mut Vec<u8>,
+    keys: &mut Vec<u64>,
+    e: &Event,
+    rtype: u16,
+    data: &[u8],
+    little_endian: bool,
+) {
     let (kernel, enriched) = split_enriched(data);
-    let mut obj = Object::new(out);
+    let mut obj = Object::new(out, keys);
     let mut args: Vec<&[u8]> = Vec::new();
     let mut arch: Option<Arch> = None;
     let mut text: Vec<u8> = Vec::new();
@@ -300,16 +398,18 @@ fn write_record(out: &mut Vec<u8>, e: &Event, rtype: u16, data: &[u8], little_en
             (SOCKADDR, b"saddr") => {
                 if let Some(sa) = decode::hex(b).and_then(|h| decode::sockaddr(&h, little_endian)) {
                     obj.key(b"SADDR");
-                    write_sockaddr(obj.out, &sa);
+                    let mut inner = obj.nested();
+                    write_sockaddr(&mut inner, &sa);
+                    inner.close();
                 }
             }
-            _ if is_uid_field(k) => {
-                if let Some(name) = uid_name(e, b) {
-                    let upper = k.to_ascii_uppercase();
-                    obj.string(&upper, &name);
+            _ => {
+                if let Some(upper) = uid_translation(k) {
+                    if let Some(name) = uid_name(e, b) {
+                        obj.string(upper, name);
+                    }
                 }
             }
-            _ => {}
         }
     }
     if !args.is_empty() {
@@ -335,19 +435,13 @@ fn write_record(out: &mut Vec<u8>, e: &Event, rtype: u16, data: &[u8], little_en
 }
 
 /// The user name the event's uid map gives `uid`; `unset` for 4294967295 (and -1).
-fn uid_name(e: &Event, uid: &[u8]) -> Option<Vec<u8>> {
+fn uid_name<'e>(e: &'e Event, uid: &[u8]) -> Option<&'e [u8]> {
     if uid == b"4294967295" || uid == b"-1" {
-        return Some(b"unset".to_vec());
+        return Some(b"unset");
     }
-    let found = match e.sorted_uids() {
-        Some(mut it) => it.find(|(u, _)| *u == uid).map(|(_, n)| n.to_vec()),
-        None => e
-            .uid_map()
-            .into_iter()
-            .find(|(u, _)| *u == uid)
-            .map(|(_, n)| n.to_vec()),
-    };
-    found.filter(|n| n != b"UNKNOWN_USER")
+    // A finished event's uids are sorted: found without allocating.
+    let name = e.sorted_uids()?.find(|(u, _)| *u == uid).map(|(_, n)| n)?;
+    (name != b"UNKNOWN_USER").then_some(name)
 }
 
 fn write_argv(out: &mut Vec<u8>, argv: &[Vec<u8>]) {
@@ -361,12 +455,16 @@ fn write_argv(out: &mut Vec<u8>, argv: &[Vec<u8>]) {
     out.push(b']');
 }
 
-fn write_execve<'a>(out: &mut Vec<u8>, records: impl Iterator<Item = &'a [u8]>) {
+fn write_execve<'a>(
+    out: &mut Vec<u8>,
+    keys: &mut Vec<u64>,
+    records: impl Iterator<Item = &'a [u8]>,
+) {
     let mut argv = Argv::default();
     for r in records {
         argv.add_record(split_enriched(r).0, ARGV_LIMIT);
     }
-    let mut obj = Object::new(out);
+    let mut obj = Object::new(out, keys);
     if let Some(n) = argv.argc {
         obj.raw(b"argc", itoa::Buffer::new().format(n).as_bytes());
     }
@@ -378,9 +476,8 @@ fn write_execve<'a>(out: &mut Vec<u8>, records: impl Iterator<Item = &'a [u8]>) 
     obj.close();
 }
 
-fn write_sockaddr(out: &mut Vec<u8>, sa: &SockAddr) {
+fn write_sockaddr(obj: &mut Object<'_>, sa: &SockAddr) {
     let mut num = itoa::Buffer::new();
-    let mut obj = Object::new(out);
     match sa {
         SockAddr::Inet { addr, port } => {
             obj.string(b"family", b"inet");
@@ -412,15 +509,18 @@ fn write_sockaddr(out: &mut Vec<u8>, sa: &SockAddr) {
             obj.raw(b"family", num.format(*family).as_bytes());
         }
     }
-    obj.close();
 }
 
 /// `"container":{id, runtime, pod_uid, qos}` and `"service"` (the systemd unit), each
 /// only when known.
-fn write_attribution(out: &mut Vec<u8>, a: &pauditd_engine::container::Attribution) {
+fn write_attribution(
+    out: &mut Vec<u8>,
+    keys: &mut Vec<u64>,
+    a: &pauditd_engine::container::Attribution,
+) {
     if a.container_id.is_some() || a.pod_uid.is_some() {
         out.extend_from_slice(b",\"container\":");
-        let mut obj = Object::new(out);
+        let mut obj = Object::new(out, keys);
         if let Some(id) = &a.container_id {
             obj.string(b"id", id.as_bytes());
         }

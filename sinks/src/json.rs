@@ -92,7 +92,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
 
 /// The length of the valid UTF-8 sequence starting `s`, or `None` if it is not one (overlong
 /// forms, surrogates and values past U+10FFFF included, as Go rejects them).
-fn utf8_char_len(s: &[u8]) -> Option<usize> {
+pub(crate) fn utf8_char_len(s: &[u8]) -> Option<usize> {
     let n = match s[0] {
         0xc2..=0xdf => 2,
         0xe0..=0xef => 3,
