@@ -239,6 +239,7 @@ impl<'o> Object<'o> {
     }
 
     /// Start `key`'s value; false if the key was written already (skip the value).
+    #[must_use]
     fn key(&mut self, key: &[u8]) -> bool {
         let h = key_hash(key);
         let bit = 1u64 << (h & 63);
@@ -353,8 +354,9 @@ fn write_record(
                 continue;
             }
             (PROCTITLE, b"proctitle") => {
-                obj.key(b"ARGV");
-                write_argv(obj.out, &decode::proctitle_argv(v));
+                if obj.key(b"ARGV") {
+                    write_argv(obj.out, &decode::proctitle_argv(v));
+                }
                 continue;
             }
             _ => {}
@@ -397,10 +399,12 @@ fn write_record(
             }
             (SOCKADDR, b"saddr") => {
                 if let Some(sa) = decode::hex(b).and_then(|h| decode::sockaddr(&h, little_endian)) {
-                    obj.key(b"SADDR");
-                    let mut inner = obj.nested();
-                    write_sockaddr(&mut inner, &sa);
-                    inner.close();
+                    // A record holds one address; a repeated saddr keeps the first.
+                    if obj.key(b"SADDR") {
+                        let mut inner = obj.nested();
+                        write_sockaddr(&mut inner, &sa);
+                        inner.close();
+                    }
                 }
             }
             _ => {
@@ -412,8 +416,7 @@ fn write_record(
             }
         }
     }
-    if !args.is_empty() {
-        obj.key(b"ARGV");
+    if !args.is_empty() && obj.key(b"ARGV") {
         obj.out.push(b'[');
         for (i, a) in args.iter().enumerate() {
             if i > 0 {
@@ -468,8 +471,9 @@ fn write_execve<'a>(
     if let Some(n) = argv.argc {
         obj.raw(b"argc", itoa::Buffer::new().format(n).as_bytes());
     }
-    obj.key(b"ARGV");
-    write_argv(obj.out, &argv.args);
+    if obj.key(b"ARGV") {
+        write_argv(obj.out, &argv.args);
+    }
     if argv.truncated {
         obj.raw(b"ARGV_TRUNCATED", b"true");
     }
@@ -578,6 +582,32 @@ pub fn rfc3339(ts: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(records: &[(u16, &[u8])]) -> serde_json::Value {
+        let mut e = Event::new(7, b"1700000000.000");
+        for (t, d) in records {
+            e.push_message(*t, d);
+        }
+        e.finish();
+        let mut out = Vec::new();
+        encode_event(&e, &mut out);
+        serde_json::from_slice(&out).unwrap_or_else(|err| panic!("{err}: {out:?}"))
+    }
+
+    #[test]
+    fn a_key_repeated_in_a_record_is_written_once_and_the_json_stays_valid() {
+        // Found by the fuzzer: two addresses in one record wrote two SADDR values.
+        let v = encode(&[(
+            SOCKADDR,
+            b"saddr=020000167F000001 saddr=01002F746D7000 x=1 x=2\x1dX=\"a\" x=\"3\"",
+        )]);
+        let r = &v["records"]["SOCKADDR"];
+        assert_eq!(r["SADDR"]["addr"], "127.0.0.1");
+        assert_eq!(r["x"], 1);
+        assert_eq!(r["X"], "a");
+        let p = encode(&[(PROCTITLE, b"proctitle=6C73 proctitle=7077 ARGV=x")]);
+        assert_eq!(p["records"]["PROCTITLE"]["ARGV"], serde_json::json!(["ls"]));
+    }
 
     #[test]
     fn time_is_rfc3339_utc() {
