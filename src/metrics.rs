@@ -53,6 +53,9 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
     for r in DropReason::ALL {
         c.push((format!("records.dropped.{}", r.name()), e.dropped(r)));
     }
+    for (name, n) in &e.event_filter_hits {
+        c.push((format!("filters.{name}.matched"), *n));
+    }
     if let Some(r) = s.receiver {
         c.push(("receiver.ring_full_waits".into(), r.ring_full_waits));
         c.push(("receiver.truncated".into(), r.truncated));

@@ -95,7 +95,29 @@ pub fn filters(cfg: &Config) -> Result<FilterSet> {
             },
         })
         .collect();
-    FilterSet::new(&specs).context("compiling filters")
+    use pauditd_engine::event_filter::{self, EventFilterSpec, EventFilters, Text};
+    let events = cfg
+        .event_filters
+        .iter()
+        .map(|f| EventFilterSpec {
+            name: f.name.clone(),
+            keep: f.keep,
+            exe: f.exe.as_deref().map(Text::parse),
+            comm: f.comm.as_deref().map(Text::parse),
+            key: f.key.clone(),
+            syscall: f.syscall.clone(),
+            uid: f.uid.clone(),
+            auid: f.auid.clone(),
+            container: f.container.clone(),
+            unit: f.unit.clone(),
+            // Checked by the config crate.
+            addr: f.addr.as_deref().and_then(event_filter::parse_cidr),
+            port: f.port,
+        })
+        .collect();
+    Ok(FilterSet::new(&specs)
+        .context("compiling filters")?
+        .with_event_filters(EventFilters::new(events)))
 }
 
 /// A request that has not finished after this frees its HTTP worker (Go's client has no limit;

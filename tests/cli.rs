@@ -221,6 +221,53 @@ fn config_filters_and_fan_out_to_file_and_stdout() {
     );
 }
 
+/// `event_filters` on decoded fields: tried in order after pauditd's, the first match
+/// decides, each counted (in the summary line and as `filters.<name>.matched`).
+#[test]
+fn event_filters_decide_on_decoded_fields_in_order() {
+    let dir = tempdir("eventfilters");
+    let input = dir.join("in.log");
+    let curl = |serial: u32, uid: u32, saddr: &str| {
+        format!(
+            "type=SYSCALL msg=audit(1.000:{serial}): arch=c000003e syscall=42 success=yes exit=0 pid=9 auid={uid} uid={uid} comm=\"curl\" exe=\"/usr/bin/curl\" key=\"net\"\ntype=SOCKADDR msg=audit(1.000:{serial}): saddr={saddr}\ntype=EOE msg=audit(1.000:{serial}): \n"
+        )
+    };
+    let text = curl(1, 0, "020001BB0A010203")  // root to 10.1.2.3:443: kept by the first
+        + &curl(2, 1000, "020001BB08080808") // user to 8.8.8.8: dropped by the second
+        + "type=SYSCALL msg=audit(1.000:3): arch=c000003e syscall=59 success=yes exit=0 pid=9 auid=0 uid=0 comm=\"ls\" exe=\"/usr/bin/ls\" key=(null)\ntype=EOE msg=audit(1.000:3): \n"
+        + "type=SYSCALL msg=audit(1.000:4): arch=c000003e syscall=59 success=yes exit=0 pid=9 auid=0 uid=0 comm=\"ls\" exe=\"/usr/bin/ls\" key=\"exec\"\ntype=EOE msg=audit(1.000:4): \n";
+    std::fs::write(&input, text).unwrap();
+    let cfg = write_config(
+        &dir,
+        "output: {stdout: {enabled: true}}\nevent_filters:\n  - {name: keep-root-net, action: keep, uid: root, addr: 10.0.0.0/8, port: 443}\n  - {name: drop-curl, exe: '/usr/bin/cu*'}\n  - {name: drop-unkeyed, key: ''}\n",
+    );
+    let o = pauditd()
+        .args(["replay", "--passwd", "tests/data/passwd"])
+        .arg(&input)
+        .arg("-config")
+        .arg(&cfg)
+        .current_dir(root())
+        .env("PAUDITD_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let seqs: Vec<i64> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["sequence"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 4]);
+    let e = stderr(&o);
+    assert!(
+        e.contains("events_filtered=2")
+            && e.contains("filter.keep-root-net=1 filter.drop-curl=1 filter.drop-unkeyed=1"),
+        "{e}"
+    );
+}
+
 /// Each output in its own `format`: stdout pauditd's, the file enriched, both encoded once
 /// per batch, the same events in the same order, with and without encoder threads.
 #[test]

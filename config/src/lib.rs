@@ -76,6 +76,26 @@ pub struct Filter {
     pub action: FilterAction,
 }
 
+/// One of `event_filters` (our extension): conditions on decoded fields, all of which must
+/// hold. Strings as written (a trailing `*` on `exe`/`comm` means a prefix); `key: ''`
+/// means "no rule key".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub name: String,
+    pub keep: bool,
+    pub exe: Option<String>,
+    pub comm: Option<String>,
+    pub key: Option<String>,
+    pub syscall: Option<String>,
+    pub uid: Option<String>,
+    pub auid: Option<String>,
+    pub container: Option<String>,
+    pub unit: Option<String>,
+    /// An address or a CIDR (checked here).
+    pub addr: Option<String>,
+    pub port: Option<u16>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageTracking {
     pub enabled: bool,
@@ -285,6 +305,8 @@ pub struct Config {
     pub metrics: Metrics,
     pub rules: Vec<String>,
     pub filters: Vec<Filter>,
+    /// `event_filters` (our extension), tried after `filters`.
+    pub event_filters: Vec<EventFilter>,
     pub parser: Parser,
     pub log_flags: i64,
     pub netlink_mode: NetlinkMode,
@@ -660,6 +682,18 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
 
     let rules = r.string_list(root, "rules");
     let filters = r.list_of_sections(root, "filters", read_filter);
+    let event_filters = r.list_of_sections(root, "event_filters", read_event_filter);
+    for (i, f) in event_filters.iter().enumerate() {
+        if event_filters[..i].iter().any(|g| g.name == f.name) {
+            r.report(
+                format!("event_filters[{i}].name"),
+                format!(
+                    "{:?} is used by an earlier filter (names must differ: each has a counter)",
+                    f.name
+                ),
+            );
+        }
+    }
     // Each filter is a compiled regex (~12 KB); real configs have a handful.
     if filters.len() > MAX_FILTERS {
         r.report(
@@ -801,6 +835,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         metrics,
         rules,
         filters,
+        event_filters,
         parser,
         log_flags,
         netlink_mode,
@@ -1014,6 +1049,100 @@ fn read_http(r: &mut Reader, out: &mut Section<'_>) -> HttpOutput {
         extra_attributes,
         batch_size,
     }
+}
+
+fn read_event_filter(r: &mut Reader, mut f: Section<'_>) -> Option<EventFilter> {
+    let errors_before = r.errors.len();
+    let index = f
+        .path
+        .rsplit('[')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(']')
+        .to_string();
+    let name = r.string(&mut f, "name", &format!("filter{index}"));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        r.report(
+            f.key_path("name"),
+            format!("{name:?} must be letters, digits, - or _ (it names a metric)"),
+        );
+    }
+    let keep = match r.string(&mut f, "action", "drop").as_str() {
+        "drop" => false,
+        "keep" => true,
+        other => {
+            r.report(
+                f.key_path("action"),
+                format!("{other:?} must be keep or drop"),
+            );
+            false
+        }
+    };
+    let opt =
+        |r: &mut Reader, f: &mut Section<'_>, k: &'static str| f.has(k).then(|| r.string(f, k, ""));
+    let exe = opt(r, &mut f, "exe");
+    let comm = opt(r, &mut f, "comm");
+    let key = opt(r, &mut f, "key");
+    let syscall = opt(r, &mut f, "syscall");
+    let uid = opt(r, &mut f, "uid");
+    let auid = opt(r, &mut f, "auid");
+    let container = opt(r, &mut f, "container");
+    let unit = opt(r, &mut f, "unit");
+    let addr = opt(r, &mut f, "addr");
+    if let Some(a) = &addr {
+        let (ip, len) = match a.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (a.as_str(), None),
+        };
+        let ok = match ip.parse::<std::net::IpAddr>() {
+            Ok(ip) => len.is_none_or(|l| {
+                l.parse::<u8>()
+                    .is_ok_and(|l| l <= if ip.is_ipv4() { 32 } else { 128 })
+            }),
+            Err(_) => false,
+        };
+        if !ok {
+            r.report(
+                f.key_path("addr"),
+                format!("{a:?} is not an IP address or CIDR (10.0.0.0/8, ::1)"),
+            );
+        }
+    }
+    let port = f
+        .has("port")
+        .then(|| r.int(&mut f, "port", 0, 0, 65535) as u16);
+    let filter = EventFilter {
+        name,
+        keep,
+        exe,
+        comm,
+        key,
+        syscall,
+        uid,
+        auid,
+        container,
+        unit,
+        addr,
+        port,
+    };
+    if filter
+        == (EventFilter {
+            name: filter.name.clone(),
+            keep: filter.keep,
+            ..Default::default()
+        })
+    {
+        r.report(
+            f.path.clone(),
+            "needs at least one of exe, comm, key, syscall, uid, auid, container, unit, addr, port",
+        );
+    }
+    r.finish(f);
+    (r.errors.len() == errors_before).then_some(filter)
 }
 
 fn read_filter(r: &mut Reader, mut f: Section<'_>) -> Option<Filter> {

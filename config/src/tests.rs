@@ -335,3 +335,25 @@ fn rule_policy_defaults_and_bad_values() {
         ]
     );
 }
+
+#[test]
+fn event_filters_read_and_every_mistake_named() {
+    let c = Config::from_str(
+        "event_filters:\n  - {name: a, action: keep, exe: '/usr/bin/*', addr: 10.0.0.0/8, port: 443}\n  - {key: ''}\n",
+    )
+    .unwrap();
+    assert_eq!(c.event_filters.len(), 2);
+    assert!(c.event_filters[0].keep);
+    assert_eq!(c.event_filters[0].addr.as_deref(), Some("10.0.0.0/8"));
+    assert_eq!(c.event_filters[1].name, "filter1");
+    assert_eq!(c.event_filters[1].key.as_deref(), Some(""));
+    assert_eq!(
+        errors("event_filters:\n  - {name: a, addr: 10.0.0.0/33}\n  - {name: a, action: maybe, comm: x}\n  - {name: 'b c'}\n"),
+        vec![
+            "event_filters[0].addr: \"10.0.0.0/33\" is not an IP address or CIDR (10.0.0.0/8, ::1)",
+            "event_filters[1].action: \"maybe\" must be keep or drop",
+            "event_filters[2].name: \"b c\" must be letters, digits, - or _ (it names a metric)",
+            "event_filters[2]: needs at least one of exe, comm, key, syscall, uid, auid, container, unit, addr, port",
+        ]
+    );
+}

@@ -36,6 +36,8 @@ type FilterList = Vec<(Regex, FilterAction)>;
 pub struct FilterSet {
     /// primary key (syscall, else rule key) -> message type (0 for key filters) -> filters.
     table: FxHashMap<Box<[u8]>, FxHashMap<u16, FilterList>>,
+    /// Ours, on decoded fields, tried after pauditd's ([`crate::event_filter`]).
+    events: crate::event_filter::EventFilters,
 }
 
 impl FilterSet {
@@ -54,19 +56,42 @@ impl FilterSet {
                 .or_default()
                 .push((Regex::new(&s.regex)?, s.action));
         }
-        Ok(FilterSet { table })
+        Ok(FilterSet {
+            table,
+            events: Default::default(),
+        })
+    }
+
+    /// Add filters on decoded fields, tried after pauditd's.
+    pub fn with_event_filters(mut self, events: crate::event_filter::EventFilters) -> Self {
+        self.events = events;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.table.is_empty() && self.events.is_empty()
     }
 
-    /// Whether pauditd would drop this event.
-    pub fn drops(&self, event: &Event) -> bool {
-        if self.table.is_empty() {
-            return false;
+    /// `(name, matches)` of every filter on decoded fields.
+    pub fn event_filter_hits(&self) -> Vec<(String, u64)> {
+        self.events.hits()
+    }
+
+    /// Carry counters over from the set this one replaces (a reload).
+    pub fn keep_counts_from(&mut self, old: &FilterSet) {
+        self.events.keep_counts_from(&old.events);
+    }
+
+    /// Whether the event is dropped: pauditd's filters first (as pauditd decides), then,
+    /// for what they keep, ours on decoded fields (the first that matches decides).
+    pub fn drops(&mut self, event: &Event) -> bool {
+        if !self.table.is_empty()
+            && (self.by_syscall(event) == FilterAction::Drop
+                || self.by_key(event) == FilterAction::Drop)
+        {
+            return true;
         }
-        self.by_syscall(event) == FilterAction::Drop || self.by_key(event) == FilterAction::Drop
+        self.events.decide(event) == Some(FilterAction::Drop)
     }
 
     fn by_syscall(&self, event: &Event) -> FilterAction {
@@ -121,7 +146,7 @@ mod tests {
 
     #[test]
     fn syscall_message_type_filter() {
-        let f = FilterSet::new(&[spec(
+        let mut f = FilterSet::new(&[spec(
             "49",
             1306,
             "",
@@ -140,7 +165,7 @@ mod tests {
     #[test]
     fn key_filters_keep_then_drop_in_order() {
         // pauditd's own test: keep /srv/bindings/tmp/, drop everything else of the key.
-        let f = FilterSet::new(&[
+        let mut f = FilterSet::new(&[
             spec(
                 "",
                 0,
@@ -170,13 +195,13 @@ mod tests {
 
     #[test]
     fn key_filter_matches_across_concatenated_messages() {
-        let f = FilterSet::new(&[spec("", 0, "k", "AB", FilterAction::Drop)]).unwrap();
+        let mut f = FilterSet::new(&[spec("", 0, "k", "AB", FilterAction::Drop)]).unwrap();
         assert!(f.drops(&event(&[(1300, "syscall=1 key=k A"), (1302, "B")])));
     }
 
     #[test]
     fn syscall_keep_does_not_stop_key_filters() {
-        let f = FilterSet::new(&[
+        let mut f = FilterSet::new(&[
             spec("1", 1300, "", "syscall", FilterAction::Keep),
             spec("", 0, "k", "x", FilterAction::Drop),
         ])

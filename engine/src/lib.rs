@@ -12,6 +12,7 @@ pub mod container;
 pub mod decode;
 pub mod enrich;
 pub mod event;
+pub mod event_filter;
 pub mod filter;
 pub mod header;
 pub mod live;

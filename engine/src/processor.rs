@@ -80,7 +80,8 @@ impl<U: UserResolver> Processor<U> {
     }
 
     /// Replace the filters (SIGHUP); open events are kept and meet the new filters.
-    pub fn set_filters(&mut self, filters: FilterSet) {
+    pub fn set_filters(&mut self, mut filters: FilterSet) {
+        filters.keep_counts_from(&self.filters);
         self.filters = filters;
     }
 
@@ -105,6 +106,7 @@ impl<U: UserResolver> Processor<U> {
             s.seq_missed = t.missed;
             s.seq_late = t.late;
         }
+        s.event_filter_hits = self.filters.event_filter_hits();
         s
     }
 

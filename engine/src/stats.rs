@@ -94,6 +94,8 @@ pub struct Stats {
     /// `CONFIG_CHANGE` records that add or remove an audit rule (ours or anyone's): the
     /// daemon's drift guard compares the kernel's rules when this moves.
     pub rule_changes: u64,
+    /// `(name, matches)` of each filter on decoded fields (`event_filters`).
+    pub event_filter_hits: Vec<(String, u64)>,
 }
 
 impl Stats {
@@ -140,6 +142,9 @@ impl Stats {
             if n > 0 {
                 s.push_str(&format!(" dropped.{}={n}", r.name()));
             }
+        }
+        for (name, n) in &self.event_filter_hits {
+            s.push_str(&format!(" filter.{name}={n}"));
         }
         s
     }
