@@ -30,7 +30,8 @@ fn corpus() -> Vec<u8> {
     all
 }
 
-fn run(input: &[u8], batch: usize) -> (Vec<u8>, usize) {
+/// (pauditd format, enriched format, hand-overs)
+fn run(input: &[u8], batch: usize) -> (Vec<u8>, Vec<u8>, usize) {
     let passwd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/passwd");
     let mut p = Processor::new(
         ProcessorConfig::replay_defaults(1000),
@@ -41,6 +42,7 @@ fn run(input: &[u8], batch: usize) -> (Vec<u8>, usize) {
         ),
     );
     let mut out = Batch::default();
+    let mut enriched = Batch::default();
     let mut calls = 0;
     replay::run(
         BufReader::with_capacity(4096, input),
@@ -53,21 +55,26 @@ fn run(input: &[u8], batch: usize) -> (Vec<u8>, usize) {
             calls += 1;
             for e in events.drain(..) {
                 out.push_event(&e);
+                enriched.push_event_as(&e, pauditd_sinks::Format::Enriched);
             }
         },
     )
     .unwrap();
-    (out.bytes().to_vec(), calls)
+    (out.bytes().to_vec(), enriched.bytes().to_vec(), calls)
 }
 
 #[test]
 fn batch_size_never_changes_output() {
     let input = corpus();
-    let (reference, _) = run(&input, 256);
+    let (reference, reference_enriched, _) = run(&input, 256);
     assert!(reference.len() > 10_000);
     for batch in [1, 2, 7, 64, 10_000] {
-        let (got, calls) = run(&input, batch);
+        let (got, got_enriched, calls) = run(&input, batch);
         assert!(got == reference, "batch {batch} differs");
+        assert!(
+            got_enriched == reference_enriched,
+            "batch {batch} differs (enriched)"
+        );
         if batch == 1 {
             // Events an EOE completes are handed over one by one (5 in our own fixtures,
             // hundreds with the shared corpus).
@@ -78,7 +85,7 @@ fn batch_size_never_changes_output() {
 }
 
 /// The same input through the binary with 0, 1 and 3 encoder threads (and the replay's batch
-/// hand-overs), out through a real stdout output: identical bytes.
+/// hand-overs), out through a real stdout output: identical bytes, in both formats.
 #[test]
 fn encoder_threads_never_change_output() {
     let dir = std::env::temp_dir().join(format!("pauditd-paths-{}", std::process::id()));
@@ -86,7 +93,7 @@ fn encoder_threads_never_change_output() {
     let input = dir.join("input.log");
     std::fs::write(&input, corpus()).unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let run = |workers: u32| -> Vec<u8> {
+    let run = |workers: u32, format: &str| -> Vec<u8> {
         let cfg = dir.join(format!("c{workers}.yaml"));
         std::fs::write(
             &cfg,
@@ -101,6 +108,7 @@ fn encoder_threads_never_change_output() {
             .arg(&cfg)
             .arg("--passwd")
             .arg(root.join("tests/data/passwd"))
+            .args(["--format", format])
             .arg(&input)
             .env("PAUDITD_LOG", "warn")
             .output()
@@ -108,10 +116,15 @@ fn encoder_threads_never_change_output() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         o.stdout
     };
-    let inline = run(0);
-    assert!(inline.len() > 10_000);
-    for workers in [1, 3] {
-        assert!(run(workers) == inline, "{workers} encoder thread(s) differ");
+    for format in ["pauditd", "enriched"] {
+        let inline = run(0, format);
+        assert!(inline.len() > 10_000);
+        for workers in [1, 3] {
+            assert!(
+                run(workers, format) == inline,
+                "{format}: {workers} encoder thread(s) differ"
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
