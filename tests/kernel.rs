@@ -1991,3 +1991,109 @@ fn an_event_names_the_container_its_process_runs_in() {
     assert!(st.success(), "{log}");
     assert_released(&log);
 }
+
+/// The enriched format on real kernel records: an execve whose arguments the kernel splits
+/// (one over 8 KiB, in `aN[i]` pieces), hex-encodes (non-ASCII, a newline, a space) and
+/// spreads over several EXECVE records (5,000 of them), and connects to inet, inet6 and unix
+/// addresses: every argument and address decoded exactly.
+#[test]
+fn enriched_events_decode_what_the_kernel_encodes() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("enrichedkernel");
+    let echo = echo_exe();
+    let mut d = Daemon::start_full(
+        &dir,
+        "enrichedkernel",
+        ", format: enriched",
+        &format!(
+            "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={echo} -k argv\n  - -a exit,always -F arch=b64 -S connect -F exe={} -k net\n  - -e 1\n",
+            std::fs::canonicalize(env!("CARGO_BIN_EXE_pauditd-loadgen")).unwrap().display()
+        ),
+        &[],
+    );
+    d.wait_ready();
+    let long = "x".repeat(9000) + "-end";
+    let mut args: Vec<String> = vec![
+        format!("marker-{}", std::process::id()),
+        long.clone(),
+        "grün ünïcode".into(),
+        "two\nlines".into(),
+        "with space".into(),
+    ];
+    args.extend((0..5000).map(|i| format!("a{i}")));
+    let st = Command::new(&echo)
+        .args(&args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let marker = args[0].clone();
+    wait_for("the execve event", 30, || {
+        d.lines().iter().any(|l| l.contains(&marker))
+    });
+    let line = d.lines().into_iter().find(|l| l.contains(&marker)).unwrap();
+    let v = parse(&line);
+    let argv: Vec<String> = v["records"]["EXECVE"]["ARGV"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ARGV: {}", &line[..line.len().min(2000)]))
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(v["records"]["EXECVE"]["argc"], args.len() + 1);
+    assert!(v["records"]["EXECVE"]["ARGV_TRUNCATED"].is_null());
+    assert_eq!(argv[0], echo);
+    assert_eq!(&argv[1..], &args[..], "every argument, decoded");
+    assert_eq!(v["records"]["SYSCALL"]["SYSCALL"], "execve");
+    assert_eq!(v["records"]["SYSCALL"]["ARCH"], "x86_64");
+    assert_eq!(v["records"]["SYSCALL"]["UID"], "root");
+
+    // connect(2) to three families; nothing needs to listen (the attempt is audited).
+    let sock = dir.join("pauditd-test.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = Command::new(loadgen())
+        .args([
+            "--connect",
+            "127.0.0.1:9",
+            "--connect",
+            "[::1]:9",
+            "--connect",
+        ])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("three connect events", 30, || {
+        d.lines()
+            .iter()
+            .filter(|l| l.contains("\"rule_key\":\"net\""))
+            .count()
+            >= 3
+    });
+    let addrs: Vec<Value> = d
+        .lines()
+        .iter()
+        .filter(|l| l.contains("\"rule_key\":\"net\""))
+        .map(|l| parse(l)["records"]["SOCKADDR"]["SADDR"].clone())
+        .collect();
+    assert!(
+        addrs.contains(&serde_json::json!({"family": "inet", "addr": "127.0.0.1", "port": 9})),
+        "{addrs:?}"
+    );
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a["family"] == "inet6" && a["addr"] == "::1" && a["port"] == 9),
+        "{addrs:?}"
+    );
+    assert!(
+        addrs.contains(&serde_json::json!({"family": "unix", "path": sock.display().to_string()})),
+        "{addrs:?}"
+    );
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+}

@@ -1,6 +1,8 @@
 //! Load generator for the kernel tests and `scripts/loadbench`: issues a cheap syscall
 //! (`getppid`) a given number of times, optionally at a given rate. Audit it with an
 //! exe-filtered rule: `-a exit,always -F arch=b64 -S getppid -F exe=/path/to/pauditd-loadgen`.
+//! `--connect ADDR` (repeatable) first tries one connect(2) to each address (`host:port`,
+//! `[v6]:port` or a unix socket path), for the enriched format's SOCKADDR tests.
 
 use std::time::{Duration, Instant};
 
@@ -20,10 +22,24 @@ struct Args {
     /// Duration when --count is 0.
     #[arg(long, default_value_t = 0.0)]
     seconds: f64,
+    /// Try one connect(2) to each (`127.0.0.1:9`, `[::1]:9`, `/path/to/unix.sock`); the
+    /// outcome does not matter, the attempt is what is audited.
+    #[arg(long)]
+    connect: Vec<String>,
 }
 
 fn main() {
     let a = Args::parse();
+    for addr in &a.connect {
+        if addr.starts_with('/') {
+            let _ = std::os::unix::net::UnixStream::connect(addr);
+        } else if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
+            let _ = std::net::TcpStream::connect_timeout(&sa, Duration::from_millis(200));
+        } else {
+            eprintln!("--connect {addr:?}: not host:port, [v6]:port or a path");
+            std::process::exit(2);
+        }
+    }
     let count = if a.count > 0 {
         a.count
     } else {
