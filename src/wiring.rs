@@ -74,6 +74,7 @@ pub fn processor(cfg: &Config, clock: Clock, passwd: Option<&Path>) -> Result<Pr
             },
             tracking,
             containers: cfg.enrichment.containers && matches!(clock, Clock::Millis),
+            lineage: cfg.enrichment.lineage && matches!(clock, Clock::Millis),
         },
         filters,
         UserDb::new(source, policy),

@@ -2097,3 +2097,58 @@ fn enriched_events_decode_what_the_kernel_encodes() {
     assert!(st.success(), "{log}");
     assert_released(&log);
 }
+
+/// Lineage on a real fork chain: the test starts `sh` (its exec is an event), `sh` forks and
+/// execs `echo`: the echo event's parent is that `sh`, with the sequence of the event that
+/// exec'd it; the `sh` event's parent is this test process (read from /proc).
+#[test]
+fn an_event_names_its_parent_and_the_exec_that_made_it() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("lineage");
+    let mut d = Daemon::start_full(
+        &dir,
+        "lineage",
+        ", format: enriched",
+        "enrichment: { lineage: true }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k lin\n  - -e 1\n",
+        &[],
+    );
+    d.wait_ready();
+    let marker = format!("lineage-{}", std::process::id());
+    // `sleep` keeps the shell alive while its child's event is processed.
+    let mut sh = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("/bin/echo {marker}; sleep 0.5"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sh_pid = sh.id();
+    assert!(sh.wait().unwrap().success());
+    let find = |d: &Daemon, pred: &dyn Fn(&Value) -> bool| -> Option<Value> {
+        d.lines().iter().map(|l| parse(l)).find(|v| pred(v))
+    };
+    let is_sh = |v: &Value| v["records"]["SYSCALL"]["pid"] == sh_pid;
+    let is_echo = |v: &Value| {
+        v["records"]["EXECVE"]["ARGV"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == marker.as_str()))
+    };
+    wait_for("both exec events", 20, || {
+        find(&d, &is_sh).is_some() && find(&d, &is_echo).is_some()
+    });
+    let sh_event = find(&d, &is_sh).unwrap();
+    let echo_event = find(&d, &is_echo).unwrap();
+    let parent = &echo_event["parent"];
+    assert_eq!(parent["pid"], sh_pid, "{echo_event}");
+    assert_eq!(parent["exec_event"], sh_event["sequence"], "{echo_event}");
+    assert_eq!(
+        parent["exe"], sh_event["records"]["SYSCALL"]["exe"],
+        "{echo_event}"
+    );
+    assert_eq!(parent["ppid"], std::process::id(), "{echo_event}");
+    // The shell's own parent is this test process, read from /proc (no exec seen).
+    assert_eq!(sh_event["parent"]["pid"], std::process::id(), "{sh_event}");
+    assert!(sh_event["parent"]["exec_event"].is_null());
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+}

@@ -333,6 +333,9 @@ pub struct Enrichment {
     /// `containers` (default false): the container, pod and systemd unit of the event's
     /// process, from `/proc/<pid>/cgroup` (two procfs reads per event).
     pub containers: bool,
+    /// `lineage` (default false): the parent of each event's process (pid, ppid, comm, exe,
+    /// start time, the event of its last exec), from the event stream and `/proc`.
+    pub lineage: bool,
 }
 
 /// What to do when the kernel's rules differ from ours (`rules_drift`).
@@ -813,6 +816,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
     let mut en = r.section(root, "enrichment");
     let enrichment = Enrichment {
         containers: r.bool(&mut en, "containers", false),
+        lineage: r.bool(&mut en, "lineage", false),
     };
     r.finish(en);
     let mut st = r.section(root, "status");

@@ -51,6 +51,8 @@ pub struct Event {
     rule_key: Vec<u8>,
     /// The container and service of the event's process, when attribution is on.
     attribution: Option<Arc<crate::container::Attribution>>,
+    /// The parent of the event's process, when lineage is on.
+    parent: Option<Arc<crate::lineage::ProcessInfo>>,
 }
 
 impl Event {
@@ -70,6 +72,7 @@ impl Event {
             syscall: None,
             rule_key: Vec::new(),
             attribution: None,
+            parent: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl Event {
         self.uids_sorted = true;
         self.syscall = None;
         self.attribution = None;
+        self.parent = None;
     }
 
     /// Bytes the event's buffer can hold without growing (what recycling keeps).
@@ -242,6 +246,14 @@ impl Event {
 
     pub fn set_attribution(&mut self, a: Option<Arc<crate::container::Attribution>>) {
         self.attribution = a;
+    }
+
+    pub fn parent(&self) -> Option<&crate::lineage::ProcessInfo> {
+        self.parent.as_deref()
+    }
+
+    pub fn set_parent(&mut self, p: Option<Arc<crate::lineage::ProcessInfo>>) {
+        self.parent = p;
     }
 
     /// The rule key's buffer, to fill in place.

@@ -15,6 +15,7 @@ pub mod event;
 pub mod event_filter;
 pub mod filter;
 pub mod header;
+pub mod lineage;
 pub mod live;
 pub mod logline;
 pub mod netlink;

@@ -22,6 +22,8 @@ pub struct ProcessorConfig {
     /// Attribute each event to its process's container and service (live only: it reads
     /// `/proc/<pid>`, which means nothing for a log from another time or host).
     pub containers: bool,
+    /// Name each event's parent process (live only, as `containers`).
+    pub lineage: bool,
 }
 
 impl ProcessorConfig {
@@ -46,6 +48,7 @@ impl ProcessorConfig {
                 log_out_of_order: false,
             }),
             containers: false,
+            lineage: false,
         }
     }
 }
@@ -61,6 +64,8 @@ pub struct Processor<U: UserResolver> {
     multi_key_events: u64,
     /// Container/service attribution (`enrichment.containers`), live only.
     containers: Option<crate::container::ContainerCache>,
+    /// The process table (`enrichment.lineage`), live only.
+    lineage: Option<crate::lineage::ProcessTable>,
 }
 
 impl<U: UserResolver> Processor<U> {
@@ -76,6 +81,9 @@ impl<U: UserResolver> Processor<U> {
             containers: cfg
                 .containers
                 .then(|| crate::container::ContainerCache::new(CONTAINER_CACHE)),
+            lineage: cfg
+                .lineage
+                .then(|| crate::lineage::ProcessTable::new(PROCESS_TABLE)),
         }
     }
 
@@ -254,6 +262,10 @@ impl<U: UserResolver> Processor<U> {
                     event.set_attribution(a);
                 }
             }
+            if let Some(table) = &mut self.lineage {
+                let parent = seen_in(&event).and_then(|s| table.observe(&s));
+                event.set_parent(parent);
+            }
             if self.filters.drops(&event) {
                 self.stats.events_filtered += 1;
                 self.reassembler.spares().recycle(event);
@@ -267,6 +279,44 @@ impl<U: UserResolver> Processor<U> {
 
 /// Processes whose container attribution is kept (then the cache starts over).
 const CONTAINER_CACHE: usize = 16_384;
+/// Processes the lineage table holds (the oldest go first).
+const PROCESS_TABLE: usize = 32_768;
+
+/// What an event's SYSCALL record says about its process, for the lineage table.
+fn seen_in(e: &Event) -> Option<crate::lineage::Seen<'_>> {
+    use crate::record::{get, split_enriched, Value};
+    let data = split_enriched(
+        e.messages()
+            .find(|(t, _)| *t == crate::types::SYSCALL)
+            .map(|(_, d)| d)?,
+    )
+    .0;
+    let num = |k: &[u8]| -> Option<u64> {
+        std::str::from_utf8(get(data, k)?.bytes())
+            .ok()?
+            .parse()
+            .ok()
+    };
+    let arch = get(data, b"arch")
+        .and_then(|v| u32::from_str_radix(std::str::from_utf8(v.bytes()).ok()?, 16).ok())
+        .and_then(crate::arch::Arch::from_audit_arch);
+    let name = num(b"syscall").and_then(|nr| arch?.syscall_name(nr as u32));
+    let success = matches!(get(data, b"success"), Some(Value::Bare(b"yes")));
+    let text = |k: &[u8]| match get(data, k)? {
+        // Hex-encoded names are rare; they are kept as written here.
+        Value::Quoted(b) | Value::Bare(b) => Some(b),
+        _ => None,
+    };
+    Some(crate::lineage::Seen {
+        pid: u32::try_from(num(b"pid")?).ok()?,
+        ppid: num(b"ppid").and_then(|p| u32::try_from(p).ok()),
+        comm: text(b"comm"),
+        exe: text(b"exe"),
+        exec: success && matches!(name, Some("execve" | "execveat")),
+        exit: matches!(name, Some("exit" | "exit_group")),
+        serial: e.serial,
+    })
+}
 
 /// A `CONFIG_CHANGE` record of a rule added or removed (`op=add_rule`, `op=remove_rule`).
 fn is_rule_change(payload: &[u8]) -> bool {

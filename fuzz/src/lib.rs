@@ -42,6 +42,7 @@ pub fn live_processor() -> Processor<Users> {
                 log_out_of_order: false,
             }),
             containers: false,
+            lineage: false,
         },
         FilterSet::new(&[]).expect("no filters"),
         Users,

@@ -88,6 +88,10 @@ fn encode_with(e: &Event, out: &mut Vec<u8>, keys: &mut Vec<u64>) {
     if let Some(a) = e.attribution() {
         write_attribution(out, keys, a);
     }
+    if let Some(p) = e.parent() {
+        out.extend_from_slice(b",\"parent\":");
+        write_parent(out, keys, p);
+    }
     out.extend_from_slice(b",\"records\":{");
     // The arch decides the byte order of socket addresses.
     let little_endian = e
@@ -543,6 +547,27 @@ fn write_attribution(
         out.extend_from_slice(b",\"service\":");
         write_text(out, unit.as_bytes());
     }
+}
+
+/// `{pid, ppid, comm, exe, start_time, exec_event}`, each only when known.
+fn write_parent(out: &mut Vec<u8>, keys: &mut Vec<u64>, p: &pauditd_engine::lineage::ProcessInfo) {
+    let mut num = itoa::Buffer::new();
+    let mut obj = Object::new(out, keys);
+    obj.raw(b"pid", num.format(p.pid).as_bytes());
+    if let Some(pp) = p.ppid {
+        obj.raw(b"ppid", num.format(pp).as_bytes());
+    }
+    if let Some(c) = &p.comm {
+        obj.string(b"comm", c.as_bytes());
+    }
+    if let Some(x) = &p.exe {
+        obj.string(b"exe", x.as_bytes());
+    }
+    obj.raw(b"start_time", num.format(p.start_time).as_bytes());
+    if let Some(s) = p.exec_event {
+        obj.raw(b"exec_event", num.format(s).as_bytes());
+    }
+    obj.close();
 }
 
 /// `SECONDS.MILLIS` as RFC 3339 in UTC (`2021-03-07T10:50:32.375Z`).

@@ -1,0 +1,229 @@
+//! Process lineage: the parent of each event's process, from the event stream and `/proc`.
+//!
+//! Owns a bounded process table keyed by (pid, start time), so a reused pid never gets
+//! another process's parent. It learns from events (a successful execve records the
+//! process's new exe and the event that exec'd it) and, for a parent it has not seen exec,
+//! from `/proc/<ppid>` at event time. Entries leave on an `exit`/`exit_group` event of their
+//! process, and the oldest go when the table is full; lookups that find nothing (the parent
+//! already gone) are counted. It must never block on anything but procfs.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::container::start_time;
+
+/// What we know of one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+    /// Clock ticks since boot (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+    /// The serial of the event in which it last exec'd, when we saw it.
+    pub exec_event: Option<i64>,
+}
+
+/// The table, bounded.
+pub struct ProcessTable {
+    entries: FxHashMap<(u32, u64), Arc<ProcessInfo>>,
+    /// Insertion order, for eviction (stale keys are skipped).
+    order: VecDeque<(u32, u64)>,
+    capacity: usize,
+    /// Parents looked up and not found (gone before their child's event completed).
+    pub misses: u64,
+}
+
+/// What one SYSCALL record says about its process.
+#[derive(Debug, Default, Clone)]
+pub struct Seen<'a> {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub comm: Option<&'a [u8]>,
+    pub exe: Option<&'a [u8]>,
+    /// A successful execve/execveat.
+    pub exec: bool,
+    /// exit/exit_group.
+    pub exit: bool,
+    pub serial: i64,
+}
+
+fn text(b: Option<&[u8]>) -> Option<String> {
+    b.map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+impl ProcessTable {
+    pub fn new(capacity: usize) -> Self {
+        ProcessTable {
+            entries: FxHashMap::default(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            misses: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn insert(&mut self, info: ProcessInfo) -> Arc<ProcessInfo> {
+        let key = (info.pid, info.start_time);
+        while self.entries.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+        let info = Arc::new(info);
+        if self.entries.insert(key, info.clone()).is_none() {
+            self.order.push_back(key);
+        }
+        info
+    }
+
+    /// Learn from one event's SYSCALL record, and return its process's parent.
+    pub fn observe(&mut self, s: &Seen<'_>) -> Option<Arc<ProcessInfo>> {
+        let start = start_time(s.pid);
+        if let Some(start) = start {
+            if s.exit {
+                self.entries.remove(&(s.pid, start));
+            } else if s.exec || !self.entries.contains_key(&(s.pid, start)) {
+                let previous = self.entries.get(&(s.pid, start)).cloned();
+                self.insert(ProcessInfo {
+                    pid: s.pid,
+                    ppid: s.ppid,
+                    comm: text(s.comm).or_else(|| previous.as_ref()?.comm.clone()),
+                    exe: text(s.exe).or_else(|| previous.as_ref()?.exe.clone()),
+                    start_time: start,
+                    exec_event: if s.exec {
+                        Some(s.serial)
+                    } else {
+                        previous.and_then(|p| p.exec_event)
+                    },
+                });
+            }
+        }
+        let ppid = s.ppid?;
+        self.parent(ppid)
+    }
+
+    /// The process `ppid` as it is now: from the table if we know it (same start time),
+    /// else from `/proc` (then remembered).
+    fn parent(&mut self, ppid: u32) -> Option<Arc<ProcessInfo>> {
+        let Some(start) = start_time(ppid) else {
+            self.misses += 1;
+            return None;
+        };
+        if let Some(p) = self.entries.get(&(ppid, start)) {
+            return Some(p.clone());
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm"))
+            .ok()
+            .map(|c| c.trim_end_matches('\n').to_string());
+        let exe = std::fs::read_link(format!("/proc/{ppid}/exe"))
+            .ok()
+            .map(|p| p.display().to_string());
+        let pppid = std::fs::read_to_string(format!("/proc/{ppid}/stat"))
+            .ok()
+            .and_then(|st| {
+                let rest = &st[st.rfind(')')? + 2..];
+                rest.split(' ').nth(1)?.parse().ok()
+            });
+        // Still the same process after the reads (the pid was not reused meanwhile).
+        if start_time(ppid) != Some(start) {
+            self.misses += 1;
+            return None;
+        }
+        Some(self.insert(ProcessInfo {
+            pid: ppid,
+            ppid: pppid,
+            comm,
+            exe,
+            start_time: start,
+            exec_event: None,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exec_is_remembered_and_named_as_the_parent_of_its_children() {
+        let me = std::process::id();
+        let mut t = ProcessTable::new(16);
+        // Our own exec, seen in an event: recorded with its serial.
+        let parent = t.observe(&Seen {
+            pid: me,
+            ppid: Some(1),
+            comm: Some(b"tester"),
+            exe: Some(b"/usr/bin/tester"),
+            exec: true,
+            serial: 42,
+            ..Default::default()
+        });
+        assert_eq!(parent.map(|p| p.pid), Some(1), "pid 1 read from /proc");
+        // A child of ours: its parent is what the exec event said.
+        let p = t
+            .observe(&Seen {
+                pid: u32::MAX - 2, // gone: the child itself is not recorded
+                ppid: Some(me),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(p.pid, me);
+        assert_eq!(p.exe.as_deref(), Some("/usr/bin/tester"));
+        assert_eq!(p.exec_event, Some(42));
+        assert_eq!(p.ppid, Some(1));
+        // Exit: forgotten; then the parent comes from /proc again, without an exec event.
+        t.observe(&Seen {
+            pid: me,
+            exit: true,
+            ..Default::default()
+        });
+        let again = t
+            .observe(&Seen {
+                pid: u32::MAX - 2,
+                ppid: Some(me),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(again.exec_event, None);
+        assert!(again.exe.is_some());
+        // A parent that does not exist is a counted miss.
+        assert!(t
+            .observe(&Seen {
+                pid: u32::MAX - 2,
+                ppid: Some(u32::MAX - 3),
+                ..Default::default()
+            })
+            .is_none());
+        assert_eq!(t.misses, 1);
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mut t = ProcessTable::new(2);
+        for serial in 0..5 {
+            t.insert(ProcessInfo {
+                pid: serial as u32,
+                ppid: None,
+                comm: None,
+                exe: None,
+                start_time: 1,
+                exec_event: Some(serial),
+            });
+        }
+        assert_eq!(t.len(), 2);
+    }
+}
