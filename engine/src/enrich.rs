@@ -79,32 +79,10 @@ fn rule_key(data: &[u8], key: &mut Vec<u8>) {
         Some(r) => &data[r],
         None => return,
     };
-    if !decode_hex(raw, key) {
+    if !crate::decode::hex_into(raw, key) {
         key.clear();
         key.extend(raw.iter().copied().filter(|&b| b != b'"'));
     }
-}
-
-/// Append `s` decoded from hex to `out`; false (with part of it appended) if it is not hex.
-fn decode_hex(s: &[u8], out: &mut Vec<u8>) -> bool {
-    fn nibble(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    if !s.len().is_multiple_of(2) {
-        return false;
-    }
-    for p in s.chunks_exact(2) {
-        match (nibble(p[0]), nibble(p[1])) {
-            (Some(h), Some(l)) => out.push(h << 4 | l),
-            _ => return false,
-        }
-    }
-    true
 }
 
 /// Map every `uid=` value in message `i` (so `auid=`, `euid=`, `ouid=`... too) to a user

@@ -87,6 +87,22 @@ impl ProcessTable {
         if self.entries.insert(key, info.clone()).is_none() {
             self.order.push_back(key);
         }
+        // Keys of processes forgotten at exit (or forgotten and seen again) stay in `order`
+        // until eviction reaches them; when exits keep the table small, eviction never runs:
+        // compact here so `order` stays bounded too (found by the test below).
+        if self.order.len() > 2 * self.capacity {
+            // Keep each live key once, at its latest insertion, oldest first.
+            let mut seen = rustc_hash::FxHashSet::default();
+            let mut kept: Vec<(u32, u64)> = self
+                .order
+                .iter()
+                .rev()
+                .filter(|k| self.entries.contains_key(k) && seen.insert(**k))
+                .copied()
+                .collect();
+            kept.reverse();
+            self.order = kept.into();
+        }
         info
     }
 
@@ -209,6 +225,29 @@ mod tests {
             })
             .is_none());
         assert_eq!(t.misses, 1);
+    }
+
+    #[test]
+    fn processes_that_exit_leave_no_trace_behind() {
+        // Our own pid, inserted and forgotten again and again (as a stream of short-lived
+        // processes would be): the eviction order must not grow with them.
+        let me = std::process::id();
+        let mut t = ProcessTable::new(4);
+        for serial in 0..1000 {
+            t.observe(&Seen {
+                pid: me,
+                exec: true,
+                serial,
+                ..Default::default()
+            });
+            t.observe(&Seen {
+                pid: me,
+                exit: true,
+                ..Default::default()
+            });
+        }
+        assert!(t.is_empty());
+        assert!(t.order.len() <= 2 * 4 + 1, "{} stale keys", t.order.len());
     }
 
     #[test]
