@@ -49,6 +49,8 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         ("sequence.late".into(), e.seq_late),
         ("kernel.audit_pid_taken".into(), s.pid_stolen),
         ("rules.drift".into(), s.rules_drift),
+        ("enrichment.container_misses".into(), e.container_misses),
+        ("enrichment.lineage_misses".into(), e.lineage_misses),
     ];
     for r in DropReason::ALL {
         c.push((format!("records.dropped.{}", r.name()), e.dropped(r)));

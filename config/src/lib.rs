@@ -331,7 +331,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Enrichment {
     /// `containers` (default false): the container, pod and systemd unit of the event's
-    /// process, from `/proc/<pid>/cgroup` (two procfs reads per event).
+    /// process, from `/proc/<pid>/cgroup` (one procfs read per event, three for a new process).
     pub containers: bool,
     /// `lineage` (default false): the parent of each event's process (pid, ppid, comm, exe,
     /// start time, the event of its last exec), from the event stream and `/proc`.

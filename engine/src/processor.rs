@@ -115,6 +115,8 @@ impl<U: UserResolver> Processor<U> {
             s.seq_late = t.late;
         }
         s.event_filter_hits = self.filters.event_filter_hits();
+        s.container_misses = self.containers.as_ref().map_or(0, |c| c.misses);
+        s.lineage_misses = self.lineage.as_ref().map_or(0, |t| t.misses);
         s
     }
 

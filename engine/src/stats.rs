@@ -94,6 +94,9 @@ pub struct Stats {
     /// `CONFIG_CHANGE` records that add or remove an audit rule (ours or anyone's): the
     /// daemon's drift guard compares the kernel's rules when this moves.
     pub rule_changes: u64,
+    /// Attribution / lineage lookups whose process was already gone.
+    pub container_misses: u64,
+    pub lineage_misses: u64,
     /// `(name, matches)` of each filter on decoded fields (`event_filters`).
     pub event_filter_hits: Vec<(String, u64)>,
 }
@@ -132,6 +135,8 @@ impl Stats {
             ("events_evicted", self.events_evicted),
             ("records_after_completion", self.records_after_completion),
             ("uid_maps_truncated", self.uid_maps_truncated),
+            ("container_misses", self.container_misses),
+            ("lineage_misses", self.lineage_misses),
         ] {
             if n > 0 {
                 s.push_str(&format!(" {name}={n}"));
