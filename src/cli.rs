@@ -28,6 +28,7 @@ pub struct Cli {
 pub enum OutputFormat {
     Pauditd,
     Enriched,
+    Ecs,
 }
 
 impl From<OutputFormat> for pauditd_sinks::Format {
@@ -35,6 +36,7 @@ impl From<OutputFormat> for pauditd_sinks::Format {
         match f {
             OutputFormat::Pauditd => pauditd_sinks::Format::Pauditd,
             OutputFormat::Enriched => pauditd_sinks::Format::Enriched,
+            OutputFormat::Ecs => pauditd_sinks::Format::Ecs,
         }
     }
 }

@@ -151,6 +151,7 @@ fn output_config(d: &Delivery, attempts: u32, role: Role) -> OutputConfig {
     oc.format = match d.format {
         pauditd_config::OutputFormat::Pauditd => pauditd_sinks::Format::Pauditd,
         pauditd_config::OutputFormat::Enriched => pauditd_sinks::Format::Enriched,
+        pauditd_config::OutputFormat::Ecs => pauditd_sinks::Format::Ecs,
     };
     // Replay waits for a slow output, not forever for a dead one: `attempts`, then counted.
     oc.give_up |= role == Role::Replay;

@@ -134,6 +134,8 @@ pub enum OutputFormat {
     Pauditd,
     /// Every record decoded (schema v1; see the README).
     Enriched,
+    /// Elastic Common Schema, as auditbeat's auditd module writes it.
+    Ecs,
 }
 
 /// How one output takes events (our extension), the same keys in every output section.
@@ -587,10 +589,11 @@ fn delivery(r: &mut Reader, s: &mut Section<'_>, name: &str, default: Overflow) 
     let format = match r.string(s, "format", "pauditd").as_str() {
         "pauditd" => OutputFormat::Pauditd,
         "enriched" => OutputFormat::Enriched,
+        "ecs" => OutputFormat::Ecs,
         other => {
             r.report(
                 s.key_path("format"),
-                format!("{other:?} is not one of pauditd, enriched"),
+                format!("{other:?} is not one of pauditd, enriched, ecs"),
             );
             OutputFormat::Pauditd
         }

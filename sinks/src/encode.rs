@@ -19,16 +19,16 @@ use pauditd_engine::Event;
 use crate::Batch;
 
 /// A batch to encode: its place in order, its events, the formats wanted.
-type Job = (u64, Vec<Event>, [bool; 2]);
+type Job = (u64, Vec<Event>, [bool; crate::FORMATS]);
 
 pub struct EncoderPool {
     jobs: Option<Sender<Job>>,
-    done: Receiver<(u64, [Option<Batch>; 2])>,
+    done: Receiver<(u64, [Option<Batch>; crate::FORMATS])>,
     workers: Vec<JoinHandle<()>>,
     next_in: u64,
     next_out: u64,
     /// Encoded batches that arrived before their turn.
-    waiting: BTreeMap<u64, [Option<Batch>; 2]>,
+    waiting: BTreeMap<u64, [Option<Batch>; crate::FORMATS]>,
 }
 
 impl EncoderPool {
@@ -45,7 +45,7 @@ impl EncoderPool {
                     .name(format!("pauditd-enc-{i}"))
                     .spawn(move || {
                         for (seq, events, formats) in rx {
-                            let mut b: [Option<Batch>; 2] = [None, None];
+                            let mut b: [Option<Batch>; crate::FORMATS] = Default::default();
                             for f in crate::Format::ALL {
                                 if formats[f.index()] {
                                     let mut batch = Batch::default();
@@ -80,7 +80,7 @@ impl EncoderPool {
     }
 
     /// Queue `events` for encoding (waits while every worker is busy and the queue is full).
-    pub fn submit(&mut self, events: Vec<Event>, formats: [bool; 2]) {
+    pub fn submit(&mut self, events: Vec<Event>, formats: [bool; crate::FORMATS]) {
         let jobs = self.jobs.as_ref().expect("submit after finish");
         jobs.send((self.next_in, events, formats))
             .expect("the encoder threads live as long as the pool");

@@ -32,11 +32,11 @@ pub struct Fanout {
 }
 
 /// One batch per format (`Format::index`); `None` for a format no output takes.
-pub type Encoded = [Option<Arc<Batch>>; 2];
+pub type Encoded = [Option<Arc<Batch>>; crate::FORMATS];
 
 /// Which formats the outputs take.
-fn formats_of(outputs: &[Output]) -> [bool; 2] {
-    let mut f = [false; 2];
+fn formats_of(outputs: &[Output]) -> [bool; crate::FORMATS] {
+    let mut f = [false; crate::FORMATS];
     for o in outputs {
         f[o.format().index()] = true;
     }
@@ -113,7 +113,7 @@ impl Fanout {
             return;
         }
         // Each format in use encoded once, shared by every output that takes it.
-        let mut encoded: Encoded = [None, None];
+        let mut encoded: Encoded = Default::default();
         for f in crate::Format::ALL {
             if !formats[f.index()] {
                 continue;

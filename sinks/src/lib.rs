@@ -5,6 +5,7 @@
 //! system calls as its protocol allows. It must never know where events come from (netlink,
 //! replay) nor hold any global state.
 
+pub mod ecs;
 pub mod encode;
 pub mod enriched;
 pub mod fanout;
@@ -32,10 +33,15 @@ pub enum Format {
     Pauditd,
     /// Every record decoded ([`enriched`], schema v1).
     Enriched,
+    /// Elastic Common Schema, as auditbeat's auditd module writes it ([`ecs`]).
+    Ecs,
 }
 
+/// How many formats there are (the length of per-format arrays).
+pub const FORMATS: usize = 3;
+
 impl Format {
-    pub const ALL: [Format; 2] = [Format::Pauditd, Format::Enriched];
+    pub const ALL: [Format; FORMATS] = [Format::Pauditd, Format::Enriched, Format::Ecs];
 
     pub fn index(self) -> usize {
         self as usize
@@ -45,6 +51,7 @@ impl Format {
         match self {
             Format::Pauditd => json::encode_event(e, out),
             Format::Enriched => enriched::encode_event(e, out),
+            Format::Ecs => ecs::encode_event(e, out),
         }
     }
 }

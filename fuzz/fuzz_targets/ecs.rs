@@ -1,0 +1,26 @@
+//! Arbitrary bytes as the records of one event, through the ECS encoder (go-libaudit's
+//! reading and coalescing rules): it must never panic and always write exactly one line of
+//! valid JSON with an `event` object.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use pauditd_engine::Event;
+
+fuzz_target!(|data: &[u8]| {
+    let mut e = Event::new(1, b"1700000000.000");
+    // Records separated by 0x00, each with a type from its first two bytes (1000..=2999).
+    for chunk in data.split(|&b| b == 0) {
+        let (rtype, body) = match chunk {
+            [a, b, rest @ ..] => (1000 + (u16::from(*a) << 8 | u16::from(*b)) % 2000, rest),
+            _ => (1300, chunk),
+        };
+        e.push_message(rtype, body);
+    }
+    e.finish();
+    let mut out = Vec::new();
+    pauditd_sinks::ecs::encode_event(&e, &mut out);
+    assert_eq!(out.last(), Some(&b'\n'));
+    assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+    let v: serde_json::Value = serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+    assert_eq!(v["event"]["module"], "auditd");
+});

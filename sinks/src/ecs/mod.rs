@@ -1,0 +1,439 @@
+//! `format: ecs`: one Elastic Common Schema document per event, as auditbeat's auditd
+//! module writes it, so an Elastic user can point an output at an ingest endpoint.
+//!
+//! Owns the document: `@timestamp`, `event.{kind,module,category,type,action,outcome}`,
+//! `user.*` (ids, names, `effective`/`target`/`changes`), `group.*`, `related.user`,
+//! `process.*` (with `args`, `parent.pid`), `file.*`, `source`/`destination`,
+//! `network.direction`, `tags`, `host.name` (from a record's `node=`), and `auditd.*`
+//! (`message_type`, `sequence`, `result`, `session`, `summary`, `data`, `paths`). The
+//! meaning comes from [`coalesce`] (go-libaudit's rules and table); names from the event's
+//! uid map and the group resolver handed in. Strings are escaped as Go's encoder does (as
+//! auditbeat's are). It must never change the pauditd or enriched formats.
+
+pub mod auparse;
+pub mod coalesce;
+pub mod normalize;
+
+use pauditd_engine::Event;
+
+use crate::json::write_str;
+use auparse::Text;
+use coalesce::{Coalesced, Entity, Names};
+
+/// The ECS version the documents follow (auditbeat 8's).
+pub const ECS_VERSION: &str = "8.0.0";
+
+/// A JSON value built for one document (only `ecs` needs a tree: auditbeat's document is
+/// assembled by puts and deletes at dotted paths).
+#[derive(Debug, Clone)]
+enum J {
+    Str(Vec<u8>),
+    Num(i64),
+    Arr(Vec<J>),
+    Obj(Vec<(Vec<u8>, J)>),
+}
+
+impl J {
+    fn obj() -> J {
+        J::Obj(Vec::new())
+    }
+
+    fn s(v: &[u8]) -> J {
+        J::Str(v.to_vec())
+    }
+
+    /// An object of data-named string fields.
+    fn map<'k>(pairs: impl Iterator<Item = (&'k [u8], &'k [u8])>) -> J {
+        J::Obj(pairs.map(|(k, v)| (k.to_vec(), J::s(v))).collect())
+    }
+
+    /// Set `path` (dot-separated), creating objects on the way.
+    fn put(&mut self, path: &str, v: J) {
+        let J::Obj(fields) = self else { return };
+        let (head, rest) = match path.split_once('.') {
+            Some((h, r)) => (h, Some(r)),
+            None => (path, None),
+        };
+        let i = match fields.iter().position(|(k, _)| k == head.as_bytes()) {
+            Some(i) => i,
+            None => {
+                fields.push((head.as_bytes().to_vec(), J::obj()));
+                fields.len() - 1
+            }
+        };
+        match rest {
+            None => fields[i].1 = v,
+            Some(r) => {
+                if !matches!(fields[i].1, J::Obj(_)) {
+                    fields[i].1 = J::obj();
+                }
+                fields[i].1.put(r, v);
+            }
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<&J> {
+        let J::Obj(fields) = self else { return None };
+        let (head, rest) = match path.split_once('.') {
+            Some((h, r)) => (h, Some(r)),
+            None => (path, None),
+        };
+        let v = &fields.iter().find(|(k, _)| k == head.as_bytes())?.1;
+        match rest {
+            None => Some(v),
+            Some(r) => v.get(r),
+        }
+    }
+
+    fn get_str(&self, path: &str) -> Option<&[u8]> {
+        match self.get(path)? {
+            J::Str(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
+    fn delete(&mut self, path: &str) {
+        let J::Obj(fields) = self else { return };
+        match path.split_once('.') {
+            None => fields.retain(|(k, _)| k != path.as_bytes()),
+            Some((h, r)) => {
+                if let Some((_, v)) = fields.iter_mut().find(|(k, _)| k == h.as_bytes()) {
+                    v.delete(r);
+                }
+            }
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            J::Str(s) => write_str(out, s),
+            J::Num(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            J::Arr(a) => {
+                out.push(b'[');
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    v.write(out);
+                }
+                out.push(b']');
+            }
+            J::Obj(fields) => {
+                out.push(b'{');
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(out, k);
+                    out.push(b':');
+                    v.write(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+/// Names from the event itself: its uid map (pauditd's, resolved when the event was
+/// assembled) and its gid names, when groups were resolved.
+struct EventNames<'e>(&'e Event);
+
+impl Names for EventNames<'_> {
+    fn user(&self, uid: &[u8]) -> Option<Vec<u8>> {
+        let e = self.0;
+        let name = match e.sorted_uids() {
+            Some(mut it) => it.find(|(u, _)| *u == uid).map(|(_, n)| n.to_vec()),
+            None => e
+                .uid_map()
+                .into_iter()
+                .find(|(u, _)| *u == uid)
+                .map(|(_, n)| n.to_vec()),
+        }?;
+        (name != pauditd_engine::users::UNKNOWN_USER).then_some(name)
+    }
+
+    fn group(&self, gid: &[u8]) -> Option<Vec<u8>> {
+        let _ = (self.0, gid);
+        None
+    }
+}
+
+/// Append one event as an ECS JSON line.
+pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
+    let table = normalize::Table::builtin();
+    let doc = match coalesce::coalesce(e.messages(), table) {
+        Ok(mut c) => {
+            coalesce::resolve(&mut c, &EventNames(e));
+            document(e, &c)
+        }
+        Err(why) => error_document(e, why),
+    };
+    doc.write(out);
+    out.push(b'\n');
+}
+
+fn timestamp(e: &Event, doc: &mut J) {
+    if let Some(t) = crate::enriched::rfc3339(e.timestamp()) {
+        doc.put("@timestamp", J::Str(t.into_bytes()));
+    }
+}
+
+/// What auditbeat writes for records aucoalesce cannot make an event of: the error and
+/// the records as they came.
+fn error_document(e: &Event, why: &str) -> J {
+    let mut doc = J::obj();
+    timestamp(e, &mut doc);
+    doc.put("event.kind", J::s(b"event"));
+    doc.put("event.module", J::s(b"auditd"));
+    let original = e
+        .messages()
+        .map(|(t, d)| {
+            let mut line = b"type=".to_vec();
+            line.extend_from_slice(coalesce::type_name(t).as_bytes());
+            line.extend_from_slice(b" msg=");
+            line.extend_from_slice(d);
+            J::Str(line)
+        })
+        .collect();
+    doc.put("event.original", J::Arr(original));
+    doc.put("error.message", J::s(why.as_bytes()));
+    doc.put("ecs.version", J::s(ECS_VERSION.as_bytes()));
+    doc
+}
+
+fn opt(doc: &mut J, path: &'static str, v: &Option<impl AsRef<[u8]>>) {
+    if let Some(v) = v {
+        if !v.as_ref().is_empty() {
+            doc.put(path, J::s(v.as_ref()));
+        }
+    }
+}
+
+fn number(v: &[u8]) -> Option<i64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// auditbeat's `buildMetricbeatEvent`, field for field.
+fn document(e: &Event, c: &Coalesced<'_>) -> J {
+    let mut doc = J::obj();
+    timestamp(e, &mut doc);
+    doc.put("event.kind", J::s(b"event"));
+    doc.put("event.module", J::s(b"auditd"));
+    if c.ecs_category.is_empty() {
+        doc.put("event.category", J::s(c.category.as_bytes()));
+    } else {
+        let cats = c.ecs_category.iter().map(|s| J::s(s.as_bytes())).collect();
+        doc.put("event.category", J::Arr(cats));
+    }
+    if !c.ecs_type.is_empty() {
+        let types = c.ecs_type.iter().map(|s| J::s(s.as_bytes())).collect();
+        doc.put("event.type", J::Arr(types));
+    }
+    doc.put("event.action", J::s(c.action.as_bytes()));
+    let outcome: &[u8] = match c.ecs_outcome {
+        Some(o) => o.as_bytes(),
+        None if c.result.as_ref() == b"fail" => b"failure",
+        None => &c.result,
+    };
+    doc.put("event.outcome", J::s(outcome));
+
+    user(&mut doc, c);
+    process(&mut doc, c);
+    if let Some(f) = &c.file {
+        doc.put("file", J::obj());
+        opt(&mut doc, "file.path", &f.path);
+        opt(&mut doc, "file.device", &f.device);
+        opt(&mut doc, "file.inode", &f.inode);
+        opt(&mut doc, "file.mode", &f.mode);
+        opt(&mut doc, "file.uid", &f.uid);
+        opt(&mut doc, "file.gid", &f.gid);
+        opt(&mut doc, "file.owner", &f.owner);
+        opt(&mut doc, "file.group", &f.group);
+        if !f.selinux.is_empty() {
+            let m = f.selinux.iter().map(|(k, v)| (k.as_slice(), v.as_ref()));
+            doc.put("file.selinux", J::map(m));
+        }
+    }
+    for (key, addr) in [("source", &c.source), ("destination", &c.dest)] {
+        let Some(a) = addr else { continue };
+        let mut o = J::obj();
+        opt(&mut o, "ip", &a.ip);
+        opt(&mut o, "port", &a.port);
+        opt(&mut o, "path", &a.path);
+        doc.put(key, o);
+    }
+    if let Some(d) = c.direction {
+        doc.put("network.direction", J::s(d.as_bytes()));
+    }
+    if !c.tags.is_empty() {
+        doc.put("tags", J::Arr(c.tags.iter().map(|t| J::s(t)).collect()));
+    }
+    if let Some(node) = e.messages().find_map(|(_, d)| {
+        d.strip_prefix(b"node=")
+            .map(|r| r.split(|b| *b == b' ').next().unwrap_or(r))
+    }) {
+        doc.put("host.name", J::s(node));
+    }
+
+    let mut a = J::obj();
+    let mut msg_type = coalesce::type_name(c.rtype).into_owned().into_bytes();
+    msg_type.make_ascii_lowercase();
+    a.put("message_type", J::Str(msg_type));
+    a.put("sequence", J::Num(e.serial));
+    a.put("result", J::s(&c.result));
+    let mut data = Vec::new();
+    let mut socket = Vec::new();
+    for (k, v) in c.data.iter() {
+        match k.strip_prefix(b"socket_") {
+            Some(rest) => socket.push((rest.to_vec(), J::s(v))),
+            None => data.push((k.to_vec(), J::s(v))),
+        }
+    }
+    if !socket.is_empty() {
+        data.push((b"socket".to_vec(), J::Obj(socket)));
+    }
+    a.put("data", J::Obj(data));
+    match &c.session {
+        Some(s) if s.as_ref() == b"unset" => {}
+        Some(s) => a.put("session", J::s(s)),
+        None => a.put("session", J::s(b"")),
+    }
+    opt(&mut a, "summary.actor.primary", &c.actor_primary);
+    opt(&mut a, "summary.actor.secondary", &c.actor_secondary);
+    opt(&mut a, "summary.object.primary", &c.object_primary);
+    opt(&mut a, "summary.object.secondary", &c.object_secondary);
+    if !c.object_type.is_empty() {
+        a.put("summary.object.type", J::s(c.object_type.as_bytes()));
+    }
+    opt(&mut a, "summary.how", &c.how);
+    if !c.paths.is_empty() {
+        let paths = c.paths.iter().map(|p| J::map(p.iter())).collect();
+        a.put("paths", J::Arr(paths));
+    }
+    doc.put("auditd", a);
+    doc.put("ecs.version", J::s(ECS_VERSION.as_bytes()));
+    doc
+}
+
+/// auditbeat's `user.*` key for an id field (`euid` -> `effective.id`).
+fn id_path(k: &[u8], name: bool) -> Option<&'static str> {
+    Some(match (k, name) {
+        (b"uid", false) => "id",
+        (b"uid", true) => "name",
+        (b"gid", false) => "group.id",
+        (b"gid", true) => "group.name",
+        (b"euid", false) => "effective.id",
+        (b"euid", true) => "effective.name",
+        (b"egid", false) => "effective.group.id",
+        (b"egid", true) => "effective.group.name",
+        (b"suid", false) => "saved.id",
+        (b"suid", true) => "saved.name",
+        (b"sgid", false) => "saved.group.id",
+        (b"sgid", true) => "saved.group.name",
+        (b"fsuid", false) => "filesystem.id",
+        (b"fsuid", true) => "filesystem.name",
+        (b"fsgid", false) => "filesystem.group.id",
+        (b"fsgid", true) => "filesystem.group.name",
+        (b"auid", false) => "audit.id",
+        (b"auid", true) => "audit.name",
+        _ => return None,
+    })
+}
+
+fn user(doc: &mut J, c: &Coalesced<'_>) {
+    let mut user = J::obj();
+    for (k, v) in c.user_ids.iter() {
+        if v == b"unset" {
+            continue;
+        }
+        match id_path(k, false) {
+            Some(p) => user.put(p, J::s(v)),
+            // Other id fields go under `user.<field>.id` (auditbeat's default case).
+            None => user.put(&format!("{}.id", String::from_utf8_lossy(k)), J::s(v)),
+        }
+    }
+    // auditbeat adds the labels while it walks the ids it writes (none when all are unset).
+    if c.user_ids.iter().any(|(_, v)| v != b"unset") && !c.user_selinux.is_empty() {
+        user.put("selinux", J::map(c.user_selinux.iter()));
+    }
+    for (k, n) in &c.user_names {
+        match id_path(k, true) {
+            Some(p) => user.put(p, J::s(n)),
+            None => user.put(&format!("{}.name", String::from_utf8_lossy(k)), J::s(n)),
+        }
+    }
+    doc.put("user", user);
+    let mut related: Vec<Vec<u8>> = Vec::new();
+    let mut entity = |doc: &mut J, key: &str, ent: &Entity, users: bool| {
+        if !ent.is_set() {
+            return;
+        }
+        let (id, name) = (format!("{key}.id"), format!("{key}.name"));
+        match ent.id.as_deref().filter(|i| *i != b"unset") {
+            Some(i) => doc.put(&id, J::s(i)),
+            None => doc.delete(&id),
+        }
+        match &ent.name {
+            Some(n) => {
+                doc.put(&name, J::s(n));
+                if users && !related.contains(n) {
+                    related.push(n.clone());
+                }
+            }
+            None => doc.delete(&name),
+        }
+    };
+    entity(doc, "user", &c.ecs_user, true);
+    entity(doc, "user.effective", &c.ecs_user_effective, true);
+    entity(doc, "user.target", &c.ecs_user_target, true);
+    entity(doc, "user.changes", &c.ecs_user_changes, true);
+    entity(doc, "group", &c.ecs_group, false);
+    if !related.is_empty() {
+        doc.put(
+            "related.user",
+            J::Arr(related.iter().map(|n| J::s(n)).collect()),
+        );
+    }
+    // user.effective is left out when it is the user itself.
+    for (u, eff) in [
+        ("user.id", "user.effective.id"),
+        ("user.name", "user.effective.name"),
+    ] {
+        if let Some(v) = doc.get_str(u) {
+            if doc.get_str(eff) == Some(v) {
+                doc.delete("user.effective");
+                break;
+            }
+        }
+    }
+}
+
+fn process(doc: &mut J, c: &Coalesced<'_>) {
+    let p = &c.process;
+    let empty = |v: &Option<Text<'_>>| v.as_ref().is_none_or(|v| v.is_empty());
+    if empty(&p.pid)
+        && empty(&p.ppid)
+        && empty(&p.title)
+        && empty(&p.name)
+        && empty(&p.exe)
+        && empty(&p.cwd)
+        && p.args.is_empty()
+    {
+        return;
+    }
+    let mut o = J::obj();
+    if let Some(pid) = p.pid.as_deref().and_then(number) {
+        o.put("pid", J::Num(pid));
+    }
+    if let Some(ppid) = p.ppid.as_deref().and_then(number) {
+        o.put("parent.pid", J::Num(ppid));
+    }
+    opt(&mut o, "title", &p.title);
+    opt(&mut o, "name", &p.name);
+    opt(&mut o, "executable", &p.exe);
+    opt(&mut o, "working_directory", &p.cwd);
+    if !p.args.is_empty() {
+        o.put("args", J::Arr(p.args.iter().map(|a| J::s(a)).collect()));
+    }
+    doc.put("process", o);
+}
