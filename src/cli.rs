@@ -56,9 +56,14 @@ pub enum Command {
         /// logs from another host, and for reproducible output).
         #[arg(long, value_name = "FILE")]
         passwd: Option<PathBuf>,
-        /// How events are written: `pauditd` (pauditd's JSON, byte for byte) or `enriched`
-        /// (every record decoded; see the README's schema). Default: each output's `format`
-        /// (pauditd's unless the config says otherwise).
+        /// Resolve gids from this group-format file instead of the system database (the
+        /// enriched and ecs formats print group names).
+        #[arg(long, value_name = "FILE")]
+        group: Option<PathBuf>,
+        /// How events are written: `pauditd` (pauditd's JSON, byte for byte), `enriched`
+        /// (every record decoded; see the README's schema) or `ecs` (Elastic Common Schema,
+        /// as auditbeat's auditd module). Default: each output's `format` (pauditd's unless
+        /// the config says otherwise).
         #[arg(long, value_enum)]
         format: Option<OutputFormat>,
     },

@@ -58,7 +58,11 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let role = wiring::Role::Daemon {
         spool_owner: drop_to.map(|id| (id.uid, id.gid)),
     };
-    let mut processor = wiring::processor(&cfg, wiring::Clock::Millis, None)?;
+    let names = wiring::Names {
+        groups: wiring::wants_groups(&cfg),
+        ..Default::default()
+    };
+    let mut processor = wiring::processor(&cfg, wiring::Clock::Millis, names)?;
     // Written events go back to the reassembler for reuse (no allocation per event).
     let fanout = Fanout::new(wiring::outputs(&cfg, role)?)
         .with_event_pool(Some(processor.event_pool()))

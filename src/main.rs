@@ -62,6 +62,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             input,
             window,
             passwd,
+            group,
             format,
         }) => {
             let cfg = match &cli.config {
@@ -73,6 +74,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &input,
                 window,
                 passwd.as_deref(),
+                group.as_deref(),
                 format.map(Into::into),
             )
         }
@@ -134,9 +136,18 @@ fn replay(
     input: &Path,
     window: u64,
     passwd: Option<&Path>,
+    group: Option<&Path>,
     format: Option<pauditd_sinks::Format>,
 ) -> Result<ExitCode> {
-    let mut processor = wiring::processor(cfg, wiring::Clock::Records { window }, passwd)?;
+    let names = wiring::Names {
+        passwd,
+        group,
+        groups: match format {
+            Some(f) => f != pauditd_sinks::Format::Pauditd,
+            None => wiring::wants_groups(cfg),
+        },
+    };
+    let mut processor = wiring::processor(cfg, wiring::Clock::Records { window }, names)?;
     // Measured on 2 cores: encoder threads add CPU and no speed (perf/RESULTS.md), so the
     // reading thread encodes unless the config asks for threads.
     let encoders = cfg.engine.encode_workers.unwrap_or(0) as usize;

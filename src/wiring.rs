@@ -11,8 +11,8 @@ use pauditd_config::{
     Config, Delivery, FilterAction as CfgAction, HttpOutput, Overflow as CfgOverflow,
 };
 use pauditd_engine::{
-    CachePolicy, Completion, FilterAction, FilterSet, FilterSpec, Processor, ProcessorConfig,
-    ReassemblerConfig, TrackerConfig, UserDb, UserSource,
+    users::GroupSource, CachePolicy, Completion, FilterAction, FilterSet, FilterSpec, Processor,
+    ProcessorConfig, ReassemblerConfig, TrackerConfig, UserDb, UserSource,
 };
 use pauditd_sinks::file::{FileConfig, FileSink};
 use pauditd_sinks::http::breaker::BreakerConfig;
@@ -35,7 +35,32 @@ pub enum Clock {
     Records { window: u64 },
 }
 
-pub fn processor(cfg: &Config, clock: Clock, passwd: Option<&Path>) -> Result<Processor<UserDb>> {
+/// Where user and group names come from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Names<'a> {
+    /// A passwd-format file instead of the system database.
+    pub passwd: Option<&'a Path>,
+    /// A group-format file instead of the system database.
+    pub group: Option<&'a Path>,
+    /// Resolve gids too (some output writes group names: enriched or ecs).
+    pub groups: bool,
+}
+
+/// Whether any enabled output writes a format with group names.
+pub fn wants_groups(cfg: &Config) -> bool {
+    let o = &cfg.output;
+    [
+        (o.stdout.enabled, &o.stdout.delivery),
+        (o.file.enabled, &o.file.delivery),
+        (o.syslog.enabled, &o.syslog.delivery),
+        (o.http.enabled, &o.http.delivery),
+    ]
+    .iter()
+    .any(|(on, d)| *on && d.format != pauditd_config::OutputFormat::Pauditd)
+}
+
+pub fn processor(cfg: &Config, clock: Clock, names: Names<'_>) -> Result<Processor<UserDb>> {
+    let passwd = names.passwd;
     let completion = match clock {
         Clock::Millis => Completion {
             after: cfg.event_timeout.as_millis() as u64,
@@ -58,6 +83,15 @@ pub fn processor(cfg: &Config, clock: Clock, passwd: Option<&Path>) -> Result<Pr
     } else {
         CachePolicy::Fresh(Duration::from_secs(1))
     };
+    let mut users = UserDb::new(source, policy);
+    if names.groups {
+        users = users.with_groups(match names.group {
+            Some(p) => {
+                GroupSource::group_file(p).with_context(|| format!("reading {}", p.display()))?
+            }
+            None => GroupSource::System,
+        });
+    }
     let tracking = cfg.message_tracking.enabled.then_some(TrackerConfig {
         max_out_of_order: cfg.message_tracking.max_out_of_order,
         log_out_of_order: cfg.message_tracking.log_out_of_order,
@@ -77,7 +111,7 @@ pub fn processor(cfg: &Config, clock: Clock, passwd: Option<&Path>) -> Result<Pr
             lineage: cfg.enrichment.lineage && matches!(clock, Clock::Millis),
         },
         filters,
-        UserDb::new(source, policy),
+        users,
     ))
 }
 

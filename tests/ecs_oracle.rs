@@ -2,8 +2,8 @@
 //! (`../shared/corpus/go-libaudit/aucoalesce/*.json.golden`) for the raw records of the
 //! matching `*.yaml` tests, which is what auditbeat builds its documents from.
 //!
-//! For each test the records are replayed on their own (`replay --format ecs`, with an empty
-//! passwd file: the goldens hold ids, not names). From each golden event this test builds the
+//! For each test the records are replayed on their own (`replay --format ecs`, with empty
+//! passwd and group files: the goldens hold ids, not names). From each golden event this test builds the
 //! document auditbeat's auditd module writes (its `buildMetricbeatEvent`, rule for rule,
 //! written here from auditbeat's source rather than from ours) and compares every field:
 //! `@timestamp`, `event.*`, `user.*`, `group.*`, `related.user`, `process.*`, `file.*`,
@@ -31,6 +31,8 @@ fn ecs(lines: &str, dir: &Path) -> Vec<Value> {
         .arg("--format")
         .arg("ecs")
         .arg("--passwd")
+        .arg(&passwd)
+        .arg("--group")
         .arg(&passwd)
         .arg(&input)
         .env("PAUDITD_LOG", "warn")

@@ -27,6 +27,8 @@ fn enriched(input: &Path) -> Vec<Value> {
         .arg("enriched")
         .arg("--passwd")
         .arg(root().join("tests/data/passwd"))
+        .arg("--group")
+        .arg(root().join("tests/data/group"))
         .arg(input)
         .env("PAUDITD_LOG", "warn")
         .output()

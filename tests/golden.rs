@@ -3,7 +3,8 @@
 //! Inputs: every log of `../shared/corpus/` (read-only, public samples) and the project's own
 //! fixtures `tests/data/*.log`. Expected output: `tests/data/corpus/NAME.json` and
 //! `tests/data/NAME.json`. Regenerate with `make goldens` (UPDATE_GOLDENS=1) and review the
-//! diff. User names come from `tests/data/passwd`, so output does not depend on the machine.
+//! diff. User and group names come from `tests/data/passwd` and `tests/data/group`, so output
+//! does not depend on the machine.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +25,8 @@ fn replay(input: &Path, extra: &[&str]) -> std::process::Output {
         .arg("replay")
         .arg("--passwd")
         .arg(root().join("tests/data/passwd"))
+        .arg("--group")
+        .arg(root().join("tests/data/group"))
         .args(extra)
         .arg(input)
         .env("PAUDITD_LOG", "warn")
@@ -187,6 +190,25 @@ fn enriched_fixtures_replay_to_their_goldens() {
             &log,
             &dir.join(format!("{name}.json")),
             &["--format", "enriched", "-config", cfg.to_str().unwrap()],
+        );
+    }
+}
+
+/// `--format ecs`: the enriched decoding fixtures again, and the ECS fixtures, against
+/// `tests/data/ecs/NAME.json` (all record types kept, as auditbeat reads them).
+#[test]
+fn ecs_fixtures_replay_to_their_goldens() {
+    let dir = root().join("tests/data/ecs");
+    let cfg = dir.join("replay.yaml");
+    let mut logs = logs_in(&root().join("tests/data/enriched"), "log");
+    logs.extend(logs_in(&dir, "log"));
+    assert!(!logs.is_empty());
+    for log in logs {
+        let name = log.file_stem().unwrap().to_string_lossy().into_owned();
+        check_golden_with(
+            &log,
+            &dir.join(format!("{name}.json")),
+            &["--format", "ecs", "-config", cfg.to_str().unwrap()],
         );
     }
 }

@@ -20,6 +20,8 @@ const MAX_TRAILING_NUMBER_LENGTH: usize = 5;
 /// Distinct uids mapped per event at most: each costs a user lookup, and a hostile record
 /// can hold a million distinct `uid=` values. Real events hold a handful.
 pub const MAX_UIDS_PER_EVENT: usize = 4096;
+/// Distinct gids looked up per event at most (real events hold a handful).
+pub const MAX_GIDS_PER_EVENT: usize = 64;
 /// pam_tty_audit records carry no rule key; pauditd gives them this one.
 const TTY_RULE_KEY: &[u8] = b"tty";
 
@@ -37,12 +39,45 @@ pub fn add_record(event: &mut Event, rtype: u16, data: &[u8], users: &mut dyn Us
             }
             rule_key(data, event.rule_key_mut());
             map_uids(event, i, users);
+            map_gids(event, i, users);
         }
         types::TTY => {
             event.set_rule_key(TTY_RULE_KEY);
             map_uids(event, i, users);
+            map_gids(event, i, users);
         }
-        _ => map_uids(event, i, users),
+        _ => {
+            map_uids(event, i, users);
+            map_gids(event, i, users);
+        }
+    }
+}
+
+/// Name every `gid=` value in message `i` (`egid=`, `ogid=`...), when the resolver resolves
+/// groups (only the enriched and ecs formats print them). A value ends at a space or the end
+/// of the data; gids without a group name are left out.
+fn map_gids(event: &mut Event, i: usize, users: &mut dyn UserResolver) {
+    if !users.resolves_groups() {
+        return;
+    }
+    let base = event.message_range(i).start;
+    let mut pos = 0;
+    let mut seen = 0;
+    while let Some(f) = GID_FIELD.find(&event.message(i).1[pos..]) {
+        let start = pos + f + 4;
+        let rest = &event.message(i).1[start..];
+        let len = memchr(b' ', rest).unwrap_or(rest.len());
+        let gid = &rest[..len];
+        if !gid.is_empty() && event.group_name(gid).is_none() {
+            seen += 1;
+            if seen > MAX_GIDS_PER_EVENT {
+                return;
+            }
+            if let Some(name) = users.resolve_group(gid) {
+                event.insert_gid(base + start..base + start + len, name);
+            }
+        }
+        pos = start + len;
     }
 }
 
@@ -51,6 +86,8 @@ static SYSCALL_FIELD: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"syscall="));
 static KEY_FIELD: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"key="));
+static GID_FIELD: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"gid="));
 static UID_FIELD: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"uid="));
 
@@ -209,6 +246,38 @@ mod tests {
         assert!(e.uid_map().is_empty());
         let e = event_of(&[(1302, b"item=0 ouid=1000 ogid=0")]);
         assert_eq!(uid_keys(&e), vec!["1000=alice"]);
+    }
+
+    /// Users as `FixedUsers`, and groups 0 (root) and 10 (wheel).
+    struct WithGroups;
+    impl UserResolver for WithGroups {
+        fn resolve(&mut self, uid: &[u8]) -> std::sync::Arc<[u8]> {
+            FixedUsers.resolve(uid)
+        }
+        fn resolves_groups(&self) -> bool {
+            true
+        }
+        fn resolve_group(&mut self, gid: &[u8]) -> Option<std::sync::Arc<[u8]>> {
+            match gid {
+                b"0" => Some(std::sync::Arc::from(&b"root"[..])),
+                b"10" => Some(std::sync::Arc::from(&b"wheel"[..])),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn gids_are_named_only_when_the_resolver_resolves_groups() {
+        let rec: &[u8] = b"syscall=1 uid=0 gid=10 egid=0 sgid=0 fsgid=77 key=x";
+        let e = event_of(&[(1300, rec)]);
+        assert_eq!(e.gid_count(), 0);
+        let mut e = Event::new(1, b"1.0");
+        add_record(&mut e, 1300, rec, &mut WithGroups);
+        add_record(&mut e, 1302, b"item=0 ouid=0 ogid=10", &mut WithGroups);
+        assert_eq!(e.group_name(b"10"), Some(&b"wheel"[..]));
+        assert_eq!(e.group_name(b"0"), Some(&b"root"[..]));
+        assert_eq!(e.group_name(b"77"), None);
+        assert_eq!(e.gid_count(), 2, "distinct named gids, each once");
     }
 
     #[test]

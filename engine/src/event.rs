@@ -45,6 +45,8 @@ pub struct Event {
     uids_truncated: bool,
     /// `uids` is in uid byte order (set by [`Event::finish`], cleared by a new uid).
     uids_sorted: bool,
+    /// Distinct gids with a group name, when the resolver resolves groups (first-seen order).
+    gids: Vec<UidEntry>,
     /// The `syscall=` value of the last SYSCALL record, as a range of `buf`.
     syscall: Option<Range<u32>>,
     /// pauditd's `rule_key`: from the SYSCALL record's `key=`, or `tty` for TTY records.
@@ -69,6 +71,7 @@ impl Event {
             uid_index: None,
             uids_truncated: false,
             uids_sorted: true,
+            gids: Vec::new(),
             syscall: None,
             rule_key: Vec::new(),
             attribution: None,
@@ -99,6 +102,7 @@ impl Event {
         self.uid_index = None;
         self.uids_truncated = false;
         self.uids_sorted = true;
+        self.gids.clear();
         self.syscall = None;
         self.attribution = None;
         self.parent = None;
@@ -182,6 +186,25 @@ impl Event {
         }
         self.uids.push(UidEntry { uid, name });
         self.uids_sorted = self.uids.len() < 2;
+    }
+
+    /// Record that `range` (a slice of the buffer holding a gid) names group `name`.
+    pub(crate) fn insert_gid(&mut self, range: Range<usize>, name: Arc<[u8]>) {
+        let gid = range.start as u32..range.end as u32;
+        self.gids.push(UidEntry { uid: gid, name });
+    }
+
+    /// Distinct gids looked up so far (with or without a name).
+    pub fn gid_count(&self) -> usize {
+        self.gids.len()
+    }
+
+    /// The group name of `gid`, when groups were resolved and it has one.
+    pub fn group_name(&self, gid: &[u8]) -> Option<&[u8]> {
+        self.gids
+            .iter()
+            .find(|e| self.slice(&e.uid) == gid)
+            .map(|e| &*e.name)
     }
 
     /// The event is complete: put its uids in the order they are printed, in place, so

@@ -19,11 +19,48 @@ use crate::header::go_atoi_checked;
 /// The name pauditd prints for a uid with no passwd entry.
 pub const UNKNOWN_USER: &[u8] = b"UNKNOWN_USER";
 
-/// Maps the text of a uid (`"0"`, `"4294967295"`) to a user name.
+/// Maps the text of a uid (`"0"`, `"4294967295"`) to a user name (and, when asked to, the
+/// text of a gid to a group name).
 pub trait UserResolver {
     fn resolve(&mut self, uid: &[u8]) -> Arc<[u8]>;
     /// Called by the driver before each batch of records, so caches can expire.
     fn begin_batch(&mut self, _now: Instant) {}
+    /// Whether gids are to be resolved too (only the enriched and ecs formats print group
+    /// names; pauditd's format has none, so by default nothing is looked up).
+    fn resolves_groups(&self) -> bool {
+        false
+    }
+    /// The group name of a gid, if it has one.
+    fn resolve_group(&mut self, _gid: &[u8]) -> Option<Arc<[u8]>> {
+        None
+    }
+}
+
+/// Where group names come from.
+#[derive(Debug, Clone)]
+pub enum GroupSource {
+    /// The system database (NSS) via `getgrgid_r`.
+    System,
+    /// A group-format file read once (`name:x:gid:members`), for replay.
+    GroupFile(FxHashMap<u32, Arc<[u8]>>),
+}
+
+impl GroupSource {
+    /// Load a group-format file; the first entry for a gid wins, as in `getgrgid`.
+    pub fn group_file(path: &Path) -> std::io::Result<Self> {
+        // The same layout as passwd's first three fields.
+        match UserSource::passwd_file(path)? {
+            UserSource::PasswdFile(map) => Ok(GroupSource::GroupFile(map)),
+            UserSource::System => unreachable!("passwd_file returns a file map"),
+        }
+    }
+
+    fn lookup(&self, gid: u32) -> Option<Arc<[u8]>> {
+        match self {
+            GroupSource::System => system_group_lookup(gid),
+            GroupSource::GroupFile(map) => map.get(&gid).cloned(),
+        }
+    }
 }
 
 /// Where names come from.
@@ -80,11 +117,20 @@ pub struct UserDb {
     source: UserSource,
     policy: CachePolicy,
     cache: FxHashMap<Box<[u8]>, Arc<[u8]>>,
+    /// Group names, when gids are resolved; flushed with the user names.
+    groups: Option<GroupSource>,
+    group_cache: FxHashMap<Box<[u8]>, Option<Arc<[u8]>>>,
+    /// When the group names were last flushed: the passwd file's mtime says nothing about
+    /// /etc/group, so with `UntilModified` they are also kept at most `GROUP_MAX_AGE`.
+    groups_flushed: Option<Instant>,
     unknown: Arc<[u8]>,
     /// The watched file's mtime when the cache was last (re)started.
     seen_mtime: Option<SystemTime>,
     last_check: Option<Instant>,
 }
+
+/// How long group names are kept when user names are cached until passwd changes.
+const GROUP_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// How often the passwd file's mtime is checked when caching is on.
 const MTIME_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -99,10 +145,26 @@ impl UserDb {
             source,
             policy,
             cache: FxHashMap::default(),
+            groups: None,
+            group_cache: FxHashMap::default(),
+            groups_flushed: None,
             unknown: Arc::from(UNKNOWN_USER),
             seen_mtime,
             last_check: None,
         }
+    }
+}
+
+impl UserDb {
+    /// Resolve gids to group names too, from `source`.
+    pub fn with_groups(mut self, source: GroupSource) -> Self {
+        self.groups = Some(source);
+        self
+    }
+
+    fn flush(&mut self) {
+        self.cache.clear();
+        self.group_cache.clear();
     }
 }
 
@@ -123,16 +185,37 @@ impl UserResolver for UserDb {
         name
     }
 
+    fn resolves_groups(&self) -> bool {
+        self.groups.is_some()
+    }
+
+    fn resolve_group(&mut self, gid: &[u8]) -> Option<Arc<[u8]>> {
+        let source = self.groups.as_ref()?;
+        if let Some(name) = self.group_cache.get(gid) {
+            return name.clone();
+        }
+        let name = go_atoi_checked(gid).and_then(|n| source.lookup(n as u32));
+        self.group_cache.insert(gid.into(), name.clone());
+        name
+    }
+
     fn begin_batch(&mut self, now: Instant) {
         match &self.policy {
             CachePolicy::Fresh(max_age) => match self.last_check {
                 Some(t) if now.saturating_duration_since(t) < *max_age => {}
                 _ => {
                     self.last_check = Some(now);
-                    self.cache.clear();
+                    self.flush();
                 }
             },
             CachePolicy::UntilModified(path) => {
+                if self
+                    .groups_flushed
+                    .is_none_or(|t| now.saturating_duration_since(t) >= GROUP_MAX_AGE)
+                {
+                    self.groups_flushed = Some(now);
+                    self.group_cache.clear();
+                }
                 if self
                     .last_check
                     .is_some_and(|t| now.duration_since(t) < MTIME_CHECK_INTERVAL)
@@ -144,7 +227,7 @@ impl UserResolver for UserDb {
                 if m != self.seen_mtime {
                     log::info!("{} changed: user name cache flushed", path.display());
                     self.seen_mtime = m;
-                    self.cache.clear();
+                    self.flush();
                 }
             }
         }
@@ -179,6 +262,33 @@ fn system_lookup(uid: u32) -> Option<Arc<[u8]>> {
     }
 }
 
+fn system_group_lookup(gid: u32) -> Option<Arc<[u8]>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: as in `system_lookup`: `grp` is plain data getgrgid_r fills, `buf` outlives
+        // the call with its length passed, and `result` is read only after success.
+        unsafe {
+            let mut grp: libc::group = std::mem::zeroed();
+            let mut result: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrgid_r(
+                gid as libc::gid_t,
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            if rc == libc::ERANGE && buf.len() < 1 << 20 {
+                buf.resize(buf.len() * 4, 0);
+                continue;
+            }
+            if rc != 0 || result.is_null() || grp.gr_name.is_null() {
+                return None;
+            }
+            return Some(Arc::from(CStr::from_ptr(grp.gr_name).to_bytes()));
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -194,6 +304,28 @@ pub(crate) mod tests {
                 _ => UNKNOWN_USER,
             })
         }
+    }
+
+    #[test]
+    fn groups_resolve_only_when_asked() {
+        let policy = CachePolicy::Fresh(Duration::from_secs(1));
+        let mut db = UserDb::new(UserSource::System, policy.clone());
+        assert!(!db.resolves_groups());
+        assert_eq!(db.resolve_group(b"0"), None);
+        let mut db =
+            UserDb::new(UserSource::System, policy.clone()).with_groups(GroupSource::System);
+        assert!(db.resolves_groups());
+        assert_eq!(db.resolve_group(b"0").as_deref(), Some(&b"root"[..]));
+        assert_eq!(db.resolve_group(b"4294967295"), None);
+        let dir = std::env::temp_dir().join(format!("pauditd-groups-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("group");
+        std::fs::write(&path, "root:x:0:\nwheel:x:10:alice,bob\nwheel2:x:10:\n").unwrap();
+        let src = GroupSource::group_file(&path).unwrap();
+        let mut db = UserDb::new(UserSource::System, policy).with_groups(src);
+        assert_eq!(db.resolve_group(b"10").as_deref(), Some(&b"wheel"[..]));
+        assert_eq!(db.resolve_group(b"11"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

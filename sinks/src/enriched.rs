@@ -6,12 +6,13 @@
 //! more than once (always for `PATH`). Values keep their type (numbers as numbers, `(null)`,
 //! `(none)`, `?` as null); untrusted strings are decoded from hex; translations are added in
 //! UPPERCASE beside the raw value, as auditd's ENRICHED format and laurel do (`ARCH`,
-//! `SYSCALL`, `EXIT`, `UID`, `AUID`, ...; `unset` for 4294967295); EXECVE and PROCTITLE give
+//! `SYSCALL`, `EXIT`, `UID`, `AUID`, ..., and group names `GID`, `EGID`, ... when groups
+//! are resolved; `unset` for 4294967295); EXECVE and PROCTITLE give
 //! an `ARGV` array (EXECVE's rebuilt from every piece, bounded, `ARGV_TRUNCATED` when cut),
 //! SYSCALL's `a0`-`a3` an `ARGV` of hex strings, SOCKADDR a decoded `SADDR`. Bytes that are
 //! not UTF-8 are escaped reversibly (`%XX`, and `%` as `%25`). It must never change the
 //! pauditd format (that is `json`), and never look anything up itself: names come from the
-//! event's uid map.
+//! event's uid and gid maps.
 
 use pauditd_engine::arch::Arch;
 use pauditd_engine::decode::{self, Argv, SockAddr};
@@ -49,6 +50,22 @@ fn uid_translation(k: &[u8]) -> Option<&'static [u8]> {
         b"inode_uid" => b"INODE_UID",
         b"old-uid" => b"OLD-UID",
         b"new-uid" => b"NEW-UID",
+        _ => return None,
+    })
+}
+
+/// The key a gid field's group name goes under (`egid` -> `EGID`).
+fn gid_translation(k: &[u8]) -> Option<&'static [u8]> {
+    Some(match k {
+        b"gid" => b"GID",
+        b"egid" => b"EGID",
+        b"sgid" => b"SGID",
+        b"fsgid" => b"FSGID",
+        b"ogid" => b"OGID",
+        b"obj_gid" => b"OBJ_GID",
+        b"inode_gid" => b"INODE_GID",
+        b"old-gid" => b"OLD-GID",
+        b"new-gid" => b"NEW-GID",
         _ => return None,
     })
 }
@@ -414,6 +431,10 @@ fn write_record(
             _ => {
                 if let Some(upper) = uid_translation(k) {
                     if let Some(name) = uid_name(e, b) {
+                        obj.string(upper, name);
+                    }
+                } else if let Some(upper) = gid_translation(k) {
+                    if let Some(name) = e.group_name(b) {
                         obj.string(upper, name);
                     }
                 }

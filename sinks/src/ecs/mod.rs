@@ -153,8 +153,7 @@ impl Names for EventNames<'_> {
     }
 
     fn group(&self, gid: &[u8]) -> Option<Vec<u8>> {
-        let _ = (self.0, gid);
-        None
+        self.0.group_name(gid).map(<[u8]>::to_vec)
     }
 }
 
@@ -172,10 +171,15 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// `@timestamp` as libbeat writes it: RFC 3339, UTC, exactly three digits of milliseconds.
 fn timestamp(e: &Event, doc: &mut J) {
-    if let Some(t) = crate::enriched::rfc3339(e.timestamp()) {
-        doc.put("@timestamp", J::Str(t.into_bytes()));
-    }
+    let Some(t) = crate::enriched::rfc3339(e.timestamp()) else {
+        return;
+    };
+    let t = t.strip_suffix('Z').unwrap_or(&t);
+    let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+    let frac: String = frac.chars().chain(std::iter::repeat('0')).take(3).collect();
+    doc.put("@timestamp", J::Str(format!("{secs}.{frac}Z").into_bytes()));
 }
 
 /// What auditbeat writes for records aucoalesce cannot make an event of: the error and
@@ -190,7 +194,11 @@ fn error_document(e: &Event, why: &str) -> J {
         .map(|(t, d)| {
             let mut line = b"type=".to_vec();
             line.extend_from_slice(coalesce::type_name(t).as_bytes());
-            line.extend_from_slice(b" msg=");
+            line.extend_from_slice(b" msg=audit(");
+            line.extend_from_slice(e.timestamp());
+            line.push(b':');
+            line.extend_from_slice(itoa::Buffer::new().format(e.serial).as_bytes());
+            line.extend_from_slice(b"): ");
             line.extend_from_slice(d);
             J::Str(line)
         })
