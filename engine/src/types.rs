@@ -253,8 +253,21 @@ pub fn number_of(name: &[u8]) -> Option<u16> {
     {
         return std::str::from_utf8(inner).ok()?.parse().ok();
     }
-    // A linear scan is fine: this runs only for replayed log lines, and names are short; a
-    // first-byte check rejects most entries without comparing strings.
+    // The kernel's everyday types first; then a linear scan (this runs only for replayed
+    // log lines).
+    let common = match name {
+        b"SYSCALL" => Some(SYSCALL),
+        b"PATH" => Some(1302),
+        b"CWD" => Some(CWD),
+        b"PROCTITLE" => Some(1327),
+        b"EXECVE" => Some(EXECVE),
+        b"EOE" => Some(EOE),
+        b"SOCKADDR" => Some(SOCKADDR),
+        _ => None,
+    };
+    if common.is_some() {
+        return common;
+    }
     TABLE
         .iter()
         .find(|(_, n)| n.as_bytes() == name)

@@ -35,10 +35,21 @@ const SECCOMP: u16 = 1326;
 const PROCTITLE: u16 = 1327;
 const AVC: u16 = 1400;
 
+/// A one-bit-of-64 summary of a key: if a key's bit is not in a map's `seen`, the key is not
+/// in the map (records hold ~25 fields, so this spares most linear searches for duplicates).
+fn key_bit(k: &[u8]) -> u64 {
+    let h = k.len() as u32
+        ^ (u32::from(k.first().copied().unwrap_or(0)) << 1)
+        ^ (u32::from(k.last().copied().unwrap_or(0)) << 3);
+    1 << (h.wrapping_mul(0x9E37_79B9) >> 26)
+}
+
 /// Key/value pairs in first-seen order; a key occurs once (a later value replaces it).
 #[derive(Debug, Default, Clone)]
 pub struct Kv<'a> {
     pairs: Vec<(Text<'a>, Text<'a>)>,
+    /// Bits of every key in `pairs` ([`key_bit`]); may hold bits of removed keys.
+    seen: u64,
 }
 
 impl<'a> Kv<'a> {
@@ -49,15 +60,28 @@ impl<'a> Kv<'a> {
             .map(|(_, v)| v.as_ref())
     }
 
+    /// The value itself (a borrowed value is shared, not copied).
+    pub fn get_text(&self, k: &[u8]) -> Option<Text<'a>> {
+        self.pairs
+            .iter()
+            .find(|(key, _)| key.as_ref() == k)
+            .map(|(_, v)| v.clone())
+    }
+
     pub fn contains(&self, k: &[u8]) -> bool {
         self.get(k).is_some()
     }
 
     pub fn set(&mut self, k: Text<'a>, v: Text<'a>) {
-        match self.pairs.iter_mut().find(|(key, _)| *key == k) {
-            Some(slot) => slot.1 = v,
-            None => self.pairs.push((k, v)),
+        let bit = key_bit(&k);
+        if self.seen & bit != 0 {
+            if let Some(slot) = self.pairs.iter_mut().find(|(key, _)| *key == k) {
+                slot.1 = v;
+                return;
+            }
         }
+        self.seen |= bit;
+        self.pairs.push((k, v));
     }
 
     pub fn remove(&mut self, k: &[u8]) -> Option<Text<'a>> {
@@ -98,6 +122,8 @@ struct Field<'a> {
 #[derive(Default)]
 struct FieldMap<'a> {
     fields: Vec<Field<'a>>,
+    /// Bits of every key in `fields` ([`key_bit`]).
+    seen: u64,
 }
 
 impl<'a> FieldMap<'a> {
@@ -106,13 +132,16 @@ impl<'a> FieldMap<'a> {
     }
 
     fn add(&mut self, key: Text<'a>, orig: Text<'a>, value: Text<'a>) {
-        match self.fields.iter_mut().find(|f| f.key == key) {
-            Some(f) => {
+        let bit = key_bit(&key);
+        if self.seen & bit != 0 {
+            if let Some(f) = self.fields.iter_mut().find(|f| f.key == key) {
                 f.orig = orig;
                 f.value = value;
+                return;
             }
-            None => self.fields.push(Field { key, orig, value }),
         }
+        self.seen |= bit;
+        self.fields.push(Field { key, orig, value });
     }
 
     fn add_derived(&mut self, key: Text<'a>, value: Text<'a>) {
@@ -158,6 +187,7 @@ pub fn parse(rtype: u16, data: &[u8]) -> Message<'_> {
             .into_iter()
             .map(|f| (f.key, f.value))
             .collect(),
+        seen: fields.seen,
     });
     Message { rtype, data, tags }
 }
@@ -458,8 +488,10 @@ fn result(fm: &mut FieldMap<'_>) {
             None => return,
         },
     };
-    let v = f.value.to_ascii_lowercase();
-    let ok = v == b"yes" || v == b"1" || v.starts_with(b"suc");
+    let v = f.value.as_ref();
+    let ok = v.eq_ignore_ascii_case(b"yes")
+        || v == b"1"
+        || v.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(b"suc"));
     fm.add_derived(
         Cow::Borrowed(b"result"),
         Cow::Borrowed(if ok { b"success" } else { b"fail" }),

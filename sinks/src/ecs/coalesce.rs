@@ -214,14 +214,18 @@ fn new_event(msg: Message<'_>, special: Option<u16>) -> Coalesced<'_> {
         ev.result = r;
     }
     ev.session = data.remove(b"ses");
-    ev.actor_primary = data.get(b"auid").map(|v| Cow::Owned(v.to_vec()));
-    ev.actor_secondary = data.get(b"uid").map(|v| Cow::Owned(v.to_vec()));
+    ev.actor_primary = data.get_text(b"auid");
+    ev.actor_secondary = data.get_text(b"uid");
     ev.tags = msg.tags;
     for (k, v) in data.into_pairs() {
         if k.ends_with(b"uid") || k.ends_with(b"gid") {
             ev.user_ids.set(k, v);
         } else if let Some(rest) = k.strip_prefix(b"subj_") {
-            ev.user_selinux.set(Cow::Owned(rest.to_vec()), v);
+            let rest = match k {
+                Cow::Borrowed(k) => Cow::Borrowed(&k[5..]),
+                Cow::Owned(_) => Cow::Owned(rest.to_vec()),
+            };
+            ev.user_selinux.set(rest, v);
         } else {
             ev.data.set(k, v);
         }
@@ -245,9 +249,9 @@ fn add_sockaddr<'a>(ev: &mut Coalesced<'a>, m: Message<'a>) {
     };
     let address = || {
         let a = Address {
-            ip: d.get(b"addr").map(|v| Cow::Owned(v.to_vec())),
-            port: d.get(b"port").map(|v| Cow::Owned(v.to_vec())),
-            path: d.get(b"path").map(|v| Cow::Owned(v.to_vec())),
+            ip: d.get_text(b"addr"),
+            port: d.get_text(b"port"),
+            path: d.get_text(b"path"),
         };
         let non_empty = |v: &Option<Text<'_>>| v.as_ref().is_some_and(|v| !v.is_empty());
         (non_empty(&a.ip) || non_empty(&a.port) || non_empty(&a.path)).then_some(a)
@@ -317,19 +321,14 @@ fn add_process(ev: &mut Coalesced<'_>) {
     ev.process.cwd = ev.data.remove(b"cwd");
 }
 
-fn owned(v: &[u8]) -> Text<'static> {
-    Cow::Owned(v.to_vec())
-}
-
 /// A field of the data, or else of the user ids (aucoalesce's `getValue`).
-fn value(ev: &Coalesced<'_>, k: &str) -> Option<Text<'static>> {
+fn value<'a>(ev: &Coalesced<'a>, k: &str) -> Option<Text<'a>> {
     ev.data
-        .get(k.as_bytes())
-        .or_else(|| ev.user_ids.get(k.as_bytes()))
-        .map(owned)
+        .get_text(k.as_bytes())
+        .or_else(|| ev.user_ids.get_text(k.as_bytes()))
 }
 
-fn first_value(ev: &Coalesced<'_>, keys: &[String]) -> Option<Text<'static>> {
+fn first_value<'a>(ev: &Coalesced<'a>, keys: &[String]) -> Option<Text<'a>> {
     keys.iter().find_map(|k| value(ev, k))
 }
 
@@ -369,11 +368,10 @@ fn normalize(ev: &mut Coalesced<'_>, table: &'static Table) {
         "socket" => {
             ev.object_primary = ev
                 .data
-                .get(b"socket_addr")
-                .or_else(|| ev.data.get(b"socket_path"))
-                .map(owned);
-            if let Some(p) = ev.data.get(b"socket_port") {
-                ev.object_secondary = Some(owned(p));
+                .get_text(b"socket_addr")
+                .or_else(|| ev.data.get_text(b"socket_path"));
+            if let Some(p) = ev.data.get_text(b"socket_port") {
+                ev.object_secondary = Some(p);
             }
         }
         _ => {}
@@ -433,7 +431,7 @@ fn normalize(ev: &mut Coalesced<'_>, table: &'static Table) {
 }
 
 /// The first of `keys` present; a warning when none is (and there were keys to try).
-fn pick(ev: &mut Coalesced<'_>, keys: &[String], what: &str) -> Option<Text<'static>> {
+fn pick<'a>(ev: &mut Coalesced<'a>, keys: &[String], what: &str) -> Option<Text<'a>> {
     if keys.is_empty() {
         return None;
     }
@@ -447,7 +445,11 @@ fn pick(ev: &mut Coalesced<'_>, keys: &[String], what: &str) -> Option<Text<'sta
 }
 
 fn how_defaults(ev: &mut Coalesced<'_>) {
-    let Some(exe) = ev.data.get(b"exe").or_else(|| ev.data.get(b"comm")) else {
+    let Some(exe) = ev
+        .data
+        .get_text(b"exe")
+        .or_else(|| ev.data.get_text(b"comm"))
+    else {
         return;
     };
     let interpreted = [
@@ -458,26 +460,28 @@ fn how_defaults(ev: &mut Coalesced<'_>) {
     ]
     .iter()
     .any(|p| exe.starts_with(p));
-    let how = match ev.data.get(b"comm") {
+    let how = match ev.data.get_text(b"comm") {
         Some(comm) if interpreted => comm,
         _ => exe,
     };
-    ev.how = Some(owned(how));
+    ev.how = Some(how);
 }
 
 fn set_file_object(ev: &mut Coalesced<'_>, hint: usize) -> Result<(), String> {
     let from = if ev.paths.len() > hint { hint } else { 0 };
-    let path = ev.paths[from..]
+    let at = ev.paths[from..]
         .iter()
-        .find(|p| !matches!(p.get(b"nametype"), Some(b"PARENT" | b"UNKNOWN")))
-        .unwrap_or(&ev.paths[from]);
+        .position(|p| !matches!(p.get(b"nametype"), Some(b"PARENT" | b"UNKNOWN")))
+        .map_or(from, |i| from + i);
+    let path = &ev.paths[at];
     let mut file = File::default();
-    if let Some(name) = path.get(b"name") {
-        ev.object_primary = Some(owned(name));
-        file.path = Some(owned(name));
+    if let Some(name) = path.get_text(b"name") {
+        file.path = Some(name.clone());
+        ev.object_primary = Some(name);
     }
-    file.inode = path.get(b"inode").map(owned);
-    file.device = path.get(b"rdev").map(owned);
+    let path = &ev.paths[at];
+    file.inode = path.get_text(b"inode");
+    file.device = path.get_text(b"rdev");
     let mut result = Ok(());
     if let Some(mode) = path.get(b"mode") {
         match std::str::from_utf8(mode)
@@ -494,11 +498,12 @@ fn set_file_object(ev: &mut Coalesced<'_>, hint: usize) -> Result<(), String> {
         }
     }
     if result.is_ok() {
-        file.uid = path.get(b"ouid").map(owned);
-        file.gid = path.get(b"ogid").map(owned);
-        for (k, v) in path.iter() {
+        file.uid = path.get_text(b"ouid");
+        file.gid = path.get_text(b"ogid");
+        for (k, _) in path.iter() {
             if let Some(rest) = k.strip_prefix(b"obj_") {
-                file.selinux.push((rest.to_vec(), owned(v)));
+                file.selinux
+                    .push((rest.to_vec(), path.get_text(k).unwrap_or_default()));
             }
         }
     }

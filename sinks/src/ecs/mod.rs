@@ -14,6 +14,8 @@ pub mod auparse;
 pub mod coalesce;
 pub mod normalize;
 
+use std::borrow::Cow;
+
 use pauditd_engine::Event;
 
 use crate::json::write_str;
@@ -24,61 +26,77 @@ use coalesce::{Coalesced, Entity, Names};
 pub const ECS_VERSION: &str = "8.0.0";
 
 /// A JSON value built for one document (only `ecs` needs a tree: auditbeat's document is
-/// assembled by puts and deletes at dotted paths).
+/// assembled by puts and deletes at dotted paths). Keys and strings borrow from the
+/// coalesced event wherever they can.
 #[derive(Debug, Clone)]
-enum J {
-    Str(Vec<u8>),
+enum J<'a> {
+    Str(Cow<'a, [u8]>),
     Num(i64),
-    Arr(Vec<J>),
-    Obj(Vec<(Vec<u8>, J)>),
+    Arr(Vec<J<'a>>),
+    Obj(Vec<(Cow<'a, [u8]>, J<'a>)>),
 }
 
-impl J {
-    fn obj() -> J {
+impl<'a> J<'a> {
+    fn obj() -> J<'a> {
         J::Obj(Vec::new())
     }
 
-    fn s(v: &[u8]) -> J {
-        J::Str(v.to_vec())
+    fn s(v: &'a [u8]) -> J<'a> {
+        J::Str(Cow::Borrowed(v))
     }
 
     /// An object of data-named string fields.
-    fn map<'k>(pairs: impl Iterator<Item = (&'k [u8], &'k [u8])>) -> J {
-        J::Obj(pairs.map(|(k, v)| (k.to_vec(), J::s(v))).collect())
+    fn map(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> J<'a> {
+        J::Obj(pairs.map(|(k, v)| (Cow::Borrowed(k), J::s(v))).collect())
     }
 
-    /// Set `path` (dot-separated), creating objects on the way.
-    fn put(&mut self, path: &str, v: J) {
-        let J::Obj(fields) = self else { return };
-        let (head, rest) = match path.split_once('.') {
-            Some((h, r)) => (h, Some(r)),
-            None => (path, None),
+    fn child(&mut self, key: &'a [u8]) -> &mut J<'a> {
+        let J::Obj(fields) = self else {
+            unreachable!("children are only asked of objects")
         };
-        let i = match fields.iter().position(|(k, _)| k == head.as_bytes()) {
+        let i = match fields.iter().position(|(k, _)| k.as_ref() == key) {
             Some(i) => i,
             None => {
-                fields.push((head.as_bytes().to_vec(), J::obj()));
+                fields.push((Cow::Borrowed(key), J::obj()));
                 fields.len() - 1
             }
         };
-        match rest {
-            None => fields[i].1 = v,
-            Some(r) => {
-                if !matches!(fields[i].1, J::Obj(_)) {
-                    fields[i].1 = J::obj();
+        if !matches!(fields[i].1, J::Obj(_)) {
+            fields[i].1 = J::obj();
+        }
+        &mut fields[i].1
+    }
+
+    /// Set `path` (dot-separated), creating objects on the way.
+    fn put(&mut self, path: &'a str, v: J<'a>) {
+        if !matches!(self, J::Obj(_)) {
+            return;
+        }
+        match path.bytes().position(|b| b == b'.') {
+            Some(dot) => self.child(path[..dot].as_bytes()).put(&path[dot + 1..], v),
+            None => {
+                let J::Obj(fields) = self else { return };
+                match fields
+                    .iter_mut()
+                    .find(|(k, _)| k.as_ref() == path.as_bytes())
+                {
+                    Some(slot) => slot.1 = v,
+                    None => fields.push((Cow::Borrowed(path.as_bytes()), v)),
                 }
-                fields[i].1.put(r, v);
             }
         }
     }
 
-    fn get(&self, path: &str) -> Option<&J> {
+    fn get(&self, path: &str) -> Option<&J<'a>> {
         let J::Obj(fields) = self else { return None };
         let (head, rest) = match path.split_once('.') {
             Some((h, r)) => (h, Some(r)),
             None => (path, None),
         };
-        let v = &fields.iter().find(|(k, _)| k == head.as_bytes())?.1;
+        let v = &fields
+            .iter()
+            .find(|(k, _)| k.as_ref() == head.as_bytes())?
+            .1;
         match rest {
             None => Some(v),
             Some(r) => v.get(r),
@@ -95,9 +113,9 @@ impl J {
     fn delete(&mut self, path: &str) {
         let J::Obj(fields) = self else { return };
         match path.split_once('.') {
-            None => fields.retain(|(k, _)| k != path.as_bytes()),
+            None => fields.retain(|(k, _)| k.as_ref() != path.as_bytes()),
             Some((h, r)) => {
-                if let Some((_, v)) = fields.iter_mut().find(|(k, _)| k == h.as_bytes()) {
+                if let Some((_, v)) = fields.iter_mut().find(|(k, _)| k.as_ref() == h.as_bytes()) {
                     v.delete(r);
                 }
             }
@@ -160,31 +178,33 @@ impl Names for EventNames<'_> {
 /// Append one event as an ECS JSON line.
 pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
     let table = normalize::Table::builtin();
-    let doc = match coalesce::coalesce(e.messages(), table) {
+    match coalesce::coalesce(e.messages(), table) {
         Ok(mut c) => {
             coalesce::resolve(&mut c, &EventNames(e));
-            document(e, &c)
+            document(e, &c).write(out);
         }
-        Err(why) => error_document(e, why),
-    };
-    doc.write(out);
+        Err(why) => error_document(e, why).write(out),
+    }
     out.push(b'\n');
 }
 
 /// `@timestamp` as libbeat writes it: RFC 3339, UTC, exactly three digits of milliseconds.
-fn timestamp(e: &Event, doc: &mut J) {
+fn timestamp(e: &Event, doc: &mut J<'_>) {
     let Some(t) = crate::enriched::rfc3339(e.timestamp()) else {
         return;
     };
     let t = t.strip_suffix('Z').unwrap_or(&t);
     let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
     let frac: String = frac.chars().chain(std::iter::repeat('0')).take(3).collect();
-    doc.put("@timestamp", J::Str(format!("{secs}.{frac}Z").into_bytes()));
+    doc.put(
+        "@timestamp",
+        J::Str(Cow::Owned(format!("{secs}.{frac}Z").into_bytes())),
+    );
 }
 
 /// What auditbeat writes for records aucoalesce cannot make an event of: the error and
 /// the records as they came.
-fn error_document(e: &Event, why: &str) -> J {
+fn error_document<'a>(e: &'a Event, why: &str) -> J<'a> {
     let mut doc = J::obj();
     timestamp(e, &mut doc);
     doc.put("event.kind", J::s(b"event"));
@@ -200,16 +220,16 @@ fn error_document(e: &Event, why: &str) -> J {
             line.extend_from_slice(itoa::Buffer::new().format(e.serial).as_bytes());
             line.extend_from_slice(b"): ");
             line.extend_from_slice(d);
-            J::Str(line)
+            J::Str(Cow::Owned(line))
         })
         .collect();
     doc.put("event.original", J::Arr(original));
-    doc.put("error.message", J::s(why.as_bytes()));
+    doc.put("error.message", J::Str(Cow::Owned(why.as_bytes().to_vec())));
     doc.put("ecs.version", J::s(ECS_VERSION.as_bytes()));
     doc
 }
 
-fn opt(doc: &mut J, path: &'static str, v: &Option<impl AsRef<[u8]>>) {
+fn opt<'a>(doc: &mut J<'a>, path: &'static str, v: &'a Option<impl AsRef<[u8]>>) {
     if let Some(v) = v {
         if !v.as_ref().is_empty() {
             doc.put(path, J::s(v.as_ref()));
@@ -222,7 +242,7 @@ fn number(v: &[u8]) -> Option<i64> {
 }
 
 /// auditbeat's `buildMetricbeatEvent`, field for field.
-fn document(e: &Event, c: &Coalesced<'_>) -> J {
+fn document<'a>(e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
     let mut doc = J::obj();
     timestamp(e, &mut doc);
     doc.put("event.kind", J::s(b"event"));
@@ -286,19 +306,19 @@ fn document(e: &Event, c: &Coalesced<'_>) -> J {
     let mut a = J::obj();
     let mut msg_type = coalesce::type_name(c.rtype).into_owned().into_bytes();
     msg_type.make_ascii_lowercase();
-    a.put("message_type", J::Str(msg_type));
+    a.put("message_type", J::Str(Cow::Owned(msg_type)));
     a.put("sequence", J::Num(e.serial));
     a.put("result", J::s(&c.result));
     let mut data = Vec::new();
     let mut socket = Vec::new();
     for (k, v) in c.data.iter() {
         match k.strip_prefix(b"socket_") {
-            Some(rest) => socket.push((rest.to_vec(), J::s(v))),
-            None => data.push((k.to_vec(), J::s(v))),
+            Some(rest) => socket.push((Cow::Borrowed(rest), J::s(v))),
+            None => data.push((Cow::Borrowed(k), J::s(v))),
         }
     }
     if !socket.is_empty() {
-        data.push((b"socket".to_vec(), J::Obj(socket)));
+        data.push((Cow::Borrowed(&b"socket"[..]), J::Obj(socket)));
     }
     a.put("data", J::Obj(data));
     match &c.session {
@@ -348,7 +368,7 @@ fn id_path(k: &[u8], name: bool) -> Option<&'static str> {
     })
 }
 
-fn user(doc: &mut J, c: &Coalesced<'_>) {
+fn user<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
     let mut user = J::obj();
     for (k, v) in c.user_ids.iter() {
         if v == b"unset" {
@@ -357,7 +377,7 @@ fn user(doc: &mut J, c: &Coalesced<'_>) {
         match id_path(k, false) {
             Some(p) => user.put(p, J::s(v)),
             // Other id fields go under `user.<field>.id` (auditbeat's default case).
-            None => user.put(&format!("{}.id", String::from_utf8_lossy(k)), J::s(v)),
+            None => user.child(k).put("id", J::s(v)),
         }
     }
     // auditbeat adds the labels while it walks the ids it writes (none when all are unset).
@@ -367,39 +387,55 @@ fn user(doc: &mut J, c: &Coalesced<'_>) {
     for (k, n) in &c.user_names {
         match id_path(k, true) {
             Some(p) => user.put(p, J::s(n)),
-            None => user.put(&format!("{}.name", String::from_utf8_lossy(k)), J::s(n)),
+            None => user.child(k).put("name", J::s(n)),
         }
     }
     doc.put("user", user);
-    let mut related: Vec<Vec<u8>> = Vec::new();
-    let mut entity = |doc: &mut J, key: &str, ent: &Entity, users: bool| {
+    let mut related: Vec<&[u8]> = Vec::new();
+    let entities: [(&'static str, &'static str, &Entity, bool); 5] = [
+        ("user.id", "user.name", &c.ecs_user, true),
+        (
+            "user.effective.id",
+            "user.effective.name",
+            &c.ecs_user_effective,
+            true,
+        ),
+        (
+            "user.target.id",
+            "user.target.name",
+            &c.ecs_user_target,
+            true,
+        ),
+        (
+            "user.changes.id",
+            "user.changes.name",
+            &c.ecs_user_changes,
+            true,
+        ),
+        ("group.id", "group.name", &c.ecs_group, false),
+    ];
+    for (id, name, ent, users) in entities {
         if !ent.is_set() {
-            return;
+            continue;
         }
-        let (id, name) = (format!("{key}.id"), format!("{key}.name"));
         match ent.id.as_deref().filter(|i| *i != b"unset") {
-            Some(i) => doc.put(&id, J::s(i)),
-            None => doc.delete(&id),
+            Some(i) => doc.put(id, J::s(i)),
+            None => doc.delete(id),
         }
-        match &ent.name {
+        match ent.name.as_deref() {
             Some(n) => {
-                doc.put(&name, J::s(n));
-                if users && !related.contains(n) {
-                    related.push(n.clone());
+                doc.put(name, J::s(n));
+                if users && !related.contains(&n) {
+                    related.push(n);
                 }
             }
-            None => doc.delete(&name),
+            None => doc.delete(name),
         }
-    };
-    entity(doc, "user", &c.ecs_user, true);
-    entity(doc, "user.effective", &c.ecs_user_effective, true);
-    entity(doc, "user.target", &c.ecs_user_target, true);
-    entity(doc, "user.changes", &c.ecs_user_changes, true);
-    entity(doc, "group", &c.ecs_group, false);
+    }
     if !related.is_empty() {
         doc.put(
             "related.user",
-            J::Arr(related.iter().map(|n| J::s(n)).collect()),
+            J::Arr(related.into_iter().map(J::s).collect()),
         );
     }
     // user.effective is left out when it is the user itself.
@@ -416,7 +452,7 @@ fn user(doc: &mut J, c: &Coalesced<'_>) {
     }
 }
 
-fn process(doc: &mut J, c: &Coalesced<'_>) {
+fn process<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
     let p = &c.process;
     let empty = |v: &Option<Text<'_>>| v.as_ref().is_none_or(|v| v.is_empty());
     if empty(&p.pid)
