@@ -73,7 +73,7 @@ impl<'a> J<'a> {
             return;
         }
         match path.bytes().position(|b| b == b'.') {
-            Some(dot) => self.child(path[..dot].as_bytes()).put(&path[dot + 1..], v),
+            Some(dot) => self.child(&path.as_bytes()[..dot]).put(&path[dot + 1..], v),
             None => {
                 let J::Obj(fields) = self else { return };
                 match fields
