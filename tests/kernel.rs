@@ -2152,3 +2152,185 @@ fn an_event_names_its_parent_and_the_exec_that_made_it() {
     assert!(st.success(), "{log}");
     assert_released(&log);
 }
+
+/// A pid used again: the test's first shell (`dash`, pid P) runs `echo` and exits; a second
+/// shell (`bash`) is given the same pid P (through `ns_last_pid`) and runs `echo` too. Each
+/// echo's parent is its own shell (exe and exec event), never the other: the process table
+/// is keyed by (pid, start time).
+#[test]
+fn a_reused_pid_never_gets_the_previous_process_as_parent() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("pidreuse");
+    let mut d = Daemon::start_full(
+        &dir,
+        "pidreuse",
+        ", format: enriched",
+        "enrichment: { lineage: true }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k reuse\n  - -e 1\n",
+        &[],
+    );
+    d.wait_ready();
+    let tag = std::process::id();
+    let run = |shell: &str, marker: &str| -> u32 {
+        let mut c = Command::new(shell)
+            .arg("-c")
+            .arg(format!("/bin/echo {marker}; sleep 0.3"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = c.id();
+        assert!(c.wait().unwrap().success());
+        pid
+    };
+    let first = run("/bin/sh", &format!("first-{tag}"));
+    // Ask the kernel for the same pid next; other processes may fork in between: retry.
+    let mut second = None;
+    for attempt in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", first - 1)).unwrap();
+        let marker = format!("second-{tag}-{attempt}");
+        let pid = run("/bin/bash", &marker);
+        if pid == first {
+            second = Some(marker);
+            break;
+        }
+    }
+    let second = second.expect("the kernel gave the first shell's pid again within 50 tries");
+    let echo_of = |d: &Daemon, marker: &str| -> Option<Value> {
+        d.lines().iter().map(|l| parse(l)).find(|v| {
+            v["records"]["EXECVE"]["ARGV"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == marker))
+        })
+    };
+    let shell_of = |d: &Daemon, exe: &str| -> Vec<Value> {
+        d.lines()
+            .iter()
+            .map(|l| parse(l))
+            .filter(|v| {
+                v["records"]["SYSCALL"]["pid"] == first && v["records"]["SYSCALL"]["exe"] == exe
+            })
+            .collect()
+    };
+    let first_marker = format!("first-{tag}");
+    wait_for("both echo events", 20, || {
+        echo_of(&d, &first_marker).is_some() && echo_of(&d, &second).is_some()
+    });
+    let dash = shell_of(&d, "/usr/bin/dash");
+    let bash = shell_of(&d, "/usr/bin/bash");
+    assert_eq!(dash.len(), 1, "one exec of dash as pid {first}");
+    assert!(!bash.is_empty(), "bash ran as pid {first}");
+    let e1 = echo_of(&d, &first_marker).unwrap();
+    let e2 = echo_of(&d, &second).unwrap();
+    assert_eq!(e1["parent"]["pid"], first, "{e1}");
+    assert_eq!(e2["parent"]["pid"], first, "{e2}");
+    assert_eq!(e1["parent"]["exe"], "/usr/bin/dash", "{e1}");
+    assert_eq!(e2["parent"]["exe"], "/usr/bin/bash", "{e2}");
+    assert_eq!(e1["parent"]["exec_event"], dash[0]["sequence"], "{e1}");
+    let bash_exec = bash.last().unwrap()["sequence"].clone();
+    assert_eq!(e2["parent"]["exec_event"], bash_exec, "{e2}");
+    assert_ne!(e1["parent"]["start_time"], e2["parent"]["start_time"]);
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+}
+
+/// `format: ecs` on real kernel records: an execve's arguments (non-ASCII, a newline, a
+/// space) as `process.args`, ids with user and group names, and connects to inet and inet6
+/// addresses as `destination` with `network.direction: egress`, as auditbeat writes them.
+#[test]
+fn ecs_events_read_real_kernel_records_as_auditbeat_does() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("ecskernel");
+    let echo = echo_exe();
+    let mut d = Daemon::start_full(
+        &dir,
+        "ecskernel",
+        ", format: ecs",
+        &format!(
+            "rules:\n  - -a exit,always -F arch=b64 -S execve -F exe={echo} -k argv\n  - -a exit,always -F arch=b64 -S connect -F exe={} -k net\n  - -e 1\n",
+            std::fs::canonicalize(env!("CARGO_BIN_EXE_pauditd-loadgen")).unwrap().display()
+        ),
+        &[],
+    );
+    d.wait_ready();
+    let args: Vec<String> = vec![
+        format!("ecs-marker-{}", std::process::id()),
+        "grün ünïcode".into(),
+        "two\nlines".into(),
+        "with space".into(),
+    ];
+    let st = Command::new(&echo)
+        .args(&args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let find = |d: &Daemon| {
+        d.lines().iter().map(|l| parse(l)).find(|v| {
+            v["process"]["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == args[0].as_str()))
+        })
+    };
+    wait_for("the execve event", 30, || find(&d).is_some());
+    let v = find(&d).unwrap();
+    let got: Vec<&str> = v["process"]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(got[0], echo);
+    assert_eq!(
+        &got[1..],
+        &args.iter().map(String::as_str).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(v["event"]["action"], "executed", "{v}");
+    assert_eq!(
+        v["event"]["category"],
+        serde_json::json!(["process"]),
+        "{v}"
+    );
+    assert_eq!(v["event"]["outcome"], "success", "{v}");
+    assert_eq!(v["process"]["executable"], echo, "{v}");
+    assert_eq!(v["auditd"]["data"]["syscall"], "execve", "{v}");
+    assert_eq!(v["auditd"]["data"]["arch"], "x86_64", "{v}");
+    assert_eq!(v["user"]["id"], "0", "{v}");
+    assert_eq!(v["user"]["name"], "root", "{v}");
+    assert_eq!(v["user"]["group"]["name"], "root", "{v}");
+    assert_eq!(v["tags"], serde_json::json!(["argv"]), "{v}");
+
+    let out = Command::new(loadgen())
+        .args(["--connect", "127.0.0.1:9", "--connect", "[::1]:9"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nets = |d: &Daemon| -> Vec<Value> {
+        d.lines()
+            .iter()
+            .map(|l| parse(l))
+            .filter(|v| v["tags"] == serde_json::json!(["net"]))
+            .collect()
+    };
+    wait_for("two connect events", 30, || nets(&d).len() >= 2);
+    let dests: Vec<Value> = nets(&d).iter().map(|v| v["destination"].clone()).collect();
+    assert!(
+        dests.contains(&serde_json::json!({"ip": "127.0.0.1", "port": "9"})),
+        "{dests:?}"
+    );
+    assert!(
+        dests.contains(&serde_json::json!({"ip": "::1", "port": "9"})),
+        "{dests:?}"
+    );
+    for v in nets(&d) {
+        assert_eq!(v["event"]["action"], "connected-to", "{v}");
+        assert_eq!(v["network"]["direction"], "egress", "{v}");
+        assert_eq!(v["auditd"]["data"]["syscall"], "connect", "{v}");
+    }
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+}
