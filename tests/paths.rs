@@ -30,7 +30,7 @@ fn corpus() -> Vec<u8> {
     all
 }
 
-/// (pauditd format, enriched format, hand-overs)
+/// (pauditd format, enriched and ecs formats, hand-overs)
 fn run(input: &[u8], batch: usize) -> (Vec<u8>, Vec<u8>, usize) {
     let passwd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/passwd");
     let mut p = Processor::new(
@@ -56,6 +56,7 @@ fn run(input: &[u8], batch: usize) -> (Vec<u8>, Vec<u8>, usize) {
             for e in events.drain(..) {
                 out.push_event(&e);
                 enriched.push_event_as(&e, pauditd_sinks::Format::Enriched);
+                enriched.push_event_as(&e, pauditd_sinks::Format::Ecs);
             }
         },
     )
@@ -73,7 +74,7 @@ fn batch_size_never_changes_output() {
         assert!(got == reference, "batch {batch} differs");
         assert!(
             got_enriched == reference_enriched,
-            "batch {batch} differs (enriched)"
+            "batch {batch} differs (enriched, ecs)"
         );
         if batch == 1 {
             // Events an EOE completes are handed over one by one (5 in our own fixtures,
@@ -85,7 +86,7 @@ fn batch_size_never_changes_output() {
 }
 
 /// The same input through the binary with 0, 1 and 3 encoder threads (and the replay's batch
-/// hand-overs), out through a real stdout output: identical bytes, in both formats.
+/// hand-overs), out through a real stdout output: identical bytes, in every format.
 #[test]
 fn encoder_threads_never_change_output() {
     let dir = std::env::temp_dir().join(format!("pauditd-paths-{}", std::process::id()));
@@ -116,7 +117,7 @@ fn encoder_threads_never_change_output() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         o.stdout
     };
-    for format in ["pauditd", "enriched"] {
+    for format in ["pauditd", "enriched", "ecs"] {
         let inline = run(0, format);
         assert!(inline.len() > 10_000);
         for workers in [1, 3] {
