@@ -54,6 +54,9 @@ pub struct Kv<'a> {
 
 impl<'a> Kv<'a> {
     pub fn get(&self, k: &[u8]) -> Option<&[u8]> {
+        if self.seen & key_bit(k) == 0 {
+            return None;
+        }
         self.pairs
             .iter()
             .find(|(key, _)| key.as_ref() == k)
@@ -62,6 +65,9 @@ impl<'a> Kv<'a> {
 
     /// The value itself (a borrowed value is shared, not copied).
     pub fn get_text(&self, k: &[u8]) -> Option<Text<'a>> {
+        if self.seen & key_bit(k) == 0 {
+            return None;
+        }
         self.pairs
             .iter()
             .find(|(key, _)| key.as_ref() == k)
@@ -85,12 +91,20 @@ impl<'a> Kv<'a> {
     }
 
     pub fn remove(&mut self, k: &[u8]) -> Option<Text<'a>> {
+        if self.seen & key_bit(k) == 0 {
+            return None;
+        }
         let i = self.pairs.iter().position(|(key, _)| key.as_ref() == k)?;
         Some(self.pairs.remove(i).1)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+
+    /// Keys and values themselves (borrowed ones shared, not copied).
+    pub fn iter_text(&self) -> impl Iterator<Item = (Text<'a>, Text<'a>)> + '_ {
+        self.pairs.iter().cloned()
     }
 
     pub fn into_pairs(self) -> Vec<(Text<'a>, Text<'a>)> {
@@ -128,6 +142,9 @@ struct FieldMap<'a> {
 
 impl<'a> FieldMap<'a> {
     fn find(&self, k: &[u8]) -> Option<&Field<'a>> {
+        if self.seen & key_bit(k) == 0 {
+            return None;
+        }
         self.fields.iter().find(|f| f.key.as_ref() == k)
     }
 
@@ -155,6 +172,9 @@ impl<'a> FieldMap<'a> {
     }
 
     fn delete(&mut self, k: &[u8]) -> Option<Field<'a>> {
+        if self.seen & key_bit(k) == 0 {
+            return None;
+        }
         let i = self.fields.iter().position(|f| f.key.as_ref() == k)?;
         Some(self.fields.remove(i))
     }

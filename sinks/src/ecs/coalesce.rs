@@ -16,20 +16,21 @@ use super::normalize::{From, Normalization, Table, To};
 
 /// ECS user or group: an id or a name (or `unset`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Entity {
-    pub id: Option<Vec<u8>>,
-    pub name: Option<Vec<u8>>,
+pub struct Entity<'a> {
+    pub id: Option<Text<'a>>,
+    pub name: Option<Text<'a>>,
 }
 
-impl Entity {
-    fn set(&mut self, v: &[u8]) {
+impl<'a> Entity<'a> {
+    fn set(&mut self, v: Option<Text<'a>>) {
         *self = Entity::default();
-        if matches!(v, b"" | b"unset" | b"4294967295" | b"-1") {
-            self.id = Some(b"unset".to_vec());
-        } else if !v.is_empty() && v.iter().all(u8::is_ascii_digit) {
-            self.id = Some(v.to_vec());
+        let v = v.unwrap_or_default();
+        if matches!(v.as_ref(), b"" | b"unset" | b"4294967295" | b"-1") {
+            self.id = Some(Cow::Borrowed(b"unset"));
+        } else if v.iter().all(u8::is_ascii_digit) {
+            self.id = Some(v);
         } else {
-            self.name = Some(v.to_vec());
+            self.name = Some(v);
         }
     }
 
@@ -57,8 +58,8 @@ pub struct File<'a> {
     pub mode: Option<String>,
     pub uid: Option<Text<'a>>,
     pub gid: Option<Text<'a>>,
-    pub owner: Option<Vec<u8>>,
-    pub group: Option<Vec<u8>>,
+    pub owner: Option<Text<'a>>,
+    pub group: Option<Text<'a>>,
     pub selinux: Vec<(Vec<u8>, Text<'a>)>,
 }
 
@@ -85,7 +86,7 @@ pub struct Coalesced<'a> {
     pub object_secondary: Option<Text<'a>>,
     pub how: Option<Text<'a>>,
     pub user_ids: Kv<'a>,
-    pub user_names: Vec<(Vec<u8>, Vec<u8>)>,
+    pub user_names: Vec<(Text<'a>, Text<'a>)>,
     pub user_selinux: Kv<'a>,
     pub process: Process<'a>,
     pub file: Option<File<'a>>,
@@ -98,18 +99,19 @@ pub struct Coalesced<'a> {
     pub ecs_category: Vec<&'static str>,
     pub ecs_type: Vec<&'static str>,
     pub ecs_outcome: Option<&'static str>,
-    pub ecs_user: Entity,
-    pub ecs_user_effective: Entity,
-    pub ecs_user_target: Entity,
-    pub ecs_user_changes: Entity,
-    pub ecs_group: Entity,
+    pub ecs_user: Entity<'a>,
+    pub ecs_user_effective: Entity<'a>,
+    pub ecs_user_target: Entity<'a>,
+    pub ecs_user_changes: Entity<'a>,
+    pub ecs_group: Entity<'a>,
     pub warnings: Vec<String>,
 }
 
-/// Names for ids, as far as they are known (`None`: unknown).
-pub trait Names {
-    fn user(&self, uid: &[u8]) -> Option<Vec<u8>>;
-    fn group(&self, gid: &[u8]) -> Option<Vec<u8>>;
+/// Names for ids, as far as they are known (`None`: unknown), borrowed from where they are
+/// kept (the event's uid and gid maps).
+pub trait Names<'a> {
+    fn user(&self, uid: &[u8]) -> Option<&'a [u8]>;
+    fn group(&self, gid: &[u8]) -> Option<&'a [u8]>;
 }
 
 /// Coalesce an event's records; `Err` when aucoalesce makes no event of them (a compound
@@ -411,21 +413,20 @@ fn normalize(ev: &mut Coalesced<'_>, table: &'static Table) {
         }
     }
     for (from, to) in &norm.mappings {
-        let v: Option<Vec<u8>> = match from {
-            From::SubjectPrimary => ev.actor_primary.as_deref().map(<[u8]>::to_vec),
-            From::SubjectSecondary => ev.actor_secondary.as_deref().map(<[u8]>::to_vec),
-            From::ObjectPrimary => ev.object_primary.as_deref().map(<[u8]>::to_vec),
-            From::ObjectSecondary => ev.object_secondary.as_deref().map(<[u8]>::to_vec),
-            From::Data(k) => ev.data.get(k.as_bytes()).map(<[u8]>::to_vec),
-            From::Uid(k) => ev.user_ids.get(k.as_bytes()).map(<[u8]>::to_vec),
+        let v: Option<Text<'_>> = match from {
+            From::SubjectPrimary => ev.actor_primary.clone(),
+            From::SubjectSecondary => ev.actor_secondary.clone(),
+            From::ObjectPrimary => ev.object_primary.clone(),
+            From::ObjectSecondary => ev.object_secondary.clone(),
+            From::Data(k) => ev.data.get_text(k.as_bytes()),
+            From::Uid(k) => ev.user_ids.get_text(k.as_bytes()),
         };
-        let v = v.unwrap_or_default();
         match to {
-            To::User => ev.ecs_user.set(&v),
-            To::UserEffective => ev.ecs_user_effective.set(&v),
-            To::UserTarget => ev.ecs_user_target.set(&v),
-            To::UserChanges => ev.ecs_user_changes.set(&v),
-            To::Group => ev.ecs_group.set(&v),
+            To::User => ev.ecs_user.set(v),
+            To::UserEffective => ev.ecs_user_effective.set(v),
+            To::UserTarget => ev.ecs_user_target.set(v),
+            To::UserChanges => ev.ecs_user_changes.set(v),
+            To::Group => ev.ecs_group.set(v),
         }
     }
 }
@@ -513,25 +514,33 @@ fn set_file_object(ev: &mut Coalesced<'_>, hint: usize) -> Result<(), String> {
 
 /// Names for the ids (auditbeat's `resolve_ids`, on by default): actor, user ids, file owner
 /// and group, and the ECS entities that hold an id.
-pub fn resolve(ev: &mut Coalesced<'_>, names: &dyn Names) {
+pub fn resolve<'a>(ev: &mut Coalesced<'a>, names: &dyn Names<'a>) {
     for actor in [&mut ev.actor_primary, &mut ev.actor_secondary] {
         if let Some(n) = actor.as_deref().and_then(|a| names.user(a)) {
-            *actor = Some(Cow::Owned(n));
+            *actor = Some(Cow::Borrowed(n));
         }
     }
-    for (k, id) in ev.user_ids.iter() {
+    for (k, id) in ev.user_ids.iter_text() {
         let n = if k.ends_with(b"uid") {
-            names.user(id)
+            names.user(&id)
         } else {
-            names.group(id)
+            names.group(&id)
         };
         if let Some(n) = n {
-            ev.user_names.push((k.to_vec(), n));
+            ev.user_names.push((k, Cow::Borrowed(n)));
         }
     }
     if let Some(f) = &mut ev.file {
-        f.owner = f.uid.as_deref().and_then(|u| names.user(u));
-        f.group = f.gid.as_deref().and_then(|g| names.group(g));
+        f.owner = f
+            .uid
+            .as_deref()
+            .and_then(|u| names.user(u))
+            .map(Cow::Borrowed);
+        f.group = f
+            .gid
+            .as_deref()
+            .and_then(|g| names.group(g))
+            .map(Cow::Borrowed);
     }
     for e in [
         &mut ev.ecs_user,
@@ -540,11 +549,11 @@ pub fn resolve(ev: &mut Coalesced<'_>, names: &dyn Names) {
         &mut ev.ecs_user_changes,
     ] {
         if let (Some(id), None) = (&e.id, &e.name) {
-            e.name = names.user(id);
+            e.name = names.user(id).map(Cow::Borrowed);
         }
     }
     if let (Some(id), None) = (&ev.ecs_group.id, &ev.ecs_group.name) {
-        ev.ecs_group.name = names.group(id);
+        ev.ecs_group.name = names.group(id).map(Cow::Borrowed);
     }
 }
 

@@ -156,22 +156,24 @@ impl<'a> J<'a> {
 /// assembled) and its gid names, when groups were resolved.
 struct EventNames<'e>(&'e Event);
 
-impl Names for EventNames<'_> {
-    fn user(&self, uid: &[u8]) -> Option<Vec<u8>> {
+impl<'e> Names<'e> for EventNames<'e> {
+    fn user(&self, uid: &[u8]) -> Option<&'e [u8]> {
         let e = self.0;
         let name = match e.sorted_uids() {
-            Some(mut it) => it.find(|(u, _)| *u == uid).map(|(_, n)| n.to_vec()),
+            Some(mut it) => it.find(|(u, _)| *u == uid).map(|(_, n)| n),
+            // Events are finished (uids sorted) before they are written; this is the
+            // fallback for one that is not.
             None => e
                 .uid_map()
                 .into_iter()
                 .find(|(u, _)| *u == uid)
-                .map(|(_, n)| n.to_vec()),
+                .map(|(_, n)| n),
         }?;
         (name != pauditd_engine::users::UNKNOWN_USER).then_some(name)
     }
 
-    fn group(&self, gid: &[u8]) -> Option<Vec<u8>> {
-        self.0.group_name(gid).map(<[u8]>::to_vec)
+    fn group(&self, gid: &[u8]) -> Option<&'e [u8]> {
+        self.0.group_name(gid)
     }
 }
 
@@ -392,7 +394,7 @@ fn user<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
     }
     doc.put("user", user);
     let mut related: Vec<&[u8]> = Vec::new();
-    let entities: [(&'static str, &'static str, &Entity, bool); 5] = [
+    let entities: [(&'static str, &'static str, &Entity<'_>, bool); 5] = [
         ("user.id", "user.name", &c.ecs_user, true),
         (
             "user.effective.id",
