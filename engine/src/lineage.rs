@@ -174,6 +174,49 @@ impl ProcessTable {
 mod tests {
     use super::*;
 
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// The memory a full table holds (the daemon's capacity, 32,768 processes, with a 15-byte
+    /// comm and a 60-byte exe each), and that inserting four times as many keeps it there.
+    /// Measurement, not a timing assertion: run with `--ignored --nocapture`
+    /// (perf/RESULTS.md); it asserts only the bound on entries.
+    #[test]
+    #[ignore]
+    fn full_table_memory() {
+        const CAPACITY: usize = 32_768;
+        let before = rss_kib();
+        let mut t = ProcessTable::new(CAPACITY);
+        let fill = |t: &mut ProcessTable, from: u32, n: u32| {
+            for pid in from..from + n {
+                t.insert(ProcessInfo {
+                    pid,
+                    ppid: Some(1),
+                    comm: Some("worker-process1".into()),
+                    exe: Some(format!(
+                        "/usr/lib/some/long/path/to/a/binary/number/{pid:012}"
+                    )),
+                    start_time: u64::from(pid) * 7,
+                    exec_event: Some(i64::from(pid)),
+                });
+            }
+        };
+        fill(&mut t, 0, CAPACITY as u32);
+        let full = rss_kib();
+        fill(&mut t, CAPACITY as u32, 3 * CAPACITY as u32);
+        let after = rss_kib();
+        assert_eq!(t.len(), CAPACITY);
+        assert!(t.order.len() <= 2 * CAPACITY);
+        eprintln!(
+            "process table: {CAPACITY} entries: +{} KiB RSS; after 4x as many inserts: +{} KiB",
+            full - before,
+            after - before
+        );
+    }
+
     #[test]
     fn an_exec_is_remembered_and_named_as_the_parent_of_its_children() {
         let me = std::process::id();
