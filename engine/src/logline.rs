@@ -56,7 +56,12 @@ pub fn parse(line: &[u8]) -> Result<LogLine<'_>, LogLineError> {
     let name_end = memchr(b' ', rest).ok_or(LogLineError::NoMsg)?;
     let rtype = types::number_of(&rest[..name_end]).ok_or(LogLineError::UnknownType)?;
     let after = &rest[name_end..];
-    let msg = memmem::find(after, b" msg=").ok_or(LogLineError::NoMsg)?;
+    // Almost always right after the type name; the searcher is built once.
+    let msg = if after.starts_with(b" msg=") {
+        0
+    } else {
+        MSG.find(after).ok_or(LogLineError::NoMsg)?
+    };
     let mut payload = &after[msg + 5..];
     let mut next = None;
     if let Some(at) = second_record(payload) {
@@ -73,6 +78,8 @@ pub fn parse(line: &[u8]) -> Result<LogLine<'_>, LogLineError> {
     }))
 }
 
+static MSG: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b" msg="));
 static SECOND_TYPE: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b" type="));
 
