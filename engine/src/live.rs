@@ -456,6 +456,12 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
                     Err(netlink::Truncated) => processor.reject(DropReason::Truncated, dgram),
                 }
             }
+            // A full ring holds thousands of events: hand them over `batch` at a time, so
+            // the writer's queue (a number of batches) bounds the events waiting in it.
+            if events.len() >= batch {
+                let next = processor.batch_vec(batch);
+                emit(std::mem::replace(&mut events, next));
+            }
         });
         processor.expire(now, &mut events);
         if published.elapsed() >= STATS_EVERY {
@@ -543,5 +549,72 @@ impl StatusPoller {
             lost_delta,
             foreign_pid,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::ProcessorConfig;
+    use crate::users::tests::FixedUsers;
+
+    /// One netlink message (header + payload) as the kernel frames it.
+    fn nlmsg(rtype: u16, payload: &[u8]) -> Vec<u8> {
+        let len = 16 + payload.len();
+        let mut m = Vec::with_capacity(len.next_multiple_of(4));
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&rtype.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend_from_slice(payload);
+        m.resize(len.next_multiple_of(4), 0);
+        m
+    }
+
+    /// A ring full of completed events (thousands in one read) reaches `emit` in batches of
+    /// at most `batch`: the writer's queue, counted in batches, then bounds the events in it
+    /// (a storm with a slow format once queued hundreds of thousands).
+    #[test]
+    fn a_full_ring_is_handed_over_in_bounded_batches() {
+        let (mut producer, consumer) = ring::ring(8 << 20, MAX_DATAGRAM);
+        let events = 20_000u32;
+        // One message per datagram, as the kernel sends them.
+        for serial in 1..=events {
+            let syscall = format!("audit(1700000000.000:{serial}): arch=c000003e syscall=39 success=yes exit=1 pid=1 uid=0 key=\"k\"");
+            let eoe = format!("audit(1700000000.000:{serial}): ");
+            for d in [nlmsg(1300, syscall.as_bytes()), nlmsg(1320, eoe.as_bytes())] {
+                let mut g = producer.reserve(&|| false).expect("room in the ring");
+                g.slot()[..d.len()].copy_from_slice(&d);
+                g.commit(d.len());
+            }
+        }
+        drop(producer);
+        let processor = Processor::new(
+            ProcessorConfig::replay_defaults(1000),
+            FilterSet::default(),
+            FixedUsers,
+        );
+        let (_control_tx, control_rx) = mpsc::channel();
+        let mut sizes = Vec::new();
+        let batch = 256;
+        let stats = reassemble_loop(
+            consumer,
+            processor,
+            |evs: Vec<Event>| sizes.push(evs.len()),
+            batch,
+            &AckBoard::default(),
+            control_rx,
+            &Mutex::new(Stats::default()),
+            &AtomicU64::new(0),
+            Instant::now(),
+        );
+        assert_eq!(stats.events_by_eoe, u64::from(events), "{stats:?}");
+        assert_eq!(
+            sizes.iter().sum::<usize>(),
+            events as usize,
+            "every event, once"
+        );
+        let max = sizes.iter().copied().max().unwrap();
+        assert!(max <= batch, "a batch of {max} events (bound {batch})");
+        assert!(sizes.len() >= events as usize / batch);
     }
 }
