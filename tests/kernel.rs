@@ -2156,7 +2156,8 @@ fn an_event_names_its_parent_and_the_exec_that_made_it() {
 /// A pid used again: the test's first shell (`dash`, pid P) runs `echo` and exits; a second
 /// shell (`bash`) is given the same pid P (through `ns_last_pid`) and runs `echo` too. Each
 /// echo's parent is its own shell (exe and exec event), never the other: the process table
-/// is keyed by (pid, start time).
+/// is keyed by (pid, start time). Written in `format: ecs` (the fork-chain test above covers
+/// lineage in the enriched format): `process.parent.*` and `auditd.parent.exec_sequence`.
 #[test]
 fn a_reused_pid_never_gets_the_previous_process_as_parent() {
     let Some(_k) = kernel() else { return };
@@ -2164,7 +2165,7 @@ fn a_reused_pid_never_gets_the_previous_process_as_parent() {
     let mut d = Daemon::start_full(
         &dir,
         "pidreuse",
-        ", format: enriched",
+        ", format: ecs",
         "enrichment: { lineage: true }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k reuse\n  - -e 1\n",
         &[],
     );
@@ -2196,7 +2197,7 @@ fn a_reused_pid_never_gets_the_previous_process_as_parent() {
     let second = second.expect("the kernel gave the first shell's pid again within 50 tries");
     let echo_of = |d: &Daemon, marker: &str| -> Option<Value> {
         d.lines().iter().map(|l| parse(l)).find(|v| {
-            v["records"]["EXECVE"]["ARGV"]
+            v["process"]["args"]
                 .as_array()
                 .is_some_and(|a| a.iter().any(|x| x == marker))
         })
@@ -2205,9 +2206,7 @@ fn a_reused_pid_never_gets_the_previous_process_as_parent() {
         d.lines()
             .iter()
             .map(|l| parse(l))
-            .filter(|v| {
-                v["records"]["SYSCALL"]["pid"] == first && v["records"]["SYSCALL"]["exe"] == exe
-            })
+            .filter(|v| v["process"]["pid"] == first && v["process"]["executable"] == exe)
             .collect()
     };
     let first_marker = format!("first-{tag}");
@@ -2220,14 +2219,17 @@ fn a_reused_pid_never_gets_the_previous_process_as_parent() {
     assert!(!bash.is_empty(), "bash ran as pid {first}");
     let e1 = echo_of(&d, &first_marker).unwrap();
     let e2 = echo_of(&d, &second).unwrap();
-    assert_eq!(e1["parent"]["pid"], first, "{e1}");
-    assert_eq!(e2["parent"]["pid"], first, "{e2}");
-    assert_eq!(e1["parent"]["exe"], "/usr/bin/dash", "{e1}");
-    assert_eq!(e2["parent"]["exe"], "/usr/bin/bash", "{e2}");
-    assert_eq!(e1["parent"]["exec_event"], dash[0]["sequence"], "{e1}");
-    let bash_exec = bash.last().unwrap()["sequence"].clone();
-    assert_eq!(e2["parent"]["exec_event"], bash_exec, "{e2}");
-    assert_ne!(e1["parent"]["start_time"], e2["parent"]["start_time"]);
+    let parent = |v: &Value| v["process"]["parent"].clone();
+    assert_eq!(parent(&e1)["pid"], first, "{e1}");
+    assert_eq!(parent(&e2)["pid"], first, "{e2}");
+    assert_eq!(parent(&e1)["executable"], "/usr/bin/dash", "{e1}");
+    assert_eq!(parent(&e2)["executable"], "/usr/bin/bash", "{e2}");
+    assert_eq!(
+        e1["auditd"]["parent"]["exec_sequence"], dash[0]["auditd"]["sequence"],
+        "{e1}"
+    );
+    let bash_exec = bash.last().unwrap()["auditd"]["sequence"].clone();
+    assert_eq!(e2["auditd"]["parent"]["exec_sequence"], bash_exec, "{e2}");
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert_released(&log);
