@@ -649,6 +649,8 @@ fn reload(
             }
         }
         live.set_filters(filters);
+        // Group names are looked up only while an output writes enriched or ecs.
+        live.set_group_names(wiring::wants_groups(&cfg));
         if cfg.output == running.output && cfg.shutdown_timeout == running.shutdown_timeout {
             log::info!("outputs unchanged; kept running");
         } else {

@@ -2336,3 +2336,45 @@ fn ecs_events_read_real_kernel_records_as_auditbeat_does() {
     assert!(st.success(), "{log}");
     assert_released(&log);
 }
+
+/// A reload that switches the file output to `format: enriched` starts group-name lookups
+/// (the daemon started without them: pauditd's format has no group names).
+#[test]
+fn a_reload_to_the_enriched_format_brings_group_names() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("hupformat");
+    let mut d = Daemon::start(&dir, "hupformat", &echo_rules());
+    d.wait_ready();
+    echo("before-format");
+    wait_for("first event", 20, || {
+        d.lines().iter().any(|l| l.contains("before-format"))
+    });
+    let cfg = dir.join("hupformat.yaml");
+    let out = dir.join("hupformat.jsonl");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("path: {} }}", out.display()),
+        &format!("path: {}, format: enriched }}", out.display()),
+    );
+    assert!(text.contains("format: enriched"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("reload", 20, || d.log().contains("reloaded"));
+    echo("after-format");
+    wait_for("the enriched event", 20, || {
+        d.lines()
+            .iter()
+            .any(|l| l.contains("after-format") && l.contains("\"records\""))
+    });
+    let line = d
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("after-format") && l.contains("\"records\""))
+        .unwrap();
+    let v = parse(&line);
+    assert_eq!(v["records"]["SYSCALL"]["gid"], 0, "{line}");
+    assert_eq!(v["records"]["SYSCALL"]["GID"], "root", "{line}");
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+}

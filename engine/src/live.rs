@@ -127,6 +127,7 @@ impl AckBoard {
 
 enum Control {
     Filters(FilterSet),
+    GroupNames(bool),
 }
 
 /// The running engine.
@@ -314,6 +315,11 @@ impl Live {
     }
 
     /// Replace the filters; events completed after this point use the new ones.
+    /// Resolve gids to group names from now on, or stop (a reload changed the formats).
+    pub fn set_group_names(&self, on: bool) {
+        let _ = self.control.send(Control::GroupNames(on));
+    }
+
     pub fn set_filters(&self, filters: FilterSet) {
         let _ = self.control.send(Control::Filters(filters));
     }
@@ -441,6 +447,7 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
         while let Ok(c) = control.try_recv() {
             match c {
                 Control::Filters(f) => processor.set_filters(f),
+                Control::GroupNames(on) => processor.users_mut().set_resolves_groups(on),
             }
         }
         let now = start.elapsed().as_millis() as u64;

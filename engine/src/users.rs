@@ -34,6 +34,9 @@ pub trait UserResolver {
     fn resolve_group(&mut self, _gid: &[u8]) -> Option<Arc<[u8]>> {
         None
     }
+    /// Start or stop resolving gids (a reload changed which formats are written); a
+    /// resolver that cannot resolve groups ignores it.
+    fn set_resolves_groups(&mut self, _on: bool) {}
 }
 
 /// Where group names come from.
@@ -187,6 +190,18 @@ impl UserResolver for UserDb {
 
     fn resolves_groups(&self) -> bool {
         self.groups.is_some()
+    }
+
+    fn set_resolves_groups(&mut self, on: bool) {
+        match (on, self.groups.is_some()) {
+            // Started at reload: from the system (a group file is replay's).
+            (true, false) => self.groups = Some(GroupSource::System),
+            (false, true) => {
+                self.groups = None;
+                self.group_cache.clear();
+            }
+            _ => {}
+        }
     }
 
     fn resolve_group(&mut self, gid: &[u8]) -> Option<Arc<[u8]>> {
