@@ -67,26 +67,6 @@ fn is_space(b: u8) -> bool {
     b == b' ' || b == b'\t' || b == b'\n'
 }
 
-/// Fields are short: a plain loop finds their ends faster than a vectorised search's set-up;
-/// past 32 bytes the vectorised search takes over.
-#[inline]
-fn find_short(
-    s: &[u8],
-    pred: impl Fn(u8) -> bool,
-    far: impl Fn(&[u8]) -> Option<usize>,
-) -> Option<usize> {
-    const NEAR: usize = 32;
-    for (i, &b) in s.iter().take(NEAR).enumerate() {
-        if pred(b) {
-            return Some(i);
-        }
-    }
-    if s.len() <= NEAR {
-        return None;
-    }
-    far(&s[NEAR..]).map(|i| i + NEAR)
-}
-
 impl<'a> Iterator for Fields<'a> {
     type Item = Field<'a>;
 
@@ -94,24 +74,17 @@ impl<'a> Iterator for Fields<'a> {
         let start = self.rest.iter().position(|&b| !is_space(b))?;
         let s = &self.rest[start..];
         // The kernel separates fields with single spaces; a key runs to `=` unless a space
-        // comes first (then it is a word of free text). Tabs and newlines end words too.
-        let (eq, word_end) = match find_short(
-            s,
-            |b| b == b'=' || b == b' ',
-            |t| memchr::memchr2(b'=', b' ', t),
-        ) {
-            Some(i) if s[i] == b'=' => (Some(i), None),
-            Some(i) => (None, Some(i)),
-            None => (None, None),
-        };
-        let Some(eq) = eq.filter(|&i| !s[..i].iter().any(|&b| is_space(b))) else {
-            let end = word_end
-                .or_else(|| s.iter().position(|&b| is_space(b)))
-                .unwrap_or(s.len());
-            let end = s[..end].iter().position(|&b| is_space(b)).unwrap_or(end);
-            self.rest = &s[end..];
-            return Some(Field::Text(&s[..end]));
-        };
+        // (or tab, or newline) comes first: then it is a word of free text. One pass: fields
+        // are short, and a plain loop beats a vectorised search's set-up on them.
+        let stop = s
+            .iter()
+            .position(|&b| b == b'=' || is_space(b))
+            .unwrap_or(s.len());
+        if s.get(stop) != Some(&b'=') {
+            self.rest = &s[stop..];
+            return Some(Field::Text(&s[..stop]));
+        }
+        let eq = stop;
         let key = &s[..eq];
         let v = &s[eq + 1..];
         let (value, used) = match v.first() {
@@ -129,8 +102,7 @@ impl<'a> Iterator for Fields<'a> {
                 None => (Value::Bare(v), v.len()),
             },
             _ => {
-                let end = find_short(v, |b| b == b' ', |t| memchr(b' ', t)).unwrap_or(v.len());
-                let end = v[..end].iter().position(|&b| is_space(b)).unwrap_or(end);
+                let end = v.iter().position(|&b| is_space(b)).unwrap_or(v.len());
                 let raw = &v[..end];
                 let value = match raw {
                     b"(null)" | b"(none)" | b"?" => Value::Absent(raw),

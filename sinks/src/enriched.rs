@@ -91,9 +91,11 @@ fn encode_with(e: &Event, out: &mut Vec<u8>, keys: &mut Vec<u64>) {
     out.extend_from_slice(num.format(e.serial).as_bytes());
     out.extend_from_slice(b",\"timestamp\":");
     write_str(out, e.timestamp());
-    if let Some(t) = rfc3339(e.timestamp()) {
-        out.extend_from_slice(b",\"time\":");
-        write_str(out, t.as_bytes());
+    let mark = out.len();
+    out.extend_from_slice(b",\"time\":\"");
+    match write_rfc3339(out, e.timestamp()) {
+        Some(()) => out.push(b'"'),
+        None => out.truncate(mark),
     }
     out.extend_from_slice(b",\"rule_key\":");
     // pauditd's rule key keeps `(null)` as text; here no key is null.
@@ -256,14 +258,40 @@ struct Object<'o> {
     keys: &'o mut Vec<u64>,
     /// This object's keys are `keys[start..]`.
     start: usize,
-    /// One bit per key hash's low 6 bits: most new keys are told apart without a scan.
+    /// One bit per key hash's top 6 bits: most new keys are told apart without a scan.
     seen: u64,
 }
 
+/// A key's hash for duplicate checks within one object (Fx-style, eight bytes at a time:
+/// keys are short; equal hashes of different keys are as unlikely as with FxHasher).
+#[inline]
 fn key_hash(k: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(k)
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h = k.len() as u64;
+    let mut chunks = k.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        h = (h ^ w).wrapping_mul(K).rotate_left(26);
+    }
+    let mut tail = 0u64;
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        tail |= u64::from(b) << (8 * i);
+    }
+    (h ^ tail).wrapping_mul(K).rotate_left(26).wrapping_mul(K)
 }
+
+/// Bytes a key may hold to be written as it is: the kernel's keys (`[a-z0-9_-]`) and the
+/// ENRICHED part's upper-case ones.
+const KEY_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        i += 1;
+    }
+    t
+};
 
 impl<'o> Object<'o> {
     fn new(out: &'o mut Vec<u8>, keys: &'o mut Vec<u64>) -> Self {
@@ -286,7 +314,8 @@ impl<'o> Object<'o> {
     #[must_use]
     fn key(&mut self, key: &[u8]) -> bool {
         let h = key_hash(key);
-        let bit = 1u64 << (h & 63);
+        // The hash's top bits are its best mixed.
+        let bit = 1u64 << (h >> 58);
         if self.seen & bit != 0 && self.keys[self.start..].contains(&h) {
             return false;
         }
@@ -295,8 +324,15 @@ impl<'o> Object<'o> {
             self.out.push(b',');
         }
         self.keys.push(h);
-        write_text(self.out, key);
-        self.out.push(b':');
+        if key.iter().all(|&b| KEY_PLAIN[b as usize]) {
+            self.out.reserve(key.len() + 3);
+            self.out.push(b'"');
+            self.out.extend_from_slice(key);
+            self.out.extend_from_slice(b"\":");
+        } else {
+            write_text(self.out, key);
+            self.out.push(b':');
+        }
         true
     }
 
@@ -616,10 +652,19 @@ fn write_parent(out: &mut Vec<u8>, keys: &mut Vec<u64>, p: &pauditd_engine::line
 
 /// `SECONDS.MILLIS` as RFC 3339 in UTC (`2021-03-07T10:50:32.375Z`).
 pub fn rfc3339(ts: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(ts).ok()?;
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = secs.parse().ok()?;
-    if !frac.chars().all(|c| c.is_ascii_digit()) || frac.len() > 9 {
+    let mut out = Vec::with_capacity(32);
+    write_rfc3339(&mut out, ts)?;
+    String::from_utf8(out).ok()
+}
+
+/// [`rfc3339`] appended to `out` (nothing written when `ts` is not `SECONDS[.DIGITS]`).
+pub fn write_rfc3339(out: &mut Vec<u8>, ts: &[u8]) -> Option<()> {
+    let (secs, frac) = match ts.iter().position(|b| *b == b'.') {
+        Some(dot) => (&ts[..dot], &ts[dot + 1..]),
+        None => (ts, &b""[..]),
+    };
+    let secs: i64 = std::str::from_utf8(secs).ok()?.parse().ok()?;
+    if !frac.iter().all(u8::is_ascii_digit) || frac.len() > 9 {
         return None;
     }
     let days = secs.div_euclid(86_400);
@@ -635,17 +680,30 @@ pub fn rfc3339(ts: &[u8]) -> Option<String> {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    let frac = if frac.is_empty() {
-        String::new()
-    } else {
-        format!(".{frac}")
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
+    let two = |out: &mut Vec<u8>, v: i64| {
+        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8])
     };
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    ))
+    two(out, y / 100);
+    two(out, y % 100);
+    out.push(b'-');
+    two(out, m);
+    out.push(b'-');
+    two(out, d);
+    out.push(b'T');
+    two(out, rem / 3600);
+    out.push(b':');
+    two(out, rem % 3600 / 60);
+    out.push(b':');
+    two(out, rem % 60);
+    if !frac.is_empty() {
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    }
+    out.push(b'Z');
+    Some(())
 }
 
 #[cfg(test)]
