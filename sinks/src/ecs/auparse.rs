@@ -53,6 +53,17 @@ pub struct Kv<'a> {
 }
 
 impl<'a> Kv<'a> {
+    pub fn with_capacity(n: usize) -> Self {
+        Kv {
+            pairs: Vec::with_capacity(n),
+            seen: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
     pub fn get(&self, k: &[u8]) -> Option<&[u8]> {
         if self.seen & key_bit(k) == 0 {
             return None;
@@ -184,7 +195,11 @@ impl<'a> FieldMap<'a> {
 pub fn parse(rtype: u16, data: &[u8]) -> Message<'_> {
     let (data, _) = split_enriched(data);
     let msg = normalize_message(rtype, trim_space(data));
-    let mut fields = FieldMap::default();
+    // A SYSCALL record holds ~25 fields: room for them at once, not by doubling.
+    let mut fields = FieldMap {
+        fields: Vec::with_capacity(32),
+        seen: 0,
+    };
     match msg {
         Cow::Borrowed(m) => extract(m, &mut fields),
         Cow::Owned(m) => {
@@ -336,8 +351,21 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c')
 }
 
+/// `[a-z0-9_-]`, the bytes of a key.
+const KEY: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-';
+        i += 1;
+    }
+    t
+};
+
+#[inline]
 fn is_key(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+    KEY[b as usize]
 }
 
 /// `([a-z0-9_-]+)=((?:[^"'\s]+)|'(?:\\'|[^'])*'|"(?:\\"|[^"])*")`, every match left to right.

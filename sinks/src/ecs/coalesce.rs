@@ -212,6 +212,10 @@ fn new_event(msg: Message<'_>, special: Option<u16>) -> Coalesced<'_> {
             return ev;
         }
     };
+    // The event's data takes the primary record's fields and, in a compound event, the
+    // other records' too: room for them at once.
+    ev.data = Kv::with_capacity(data.len() + 16);
+    ev.user_ids = Kv::with_capacity(12);
     if let Some(r) = data.remove(b"result") {
         ev.result = r;
     }

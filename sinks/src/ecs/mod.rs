@@ -38,7 +38,8 @@ enum J<'a> {
 
 impl<'a> J<'a> {
     fn obj() -> J<'a> {
-        J::Obj(Vec::new())
+        // Most objects hold a handful of fields: room for them without regrowing.
+        J::Obj(Vec::with_capacity(8))
     }
 
     fn s(v: &'a [u8]) -> J<'a> {
