@@ -15,6 +15,10 @@ pub mod coalesce;
 pub mod normalize;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+
+use bumpalo::collections::Vec as BVec;
+use bumpalo::Bump;
 
 use pauditd_engine::Event;
 
@@ -28,18 +32,23 @@ pub const ECS_VERSION: &str = "8.0.0";
 /// A JSON value built for one document (only `ecs` needs a tree: auditbeat's document is
 /// assembled by puts and deletes at dotted paths). Keys and strings borrow from the
 /// coalesced event wherever they can.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum J<'a> {
     Str(Cow<'a, [u8]>),
     Num(i64),
-    Arr(Vec<J<'a>>),
-    Obj(Vec<(Cow<'a, [u8]>, J<'a>)>),
+    Arr(BVec<'a, J<'a>>),
+    Obj(BVec<'a, (Cow<'a, [u8]>, J<'a>)>),
 }
 
 impl<'a> J<'a> {
-    fn obj() -> J<'a> {
-        // Most objects hold a handful of fields: room for them without regrowing.
-        J::Obj(Vec::with_capacity(8))
+    /// An empty object in `b`, the document's arena: a document is dozens of small objects,
+    /// allocated by bumping a pointer and freed all at once when the next event resets it.
+    fn obj(b: &'a Bump) -> J<'a> {
+        J::Obj(BVec::with_capacity_in(8, b))
+    }
+
+    fn arr(b: &'a Bump, items: impl Iterator<Item = J<'a>>) -> J<'a> {
+        J::Arr(BVec::from_iter_in(items, b))
     }
 
     fn s(v: &'a [u8]) -> J<'a> {
@@ -47,23 +56,27 @@ impl<'a> J<'a> {
     }
 
     /// An object of data-named string fields.
-    fn map(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> J<'a> {
-        J::Obj(pairs.map(|(k, v)| (Cow::Borrowed(k), J::s(v))).collect())
+    fn map(b: &'a Bump, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> J<'a> {
+        J::Obj(BVec::from_iter_in(
+            pairs.map(|(k, v)| (Cow::Borrowed(k), J::s(v))),
+            b,
+        ))
     }
 
     fn child(&mut self, key: &'a [u8]) -> &mut J<'a> {
         let J::Obj(fields) = self else {
             unreachable!("children are only asked of objects")
         };
+        let b = fields.bump();
         let i = match fields.iter().position(|(k, _)| k.as_ref() == key) {
             Some(i) => i,
             None => {
-                fields.push((Cow::Borrowed(key), J::obj()));
+                fields.push((Cow::Borrowed(key), J::obj(b)));
                 fields.len() - 1
             }
         };
         if !matches!(fields[i].1, J::Obj(_)) {
-            fields[i].1 = J::obj();
+            fields[i].1 = J::obj(b);
         }
         &mut fields[i].1
     }
@@ -180,14 +193,23 @@ impl<'e> Names<'e> for EventNames<'e> {
 
 /// Append one event as an ECS JSON line.
 pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
-    let table = normalize::Table::builtin();
-    match coalesce::coalesce(e.messages(), table) {
-        Ok(mut c) => {
-            coalesce::resolve(&mut c, &EventNames(e));
-            document(e, &c).write(out);
-        }
-        Err(why) => error_document(e, why).write(out),
+    thread_local! {
+        /// The document's arena, reset for every event (its memory is kept).
+        static ARENA: RefCell<Bump> = RefCell::new(Bump::new());
     }
+    let table = normalize::Table::builtin();
+    ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        arena.reset();
+        let b: &Bump = &arena;
+        match coalesce::coalesce(e.messages(), table) {
+            Ok(mut c) => {
+                coalesce::resolve(&mut c, &EventNames(e));
+                document(b, e, &c).write(out);
+            }
+            Err(why) => error_document(b, e, why).write(out),
+        }
+    });
     out.push(b'\n');
 }
 
@@ -207,12 +229,12 @@ fn timestamp(e: &Event, doc: &mut J<'_>) {
 
 /// What auditbeat writes for records aucoalesce cannot make an event of: the error and
 /// the records as they came.
-fn error_document<'a>(e: &'a Event, why: &str) -> J<'a> {
-    let mut doc = J::obj();
+fn error_document<'a>(b: &'a Bump, e: &'a Event, why: &str) -> J<'a> {
+    let mut doc = J::obj(b);
     timestamp(e, &mut doc);
     doc.put("event.kind", J::s(b"event"));
     doc.put("event.module", J::s(b"auditd"));
-    let original = e
+    let original: Vec<J<'_>> = e
         .messages()
         .map(|(t, d)| {
             let mut line = b"type=".to_vec();
@@ -226,7 +248,7 @@ fn error_document<'a>(e: &'a Event, why: &str) -> J<'a> {
             J::Str(Cow::Owned(line))
         })
         .collect();
-    doc.put("event.original", J::Arr(original));
+    doc.put("event.original", J::arr(b, original.into_iter()));
     doc.put("error.message", J::Str(Cow::Owned(why.as_bytes().to_vec())));
     doc.put("ecs.version", J::s(ECS_VERSION.as_bytes()));
     doc
@@ -245,20 +267,20 @@ fn number(v: &[u8]) -> Option<i64> {
 }
 
 /// auditbeat's `buildMetricbeatEvent`, field for field.
-fn document<'a>(e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
-    let mut doc = J::obj();
+fn document<'a>(b: &'a Bump, e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
+    let mut doc = J::obj(b);
     timestamp(e, &mut doc);
     doc.put("event.kind", J::s(b"event"));
     doc.put("event.module", J::s(b"auditd"));
     if c.ecs_category.is_empty() {
         doc.put("event.category", J::s(c.category.as_bytes()));
     } else {
-        let cats = c.ecs_category.iter().map(|s| J::s(s.as_bytes())).collect();
-        doc.put("event.category", J::Arr(cats));
+        let cats = c.ecs_category.iter().map(|s| J::s(s.as_bytes()));
+        doc.put("event.category", J::arr(b, cats));
     }
     if !c.ecs_type.is_empty() {
-        let types = c.ecs_type.iter().map(|s| J::s(s.as_bytes())).collect();
-        doc.put("event.type", J::Arr(types));
+        let types = c.ecs_type.iter().map(|s| J::s(s.as_bytes()));
+        doc.put("event.type", J::arr(b, types));
     }
     doc.put("event.action", J::s(c.action.as_bytes()));
     let outcome: &[u8] = match c.ecs_outcome {
@@ -268,10 +290,10 @@ fn document<'a>(e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
     };
     doc.put("event.outcome", J::s(outcome));
 
-    user(&mut doc, c);
-    process(&mut doc, c);
+    user(b, &mut doc, c);
+    process(b, &mut doc, c);
     if let Some(f) = &c.file {
-        doc.put("file", J::obj());
+        doc.put("file", J::obj(b));
         opt(&mut doc, "file.path", &f.path);
         opt(&mut doc, "file.device", &f.device);
         opt(&mut doc, "file.inode", &f.inode);
@@ -282,12 +304,12 @@ fn document<'a>(e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
         opt(&mut doc, "file.group", &f.group);
         if !f.selinux.is_empty() {
             let m = f.selinux.iter().map(|(k, v)| (k.as_slice(), v.as_ref()));
-            doc.put("file.selinux", J::map(m));
+            doc.put("file.selinux", J::map(b, m));
         }
     }
     for (key, addr) in [("source", &c.source), ("destination", &c.dest)] {
         let Some(a) = addr else { continue };
-        let mut o = J::obj();
+        let mut o = J::obj(b);
         opt(&mut o, "ip", &a.ip);
         opt(&mut o, "port", &a.port);
         opt(&mut o, "path", &a.path);
@@ -297,7 +319,7 @@ fn document<'a>(e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
         doc.put("network.direction", J::s(d.as_bytes()));
     }
     if !c.tags.is_empty() {
-        doc.put("tags", J::Arr(c.tags.iter().map(|t| J::s(t)).collect()));
+        doc.put("tags", J::arr(b, c.tags.iter().map(|t| J::s(t))));
     }
     if let Some(node) = e.messages().find_map(|(_, d)| {
         d.strip_prefix(b"node=")
@@ -306,14 +328,14 @@ fn document<'a>(e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
         doc.put("host.name", J::s(node));
     }
 
-    let mut a = J::obj();
+    let mut a = J::obj(b);
     let mut msg_type = coalesce::type_name(c.rtype).into_owned().into_bytes();
     msg_type.make_ascii_lowercase();
     a.put("message_type", J::Str(Cow::Owned(msg_type)));
     a.put("sequence", J::Num(e.serial));
     a.put("result", J::s(&c.result));
-    let mut data = Vec::new();
-    let mut socket = Vec::new();
+    let mut data = BVec::with_capacity_in(c.data.len() + 1, b);
+    let mut socket = BVec::new_in(b);
     for (k, v) in c.data.iter() {
         match k.strip_prefix(b"socket_") {
             Some(rest) => socket.push((Cow::Borrowed(rest), J::s(v))),
@@ -338,8 +360,8 @@ fn document<'a>(e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
     }
     opt(&mut a, "summary.how", &c.how);
     if !c.paths.is_empty() {
-        let paths = c.paths.iter().map(|p| J::map(p.iter())).collect();
-        a.put("paths", J::Arr(paths));
+        let paths = c.paths.iter().map(|p| J::map(b, p.iter()));
+        a.put("paths", J::arr(b, paths));
     }
     doc.put("auditd", a);
     enrichment(&mut doc, e);
@@ -411,8 +433,8 @@ fn id_path(k: &[u8], name: bool) -> Option<&'static str> {
     })
 }
 
-fn user<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
-    let mut user = J::obj();
+fn user<'a>(b: &'a Bump, doc: &mut J<'a>, c: &'a Coalesced<'_>) {
+    let mut user = J::obj(b);
     for (k, v) in c.user_ids.iter() {
         if v == b"unset" {
             continue;
@@ -425,7 +447,7 @@ fn user<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
     }
     // auditbeat adds the labels while it walks the ids it writes (none when all are unset).
     if c.user_ids.iter().any(|(_, v)| v != b"unset") && !c.user_selinux.is_empty() {
-        user.put("selinux", J::map(c.user_selinux.iter()));
+        user.put("selinux", J::map(b, c.user_selinux.iter()));
     }
     for (k, n) in &c.user_names {
         match id_path(k, true) {
@@ -476,10 +498,7 @@ fn user<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
         }
     }
     if !related.is_empty() {
-        doc.put(
-            "related.user",
-            J::Arr(related.into_iter().map(J::s).collect()),
-        );
+        doc.put("related.user", J::arr(b, related.into_iter().map(J::s)));
     }
     // user.effective is left out when it is the user itself.
     for (u, eff) in [
@@ -495,7 +514,7 @@ fn user<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
     }
 }
 
-fn process<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
+fn process<'a>(b: &'a Bump, doc: &mut J<'a>, c: &'a Coalesced<'_>) {
     let p = &c.process;
     let empty = |v: &Option<Text<'_>>| v.as_ref().is_none_or(|v| v.is_empty());
     if empty(&p.pid)
@@ -508,7 +527,7 @@ fn process<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
     {
         return;
     }
-    let mut o = J::obj();
+    let mut o = J::obj(b);
     if let Some(pid) = p.pid.as_deref().and_then(number) {
         o.put("pid", J::Num(pid));
     }
@@ -520,7 +539,7 @@ fn process<'a>(doc: &mut J<'a>, c: &'a Coalesced<'_>) {
     opt(&mut o, "executable", &p.exe);
     opt(&mut o, "working_directory", &p.cwd);
     if !p.args.is_empty() {
-        o.put("args", J::Arr(p.args.iter().map(|a| J::s(a)).collect()));
+        o.put("args", J::arr(b, p.args.iter().map(|a| J::s(a))));
     }
     doc.put("process", o);
 }
