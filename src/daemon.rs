@@ -247,7 +247,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let mut next_watchdog = notifier.watchdog.map(|_| Instant::now());
 
     // With a `block` output a stalled pipeline is what the operator chose, not a fault.
-    let stall_limit = (!blocks(&cfg)).then_some(STALL_LIMIT);
+    let mut stall_limit = (!blocks(&cfg)).then_some(STALL_LIMIT);
 
     let mut running = cfg.clone();
     let mut drift_guard = drift_guard_of(&cfg, unicast);
@@ -338,6 +338,8 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                     &mut kernel_rules,
                 );
                 drift_guard = drift_guard_of(&running, unicast);
+                // An output that now blocks (or no longer does) changes what a stall means.
+                stall_limit = (!blocks(&running)).then_some(STALL_LIMIT);
                 notifier.ready("reloaded");
             }
             Ok(SIGUSR1) => {
