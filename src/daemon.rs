@@ -502,16 +502,9 @@ fn snapshot(
 
 /// Whether an enabled output waits when full (`overflow: block`).
 fn blocks(cfg: &Config) -> bool {
-    use pauditd_config::Overflow::Block;
-    let o = &cfg.output;
-    [
-        (o.stdout.enabled, &o.stdout.delivery),
-        (o.file.enabled, &o.file.delivery),
-        (o.syslog.enabled, &o.syslog.delivery),
-        (o.http.enabled, &o.http.delivery),
-    ]
-    .iter()
-    .any(|(on, d)| *on && d.overflow == Block)
+    cfg.output
+        .enabled()
+        .any(|(_, d)| d.overflow == pauditd_config::Overflow::Block)
 }
 
 /// Why the pipeline can no longer be trusted to drain the socket, if it cannot.

@@ -48,15 +48,9 @@ pub struct Names<'a> {
 
 /// Whether any enabled output writes a format with group names.
 pub fn wants_groups(cfg: &Config) -> bool {
-    let o = &cfg.output;
-    [
-        (o.stdout.enabled, &o.stdout.delivery),
-        (o.file.enabled, &o.file.delivery),
-        (o.syslog.enabled, &o.syslog.delivery),
-        (o.http.enabled, &o.http.delivery),
-    ]
-    .iter()
-    .any(|(on, d)| *on && d.format != pauditd_config::OutputFormat::Pauditd)
+    cfg.output
+        .enabled()
+        .any(|(_, d)| d.format != pauditd_config::OutputFormat::Pauditd)
 }
 
 pub fn processor(cfg: &Config, clock: Clock, names: Names<'_>) -> Result<Processor<UserDb>> {

@@ -216,21 +216,26 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    /// Every output as (name, enabled, delivery settings).
+    fn all(&self) -> [(&'static str, bool, &Delivery); 4] {
+        [
+            ("stdout", self.stdout.enabled, &self.stdout.delivery),
+            ("file", self.file.enabled, &self.file.delivery),
+            ("syslog", self.syslog.enabled, &self.syslog.delivery),
+            ("http", self.http.enabled, &self.http.delivery),
+        ]
+    }
+
     pub fn enabled_names(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.stdout.enabled {
-            v.push("stdout");
-        }
-        if self.file.enabled {
-            v.push("file");
-        }
-        if self.syslog.enabled {
-            v.push("syslog");
-        }
-        if self.http.enabled {
-            v.push("http");
-        }
-        v
+        self.enabled().map(|(name, _)| name).collect()
+    }
+
+    /// The enabled outputs' names and delivery settings.
+    pub fn enabled(&self) -> impl Iterator<Item = (&'static str, &Delivery)> + '_ {
+        self.all()
+            .into_iter()
+            .filter(|(_, on, _)| *on)
+            .map(|(name, _, d)| (name, d))
     }
 }
 
