@@ -227,13 +227,15 @@ static TABLE: &[(u16, &str)] = &[
     (2507, "VIRT_MIGRATE_OUT"),
 ];
 
-/// Record types pauditd treats specially.
+/// Record types the engine and the formats treat specially.
 pub const SYSCALL: u16 = 1300;
+pub const PATH: u16 = 1302;
 pub const SOCKADDR: u16 = 1306;
 pub const CWD: u16 = 1307;
 pub const EXECVE: u16 = 1309;
 pub const TTY: u16 = 1319;
 pub const EOE: u16 = 1320;
+pub const PROCTITLE: u16 = 1327;
 pub const CONFIG_CHANGE: u16 = 1305;
 
 /// The libaudit name of a record type, if it has one.
@@ -257,9 +259,9 @@ pub fn number_of(name: &[u8]) -> Option<u16> {
     // log lines).
     let common = match name {
         b"SYSCALL" => Some(SYSCALL),
-        b"PATH" => Some(1302),
+        b"PATH" => Some(PATH),
         b"CWD" => Some(CWD),
-        b"PROCTITLE" => Some(1327),
+        b"PROCTITLE" => Some(PROCTITLE),
         b"EXECVE" => Some(EXECVE),
         b"EOE" => Some(EOE),
         b"SOCKADDR" => Some(SOCKADDR),

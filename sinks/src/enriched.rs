@@ -27,11 +27,7 @@ pub const VERSION: u32 = 1;
 /// and 2 MiB in all).
 pub const ARGV_LIMIT: usize = 64 << 10;
 
-const SYSCALL: u16 = 1300;
-const PATH: u16 = 1302;
-const SOCKADDR: u16 = 1306;
-const EXECVE: u16 = 1309;
-const PROCTITLE: u16 = 1327;
+use pauditd_engine::types::{EXECVE, PATH, PROCTITLE, SOCKADDR, SYSCALL};
 
 /// The key a uid field's user name goes under (`auid` -> `AUID`).
 fn uid_translation(k: &[u8]) -> Option<&'static [u8]> {

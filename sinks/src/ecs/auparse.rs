@@ -18,11 +18,8 @@ use pauditd_engine::syscall_table::ERRNO;
 
 pub type Text<'a> = Cow<'a, [u8]>;
 
-pub const SYSCALL: u16 = 1300;
-pub const PATH: u16 = 1302;
-pub const SOCKADDR: u16 = 1306;
-pub const EXECVE: u16 = 1309;
-pub const EOE: u16 = 1320;
+pub use pauditd_engine::types::{EOE, EXECVE, PATH, PROCTITLE, SOCKADDR, SYSCALL, TTY};
+// Types only go-libaudit's reading treats specially.
 const LOGIN: u16 = 1006;
 const CRED_DISP: u16 = 1104;
 const USER_START: u16 = 1105;
@@ -30,9 +27,7 @@ const USER_END: u16 = 1106;
 const USER_LOGIN: u16 = 1112;
 const USER_CMD: u16 = 1123;
 const USER_TTY: u16 = 1124;
-const TTY: u16 = 1319;
 const SECCOMP: u16 = 1326;
-const PROCTITLE: u16 = 1327;
 const AVC: u16 = 1400;
 
 /// A one-bit-of-64 summary of a key: if a key's bit is not in a map's `seen`, the key is not
