@@ -249,12 +249,30 @@ impl UserResolver for UserDb {
     }
 }
 
-fn system_lookup(uid: u32) -> Option<Arc<[u8]>> {
+/// NSS's `get*_r` convention, shared by the user and group lookups: `call` fills its entry
+/// from `buf` and returns the return code and the entry's name (null when not found); the
+/// buffer grows while the answer is ERANGE, up to 1 MiB.
+fn nss_name(mut call: impl FnMut(&mut [u8]) -> (i32, *const libc::c_char)) -> Option<Arc<[u8]>> {
     let mut buf = vec![0u8; 1024];
     loop {
+        let (rc, name) = call(&mut buf);
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || name.is_null() {
+            return None;
+        }
+        // SAFETY: `name` is non-null and points into `buf` (what the call filled), which is
+        // alive and unchanged until this copy is made.
+        return Some(Arc::from(unsafe { CStr::from_ptr(name) }.to_bytes()));
+    }
+}
+
+fn system_lookup(uid: u32) -> Option<Arc<[u8]>> {
+    nss_name(|buf| {
         // SAFETY: `pwd` is plain old data that getpwuid_r fills; `buf` outlives the call and
-        // its length is passed; `result` is only dereferenced after a successful return, while
-        // `buf` (which its strings point into) is still alive.
+        // its length is passed; `pwd.pw_name` is read only when `result` says it was filled.
         unsafe {
             let mut pwd: libc::passwd = std::mem::zeroed();
             let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -265,23 +283,19 @@ fn system_lookup(uid: u32) -> Option<Arc<[u8]>> {
                 buf.len(),
                 &mut result,
             );
-            if rc == libc::ERANGE && buf.len() < 1 << 20 {
-                buf.resize(buf.len() * 4, 0);
-                continue;
-            }
-            if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-                return None;
-            }
-            return Some(Arc::from(CStr::from_ptr(pwd.pw_name).to_bytes()));
+            let name = if result.is_null() {
+                std::ptr::null()
+            } else {
+                pwd.pw_name.cast_const()
+            };
+            (rc, name)
         }
-    }
+    })
 }
 
 fn system_group_lookup(gid: u32) -> Option<Arc<[u8]>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: as in `system_lookup`: `grp` is plain data getgrgid_r fills, `buf` outlives
-        // the call with its length passed, and `result` is read only after success.
+    nss_name(|buf| {
+        // SAFETY: as in `system_lookup`, with getgrgid_r and `libc::group`.
         unsafe {
             let mut grp: libc::group = std::mem::zeroed();
             let mut result: *mut libc::group = std::ptr::null_mut();
@@ -292,16 +306,14 @@ fn system_group_lookup(gid: u32) -> Option<Arc<[u8]>> {
                 buf.len(),
                 &mut result,
             );
-            if rc == libc::ERANGE && buf.len() < 1 << 20 {
-                buf.resize(buf.len() * 4, 0);
-                continue;
-            }
-            if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-                return None;
-            }
-            return Some(Arc::from(CStr::from_ptr(grp.gr_name).to_bytes()));
+            let name = if result.is_null() {
+                std::ptr::null()
+            } else {
+                grp.gr_name.cast_const()
+            };
+            (rc, name)
         }
-    }
+    })
 }
 
 #[cfg(test)]
