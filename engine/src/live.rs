@@ -463,11 +463,9 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
                     Err(netlink::Truncated) => processor.reject(DropReason::Truncated, dgram),
                 }
             }
-            // A full ring holds thousands of events: hand them over `batch` at a time, so
-            // the writer's queue (a number of batches) bounds the events waiting in it.
+            // A full ring holds thousands of events: hand them over as they fill a batch.
             if events.len() >= batch {
-                let next = processor.batch_vec(batch);
-                emit(std::mem::replace(&mut events, next));
+                hand_over(&mut events, batch, &mut processor, &mut emit);
             }
         });
         processor.expire(now, &mut events);
@@ -476,8 +474,7 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
             *shared.lock().unwrap_or_else(|e| e.into_inner()) = processor.stats();
         }
         if !events.is_empty() && (n == 0 || events.len() >= batch) {
-            let next = processor.batch_vec(batch);
-            emit(std::mem::replace(&mut events, next));
+            hand_over(&mut events, batch, &mut processor, &mut emit);
         }
         if n == 0 {
             if consumer.is_closed() && consumer.pending_bytes() == 0 {
@@ -499,10 +496,27 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
         }
     }
     processor.finish(&mut events);
-    if !events.is_empty() {
-        emit(events);
-    }
+    hand_over(&mut events, batch, &mut processor, &mut emit);
     processor.stats()
+}
+
+/// Hand `events` to `emit` in batches of at most `batch`, leaving it empty. The writer's
+/// queue counts batches, so this is what bounds the events waiting in it, however many one
+/// ring read, one expiry or the final flush completes.
+fn hand_over<U: UserResolver>(
+    events: &mut Vec<Event>,
+    batch: usize,
+    processor: &mut Processor<U>,
+    emit: &mut impl FnMut(Vec<Event>),
+) {
+    while events.len() > batch {
+        let rest = events.split_off(batch);
+        emit(std::mem::replace(events, rest));
+    }
+    if !events.is_empty() {
+        let next = processor.batch_vec(batch);
+        emit(std::mem::replace(events, next));
+    }
 }
 
 fn control_message(m: &NlMessage<'_>, acks: &AckBoard) {
@@ -577,18 +591,19 @@ mod tests {
         m
     }
 
-    /// A ring full of completed events (thousands in one read) reaches `emit` in batches of
-    /// at most `batch`: the writer's queue, counted in batches, then bounds the events in it
-    /// (a storm with a slow format once queued hundreds of thousands).
-    #[test]
-    fn a_full_ring_is_handed_over_in_bounded_batches() {
+    /// Batch sizes `emit` sees for 20,000 events read from one full ring, each a SYSCALL
+    /// record and, `with_eoe`, its EOE (without, they complete at the final flush).
+    fn handed_over(with_eoe: bool, batch: usize) -> (Vec<usize>, Stats) {
         let (mut producer, consumer) = ring::ring(8 << 20, MAX_DATAGRAM);
-        let events = 20_000u32;
         // One message per datagram, as the kernel sends them.
-        for serial in 1..=events {
+        for serial in 1..=EVENTS {
             let syscall = format!("audit(1700000000.000:{serial}): arch=c000003e syscall=39 success=yes exit=1 pid=1 uid=0 key=\"k\"");
             let eoe = format!("audit(1700000000.000:{serial}): ");
-            for d in [nlmsg(1300, syscall.as_bytes()), nlmsg(1320, eoe.as_bytes())] {
+            let mut msgs = vec![nlmsg(1300, syscall.as_bytes())];
+            if with_eoe {
+                msgs.push(nlmsg(1320, eoe.as_bytes()));
+            }
+            for d in msgs {
                 let mut g = producer.reserve(&|| false).expect("room in the ring");
                 g.slot()[..d.len()].copy_from_slice(&d);
                 g.commit(d.len());
@@ -602,7 +617,6 @@ mod tests {
         );
         let (_control_tx, control_rx) = mpsc::channel();
         let mut sizes = Vec::new();
-        let batch = 256;
         let stats = reassemble_loop(
             consumer,
             processor,
@@ -614,14 +628,40 @@ mod tests {
             &AtomicU64::new(0),
             Instant::now(),
         );
-        assert_eq!(stats.events_by_eoe, u64::from(events), "{stats:?}");
+        (sizes, stats)
+    }
+
+    const EVENTS: u32 = 20_000;
+
+    /// A ring full of completed events (thousands in one read) reaches `emit` in batches of
+    /// at most `batch`: the writer's queue, counted in batches, then bounds the events in it
+    /// (a storm with a slow format once queued hundreds of thousands).
+    #[test]
+    fn a_full_ring_is_handed_over_in_bounded_batches() {
+        let (sizes, stats) = handed_over(true, 256);
+        assert_eq!(stats.events_by_eoe, u64::from(EVENTS), "{stats:?}");
         assert_eq!(
             sizes.iter().sum::<usize>(),
-            events as usize,
+            EVENTS as usize,
             "every event, once"
         );
         let max = sizes.iter().copied().max().unwrap();
-        assert!(max <= batch, "a batch of {max} events (bound {batch})");
-        assert!(sizes.len() >= events as usize / batch);
+        assert!(max <= 256, "a batch of {max} events (bound 256)");
+        assert!(sizes.len() >= EVENTS as usize / 256);
+    }
+
+    /// The same bound when the events complete all at once (no EOE: the final flush, as a
+    /// mass expiry would).
+    #[test]
+    fn events_completed_at_once_are_handed_over_in_bounded_batches() {
+        let (sizes, stats) = handed_over(false, 256);
+        assert_eq!(stats.events_by_eoe, 0, "{stats:?}");
+        assert_eq!(
+            sizes.iter().sum::<usize>(),
+            EVENTS as usize,
+            "every event, once"
+        );
+        let max = sizes.iter().copied().max().unwrap();
+        assert!(max <= 256, "a batch of {max} events (bound 256)");
     }
 }
