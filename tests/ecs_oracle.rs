@@ -12,42 +12,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Map, Value};
 
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/replay.rs"]
+mod replay;
 
 fn ecs(lines: &str, dir: &Path) -> Vec<Value> {
     let input = dir.join("input.log");
     std::fs::write(&input, lines).unwrap();
-    let passwd = dir.join("passwd");
-    std::fs::write(&passwd, "").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pauditd"))
-        .arg("replay")
-        .arg("-config")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ecs/replay.yaml"))
-        .arg("--format")
-        .arg("ecs")
-        .arg("--passwd")
-        .arg(&passwd)
-        .arg("--group")
-        .arg(&passwd)
-        .arg(&input)
-        .env("PAUDITD_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "").unwrap();
+    replay::json_lines("ecs", &empty, &empty, &input)
 }
 
 /// Put `v` at a dotted path, creating objects (libbeat's `mapstr.Put`).

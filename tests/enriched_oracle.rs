@@ -7,42 +7,25 @@
 //! syscall names and decoded strings must agree exactly.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/replay.rs"]
+mod replay;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn enriched(input: &Path) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_pauditd"))
-        .arg("replay")
-        .arg("-config")
-        .arg(root().join("tests/data/enriched/replay.yaml"))
-        .arg("--format")
-        .arg("enriched")
-        .arg("--passwd")
-        .arg(root().join("tests/data/passwd"))
-        .arg("--group")
-        .arg(root().join("tests/data/group"))
-        .arg(input)
-        .env("PAUDITD_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    replay::json_lines(
+        "enriched",
+        &root().join("tests/data/passwd"),
+        &root().join("tests/data/group"),
+        input,
+    )
 }
 
 /// Why a field differs, when it is one of the conventions we keep.

@@ -180,16 +180,25 @@ fn window_size_does_not_change_output_when_events_do_not_straddle_it() {
 /// `tests/data/enriched/NAME.json`. All record types kept (`replay.yaml`).
 #[test]
 fn enriched_fixtures_replay_to_their_goldens() {
-    let dir = root().join("tests/data/enriched");
+    format_fixtures("enriched", &["enriched"]);
+}
+
+/// Every `*.log` of `tests/data/<d>` for each `d` of `inputs`, replayed with `--format
+/// format` and `tests/data/<format>/replay.yaml`, against `tests/data/<format>/NAME.json`.
+fn format_fixtures(format: &str, inputs: &[&str]) {
+    let dir = root().join("tests/data").join(format);
     let cfg = dir.join("replay.yaml");
-    let logs = logs_in(&dir, "log");
+    let logs: Vec<PathBuf> = inputs
+        .iter()
+        .flat_map(|d| logs_in(&root().join("tests/data").join(d), "log"))
+        .collect();
     assert!(!logs.is_empty());
     for log in logs {
         let name = log.file_stem().unwrap().to_string_lossy().into_owned();
         check_golden_with(
             &log,
             &dir.join(format!("{name}.json")),
-            &["--format", "enriched", "-config", cfg.to_str().unwrap()],
+            &["--format", format, "-config", cfg.to_str().unwrap()],
         );
     }
 }
@@ -198,17 +207,5 @@ fn enriched_fixtures_replay_to_their_goldens() {
 /// `tests/data/ecs/NAME.json` (all record types kept, as auditbeat reads them).
 #[test]
 fn ecs_fixtures_replay_to_their_goldens() {
-    let dir = root().join("tests/data/ecs");
-    let cfg = dir.join("replay.yaml");
-    let mut logs = logs_in(&root().join("tests/data/enriched"), "log");
-    logs.extend(logs_in(&dir, "log"));
-    assert!(!logs.is_empty());
-    for log in logs {
-        let name = log.file_stem().unwrap().to_string_lossy().into_owned();
-        check_golden_with(
-            &log,
-            &dir.join(format!("{name}.json")),
-            &["--format", "ecs", "-config", cfg.to_str().unwrap()],
-        );
-    }
+    format_fixtures("ecs", &["enriched", "ecs"]);
 }
