@@ -280,6 +280,37 @@ mod tests {
         assert_eq!(e.gid_count(), 2, "distinct named gids, each once");
     }
 
+    /// Every gid has a name here: only the per-event bound limits the lookups.
+    struct AllGroups(usize);
+    impl UserResolver for AllGroups {
+        fn resolve(&mut self, uid: &[u8]) -> std::sync::Arc<[u8]> {
+            FixedUsers.resolve(uid)
+        }
+        fn resolves_groups(&self) -> bool {
+            true
+        }
+        fn resolve_group(&mut self, _gid: &[u8]) -> Option<std::sync::Arc<[u8]>> {
+            self.0 += 1;
+            Some(std::sync::Arc::from(&b"g"[..]))
+        }
+    }
+
+    #[test]
+    fn gid_lookups_per_event_are_bounded() {
+        let mut d = b"syscall=1".to_vec();
+        for g in 0..500 {
+            d.extend_from_slice(format!(" gid={g} egid={g}").as_bytes());
+        }
+        let mut users = AllGroups(0);
+        let mut e = Event::new(1, b"1.0");
+        add_record(&mut e, 1300, &d, &mut users);
+        assert_eq!(e.gid_count(), MAX_GIDS_PER_EVENT);
+        assert_eq!(
+            users.0, MAX_GIDS_PER_EVENT,
+            "one lookup per distinct gid, bounded"
+        );
+    }
+
     #[test]
     fn trailing_long_uid_stops_scan_like_pauditd() {
         // A uid running to the end of the data is only taken when at most 5 bytes long.
