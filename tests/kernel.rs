@@ -39,6 +39,9 @@ struct KernelGuard {
     enabled_at_start: u64,
     backlog_limit_at_start: u64,
     _lock: MutexGuard<'static, ()>,
+    /// Held (flock) while the test runs: other test processes (another checkout, another
+    /// test binary) wait for it, as only one process can be the audit daemon.
+    _machine_lock: std::fs::File,
 }
 
 impl Drop for KernelGuard {
@@ -69,6 +72,19 @@ fn kernel() -> Option<KernelGuard> {
         return None;
     }
     let lock = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let machine_lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/tmp/pauditd-kernel-tests.lock")
+        .expect("open the machine-wide kernel test lock");
+    // SAFETY: flock on a file descriptor we own; it blocks until the lock is ours.
+    let rc = unsafe {
+        libc::flock(
+            std::os::unix::io::AsRawFd::as_raw_fd(&machine_lock),
+            libc::LOCK_EX,
+        )
+    };
+    assert_eq!(rc, 0, "flock the kernel test lock");
     let pid = status_field("pid");
     assert!(
         pid == 0 || !Path::new(&format!("/proc/{pid}")).exists(),
@@ -78,6 +94,7 @@ fn kernel() -> Option<KernelGuard> {
         enabled_at_start: status_field("enabled"),
         backlog_limit_at_start: status_field("backlog_limit"),
         _lock: lock,
+        _machine_lock: machine_lock,
     })
 }
 
