@@ -14,7 +14,7 @@ build:
 
 # Unit, golden, CLI and (as root) kernel tests. Kernel tests serialise themselves.
 test:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --features failpoints
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -33,6 +33,8 @@ const BATCH: usize = 256;
 
 fn main() -> ExitCode {
     logger::init();
+    // Only with the `failpoints` feature (tests): reads FAILPOINTS from the environment.
+    let _failpoints = fail::FailScenario::setup();
     let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args_os())) {
         Ok(c) => c,
         Err(e) => return cli::usage_error(e),
