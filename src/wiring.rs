@@ -188,6 +188,7 @@ fn output_config(d: &Delivery, attempts: u32, role: Role) -> OutputConfig {
             dir: d.spool.dir.clone().into(),
             max_bytes: d.spool.max_bytes,
             fsync: d.spool.fsync,
+            write_ahead: d.spool.write_ahead,
             owner: match role {
                 Role::Daemon { spool_owner } => spool_owner,
                 Role::Replay => None,

@@ -124,6 +124,9 @@ pub struct SpoolSettings {
     /// Flush every spooled batch to the disk (default false: survives `kill -9`, not a
     /// power cut).
     pub fsync: bool,
+    /// Every batch goes through the spool before delivery (default false): a `kill -9`
+    /// then loses nothing the output had taken, at the cost of a disk write per batch.
+    pub write_ahead: bool,
 }
 
 /// `output.<name>.format` (our extension): how the output's events are written.
@@ -608,6 +611,7 @@ fn delivery(r: &mut Reader, s: &mut Section<'_>, name: &str, default: Overflow) 
         dir: r.string(&mut sp, "dir", &format!("{SPOOL_ROOT}/{name}")),
         max_bytes: r.int(&mut sp, "max_bytes", 1 << 30, 1 << 20, i64::MAX) as u64,
         fsync: r.bool(&mut sp, "fsync", false),
+        write_ahead: r.bool(&mut sp, "write_ahead", false),
     };
     if overflow == Overflow::Spool && !spool.dir.starts_with('/') {
         r.report(

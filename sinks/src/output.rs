@@ -1,30 +1,39 @@
-//! One output on its own: a bounded queue, a thread, a policy for when it falls behind, and
-//! optionally a durable spool.
+//! One output on its own: a bounded queue, its own threads, a policy for when it falls
+//! behind, and optionally a durable spool it alone owns.
 //!
-//! Owns isolation. The writer hands each encoded batch (shared, never copied) to
-//! [`Output::offer`], which never waits unless the operator chose [`Overflow::Block`]: a full
-//! queue spills to the spool ([`Overflow::Spool`]) or drops and counts ([`Overflow::Drop`]).
-//! The output's thread delivers in order: its queue, and once anything is spooled, the spool
-//! first (a spooled output appends every new batch to the spool until the spool is empty, so
-//! order holds across spilling, outages and restarts). When the destination fails, the thread
-//! backs off (a circuit breaker: fail fast while open, one probe after the cool-down); with a
-//! spool it moves what it holds into the spool at once, so an outage costs memory for nothing
-//! and a `kill -9` loses nothing spooled. Shutdown is bounded: past the deadline what is left
-//! goes to the spool, or is counted lost.
+//! Owns isolation and delivery order. The writer hands each encoded batch (shared, never
+//! copied) to [`Output::offer`], which only enqueues: it never touches a disk, and never
+//! waits unless the operator chose [`Overflow::Block`] (then at most until the shutdown
+//! deadline). A full queue drops and counts ([`Overflow::Drop`], and [`Overflow::Spool`]
+//! when even the spool's intake is full).
+//!
+//! With a spool, two threads share the work: the *buffer* thread takes batches from the
+//! queue and gives each the next id; it passes a batch on in memory while nothing is spooled
+//! and the memory window (`queue` batches) has room, and appends it to the spool otherwise
+//! (always with `write_ahead`). The *delivery* thread sends the memory window first, then the
+//! spool, oldest first: memory batches are always older than spooled ones (nothing goes to
+//! memory while anything is spooled), so order holds across spilling, outages and restarts.
+//! When the destination fails, delivery backs off (a circuit breaker: fail fast while open,
+//! one probe after the cool-down) and holds its batch; the window fills and the buffer
+//! spools. At shutdown what delivery still holds in memory goes to the spool with its own
+//! ids ([`crate::spool::SpoolReader::write_held`]). In memory, and so lost to a `kill -9`
+//! without `write_ahead`: the queue, the memory window and the batch being sent.
 //!
 //! Every event offered is accounted for: `received + recovered = delivered + lost + skipped +
-//! spooled (pending on disk) + in_flight`, `in_flight` being 0 once the thread has stopped. It
-//! must never block the caller of `offer` except under `Block`, and never lose an event
-//! uncounted.
+//! spooled (pending on disk) + in_flight`, `in_flight` being 0 once the threads have stopped.
+//! It must never block the caller of `offer` except under `Block`, never reorder, and never
+//! lose an event uncounted.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{
+    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError,
+};
 
-use crate::spool::{Spool, SpoolConfig, SpoolError, Spooled};
+use crate::spool::{Spool, SpoolConfig, SpoolError, SpoolReader, SpoolWriter, Spooled};
 use crate::{Batch, LiveCounters, Sink, SinkError};
 
 /// What an output does with a batch when its queue is full (`output.<name>.overflow`).
@@ -65,10 +74,12 @@ pub enum LossReason {
     Closed,
     /// Still held when the shutdown deadline passed, with no spool to keep them.
     Shutdown,
+    /// Found unreadable in the spool (a damaged disk, someone else's hand).
+    Corrupt,
 }
 
 impl LossReason {
-    pub const ALL: [LossReason; 7] = [
+    pub const ALL: [LossReason; 8] = [
         LossReason::QueueFull,
         LossReason::SpoolFull,
         LossReason::SpoolError,
@@ -76,6 +87,7 @@ impl LossReason {
         LossReason::Rejected,
         LossReason::Closed,
         LossReason::Shutdown,
+        LossReason::Corrupt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +99,7 @@ impl LossReason {
             LossReason::Rejected => "rejected",
             LossReason::Closed => "closed",
             LossReason::Shutdown => "shutdown",
+            LossReason::Corrupt => "corrupt",
         }
     }
 }
@@ -133,7 +146,7 @@ impl OutputConfig {
 pub struct OutputCounters {
     pub received: AtomicU64,
     pub delivered: AtomicU64,
-    lost: [AtomicU64; 7],
+    lost: [AtomicU64; 8],
     /// Events appended to the spool / delivered from it (cumulative).
     pub spooled: AtomicU64,
     pub unspooled: AtomicU64,
@@ -223,24 +236,29 @@ impl SinkStats {
     }
 }
 
-/// The spool and whether the output is currently diverted to it.
-struct SpoolState {
-    spool: Spool,
-    /// Set while the destination is down: every new batch goes to the spool.
-    diverted: bool,
+/// What the buffer thread passes to delivery in memory.
+enum Window {
+    /// A batch, with its id when there is a spool (0 without one).
+    Batch(u64, Arc<Batch>),
+    /// Something was appended to the spool: look there (a doorbell, so delivery never polls).
+    Spooled,
 }
 
-/// Shared between the writer (offer) and the output's thread.
+/// Shared between the writer (offer), the output's threads and whoever closes it.
 struct Shared {
     name: &'static str,
     overflow: Overflow,
     counters: Arc<OutputCounters>,
-    spool: Option<Mutex<SpoolState>>,
     /// `Some(deadline)` once closing began: past it, stop trying and keep or count the rest.
     deadline: Mutex<Option<Deadline>>,
     reopen: AtomicBool,
     /// The destination ended (stdout closed): offers are counted lost at once.
     ended: AtomicBool,
+    /// Set by delivery when the destination failed and it moved what it held in memory to
+    /// the spool: the buffer then spools every batch until delivery has read the spool
+    /// empty. The lock orders the buffer's sends to the window against delivery draining
+    /// it; it is never held across I/O.
+    diverted: Mutex<bool>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -252,19 +270,39 @@ pub enum Deadline {
 }
 
 impl Shared {
-    fn lock_spool(&self) -> Option<MutexGuard<'_, SpoolState>> {
-        self.spool
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
     fn deadline(&self) -> Option<Deadline> {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish_spool(&self, s: &Spool) {
-        self.counters.spool_events.store(s.events(), Relaxed);
-        self.counters.spool_bytes.store(s.bytes(), Relaxed);
+    fn diverted(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.diverted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn past(&self, last_progress: Instant) -> bool {
+        match self.deadline() {
+            None => false,
+            Some(Deadline::At(t)) => Instant::now() >= t,
+            Some(Deadline::Stalled(d)) => last_progress.elapsed() >= d,
+        }
+    }
+
+    fn publish_spool(&self, events: u64, bytes: u64) {
+        self.counters.spool_events.store(events, Relaxed);
+        self.counters.spool_bytes.store(bytes, Relaxed);
+    }
+
+    /// Count `n` lost for `why`, logging the first and then every power of two.
+    fn lose_logged(&self, why: LossReason, n: u64, what: &dyn std::fmt::Display) {
+        let before = self.counters.lost(why);
+        self.counters.lose(why, n);
+        if (before + 1..=before + n).any(worth_logging) {
+            log::error!(
+                "output {}: {what}: {n} event(s) lost ({} so far, reason {})",
+                self.name,
+                before + n,
+                why.name()
+            );
+        }
     }
 }
 
@@ -276,43 +314,81 @@ fn worth_logging(n: u64) -> bool {
 pub struct Output {
     format: crate::Format,
     shared: Arc<Shared>,
-    tx: Option<Sender<Arc<Batch>>>,
-    thread: Option<JoinHandle<()>>,
+    tx: Option<Sender<Window>>,
+    threads: Vec<JoinHandle<()>>,
     live: Option<Arc<dyn LiveCounters>>,
+    has_spool: bool,
+    /// A spool was asked for but could not be opened: a full queue is a spool error.
+    spool_unusable: bool,
+}
+
+/// The spool as the output starts with it.
+enum SpoolStart {
+    None,
+    Open(Spool),
+    /// Held by an output of this process being retired (a reload): taken over by the buffer
+    /// thread once released.
+    Wait(SpoolConfig),
+}
+
+fn open_spool(
+    name: &'static str,
+    sc: &SpoolConfig,
+    counters: &OutputCounters,
+) -> Result<SpoolStart, SpoolError> {
+    match Spool::open(sc.clone()) {
+        Ok((spool, rec)) => {
+            note_recovered(name, sc, &rec, counters);
+            Ok(SpoolStart::Open(spool))
+        }
+        Err(SpoolError::Busy { ours: true, .. }) => Ok(SpoolStart::Wait(sc.clone())),
+        Err(e) => Err(e),
+    }
+}
+
+fn note_recovered(
+    name: &str,
+    sc: &SpoolConfig,
+    rec: &crate::spool::Recovered,
+    counters: &OutputCounters,
+) {
+    if rec.events > 0 || rec.corrupt_bytes > 0 {
+        log::info!(
+            "output {name}: spool {} holds {} event(s) from an earlier run; delivering them first{}",
+            sc.dir.display(),
+            rec.events,
+            if rec.corrupt_bytes > 0 {
+                format!(
+                    " ({} unreadable byte(s) skipped, {} event(s) known lost)",
+                    rec.corrupt_bytes, rec.corrupt_events
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    counters.recovered.fetch_add(rec.events, Relaxed);
+    counters
+        .spool_corrupt_bytes
+        .fetch_add(rec.corrupt_bytes, Relaxed);
+    // Known lost events were received by an earlier run: counted as received and lost here,
+    // so the accounting still balances.
+    counters.recovered.fetch_add(rec.corrupt_events, Relaxed);
+    counters.lose(LossReason::Corrupt, rec.corrupt_events);
 }
 
 impl Output {
-    /// Start `sink`'s thread. A spool that cannot be opened is logged and the output runs
+    /// Start `sink`'s threads. A spool that cannot be opened is logged and the output runs
     /// without it (overflow then drops and counts as `spool_error`); a spool directory
-    /// others could tamper with is an error.
+    /// others could tamper with, or one another process holds, is an error. Never fails
+    /// because the destination is down: delivery fails and the policy applies.
     pub fn start(sink: Box<dyn Sink>, cfg: OutputConfig) -> Result<Output, SinkError> {
         let name = sink.name();
         let counters = Arc::new(OutputCounters::default());
         let spool = match (&cfg.spool, cfg.overflow) {
-            (Some(sc), Overflow::Spool) => match Spool::open(sc.clone()) {
-                Ok((spool, rec)) => {
-                    if rec.events > 0 || rec.corrupt_bytes > 0 {
-                        log::info!(
-                            "output {name}: spool {} holds {} event(s) from an earlier run; delivering them first{}",
-                            sc.dir.display(),
-                            rec.events,
-                            if rec.corrupt_bytes > 0 {
-                                format!(" ({} corrupt byte(s) removed)", rec.corrupt_bytes)
-                            } else {
-                                String::new()
-                            }
-                        );
-                    }
-                    counters.recovered.store(rec.events, Relaxed);
-                    counters
-                        .spool_corrupt_bytes
-                        .store(rec.corrupt_bytes, Relaxed);
-                    Some(Mutex::new(SpoolState {
-                        spool,
-                        diverted: false,
-                    }))
-                }
-                Err(e @ SpoolError::Unsafe { .. }) => {
+            (Some(sc), Overflow::Spool) => match open_spool(name, sc, &counters) {
+                Ok(s) => s,
+                Err(e @ (SpoolError::Unsafe { .. } | SpoolError::Busy { .. })) => {
                     return Err(SinkError::Setup {
                         sink: name,
                         message: e.to_string(),
@@ -322,55 +398,83 @@ impl Output {
                     log::error!(
                         "output {name}: {e}; running without a spool (a full queue drops and counts)"
                     );
-                    None
+                    SpoolStart::None
                 }
             },
-            _ => None,
+            _ => SpoolStart::None,
         };
+        let has_spool = !matches!(spool, SpoolStart::None);
+        let spool_unusable = !has_spool && cfg.overflow == Overflow::Spool;
         let shared = Arc::new(Shared {
             name,
             overflow: cfg.overflow,
             counters,
-            spool,
             deadline: Mutex::new(None),
             reopen: AtomicBool::new(false),
             ended: AtomicBool::new(false),
+            diverted: Mutex::new(false),
         });
-        if let Some(s) = shared.lock_spool() {
-            shared.publish_spool(&s.spool);
-        }
         let live = sink.live_counters();
         let format = cfg.format;
-        let (tx, rx) = bounded::<Arc<Batch>>(cfg.queue.max(1));
-        let thread = {
-            let shared = shared.clone();
+        let window = cfg.queue.max(1);
+        // Without a spool the queue is the window delivery reads; with one, the buffer
+        // thread reads the queue and fills the window (or the spool).
+        let (tx, rx) = bounded::<Window>(window);
+        let spawn = |what: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
-                .name(format!("pauditd-out-{name}"))
-                .spawn(move || {
-                    let mut r = Runner {
-                        sink,
-                        cfg,
-                        shared: shared.clone(),
-                        rx,
-                        last_progress: Instant::now(),
-                        backoff: Duration::ZERO,
-                        open_until: None,
-                        failures: 0,
-                    };
-                    r.run();
-                    shared.counters.stopped.store(true, Relaxed);
-                })
+                .name(format!("pauditd-{what}-{name}"))
+                .spawn(f)
                 .map_err(|e| SinkError::Setup {
                     sink: name,
-                    message: format!("cannot start the output thread: {e}"),
-                })?
+                    message: format!("cannot start the output's {what} thread: {e}"),
+                })
         };
+        let mut threads = Vec::new();
+        let (win_rx, reader) = if has_spool {
+            let (win_tx, win_rx) = bounded::<Window>(window);
+            let (reader_tx, reader_rx) = bounded::<SpoolReader>(1);
+            let buffer = Buffer {
+                shared: shared.clone(),
+                rx,
+                win: win_tx,
+                write_ahead: cfg.spool.as_ref().is_some_and(|s| s.write_ahead),
+            };
+            threads.push(spawn(
+                "buffer",
+                Box::new(move || buffer.run(spool, reader_tx)),
+            )?);
+            (win_rx, Some(reader_rx))
+        } else {
+            (rx, None)
+        };
+        let shared2 = shared.clone();
+        threads.push(spawn(
+            "out",
+            Box::new(move || {
+                let spool = reader.and_then(|r| r.recv().ok());
+                let mut d = Delivery {
+                    sink,
+                    cfg,
+                    shared: shared2.clone(),
+                    win: win_rx,
+                    spool,
+                    last_progress: Instant::now(),
+                    backoff: Duration::ZERO,
+                    open_until: None,
+                    failures: 0,
+                };
+                d.run();
+                shared2.counters.stopped.store(true, Relaxed);
+            }),
+        )?);
         Ok(Output {
             format,
             shared,
             tx: Some(tx),
-            thread: Some(thread),
+            threads,
             live,
+            has_spool,
+            spool_unusable,
         })
     }
 
@@ -397,7 +501,8 @@ impl Output {
         }
     }
 
-    /// Hand `batch` to this output. Waits only under [`Overflow::Block`].
+    /// Hand `batch` to this output: enqueued, or counted. Waits only under
+    /// [`Overflow::Block`], and then only until the shutdown deadline.
     pub fn offer(&self, batch: &Arc<Batch>) {
         let n = batch.len() as u64;
         if n == 0 {
@@ -413,72 +518,50 @@ impl Output {
             c.lose(LossReason::Closed, n);
             return;
         }
-        let gone = |c: &OutputCounters| c.lose(LossReason::Closed, n);
-        match self.shared.overflow {
-            Overflow::Block => {
-                if tx.send(batch.clone()).is_err() {
-                    gone(c);
+        let mut b = Window::Batch(0, batch.clone());
+        loop {
+            match tx.try_send(b) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => {
+                    c.lose(LossReason::Closed, n);
+                    break;
                 }
-            }
-            Overflow::Drop => self.try_queue(tx, batch, LossReason::QueueFull),
-            Overflow::Spool => {
-                let Some(mut s) = self.shared.lock_spool() else {
-                    return self.try_queue(tx, batch, LossReason::SpoolError);
-                };
-                // Order: while anything is spooled (or the output is down), new batches go
-                // behind it in the spool, never past it through the queue.
-                if !s.diverted && s.spool.is_empty() {
-                    match tx.try_send(batch.clone()) {
-                        Ok(()) => return,
-                        Err(TrySendError::Disconnected(_)) => return gone(c),
-                        Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Full(back)) if self.shared.overflow == Overflow::Block => {
+                    if matches!(self.shared.deadline(), Some(Deadline::At(t)) if Instant::now() >= t)
+                    {
+                        self.shared.lose_logged(
+                            LossReason::Shutdown,
+                            n,
+                            &"queue full at the shutdown deadline",
+                        );
+                        break;
                     }
-                }
-                match s.spool.append(batch, 0) {
-                    Ok(()) => {
-                        c.spooled.fetch_add(n, Relaxed);
-                    }
-                    Err(e) => {
-                        let why = match e {
-                            SpoolError::Full { .. } => LossReason::SpoolFull,
-                            _ => LossReason::SpoolError,
-                        };
-                        let before = c.lost(why);
-                        c.lose(why, n);
-                        if (before + 1..=before + n).any(worth_logging) {
-                            log::error!(
-                                "output {}: {e}: {n} event(s) dropped ({} so far)",
-                                self.shared.name,
-                                before + n
-                            );
+                    match tx.send_timeout(back, Duration::from_millis(50)) {
+                        Ok(()) => break,
+                        Err(SendTimeoutError::Timeout(back)) => b = back,
+                        Err(SendTimeoutError::Disconnected(_)) => {
+                            c.lose(LossReason::Closed, n);
+                            break;
                         }
                     }
                 }
-                self.shared.publish_spool(&s.spool);
+                Err(TrySendError::Full(_)) => {
+                    let (why, what) = if self.has_spool {
+                        (
+                            LossReason::QueueFull,
+                            "the spool's intake is full (the disk is slower than the events)",
+                        )
+                    } else if self.spool_unusable {
+                        (LossReason::SpoolError, "queue full and the spool unusable")
+                    } else {
+                        (LossReason::QueueFull, "queue full")
+                    };
+                    self.shared.lose_logged(why, n, &what);
+                    break;
+                }
             }
         }
         c.queued_batches.store(tx.len() as u64, Relaxed);
-    }
-
-    fn try_queue(&self, tx: &Sender<Arc<Batch>>, batch: &Arc<Batch>, why: LossReason) {
-        let c = &self.shared.counters;
-        let n = batch.len() as u64;
-        if let Err(e) = tx.try_send(batch.clone()) {
-            let why = match e {
-                TrySendError::Full(_) => why,
-                TrySendError::Disconnected(_) => LossReason::Closed,
-            };
-            let before = c.lost(why);
-            c.lose(why, n);
-            if (before + 1..=before + n).any(worth_logging) {
-                log::error!(
-                    "output {}: queue full, {n} event(s) dropped ({} so far; policy {})",
-                    self.shared.name,
-                    before + n,
-                    self.shared.overflow.name()
-                );
-            }
-        }
     }
 
     /// The destination closed for good (stdout's reader went away).
@@ -487,7 +570,7 @@ impl Output {
     }
 
     pub fn has_spool(&self) -> bool {
-        self.shared.spool.is_some()
+        self.has_spool
     }
 
     /// SIGUSR1: reopen before the next batch.
@@ -495,29 +578,35 @@ impl Output {
         self.shared.reopen.store(true, Relaxed);
     }
 
-    /// Stop taking batches; the thread delivers what it holds until `deadline`, then keeps
-    /// the rest in the spool or counts it lost.
-    pub fn begin_close(&mut self, deadline: Deadline) {
+    /// Set the deadline without closing the queue (SIGTERM: every output knows it before the
+    /// engine drains, so a `block` offer gives up in time).
+    pub fn set_deadline(&self, deadline: Deadline) {
         *self
             .shared
             .deadline
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+    }
+
+    /// Stop taking batches; the threads deliver what they hold until `deadline`, then keep
+    /// the rest in the spool or count it lost.
+    pub fn begin_close(&mut self, deadline: Deadline) {
+        self.set_deadline(deadline);
         self.tx = None;
     }
 
-    /// Whether the thread has stopped (it can no longer be waited on when this is false past
-    /// the deadline: a write stuck in the kernel).
+    /// Whether the threads have stopped.
     pub fn is_stopped(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.threads.iter().all(|t| t.is_finished())
     }
 
-    /// Whether the thread died (a panic), as opposed to stopping after close.
+    /// Whether a thread died (a panic) while the output was open, as opposed to stopping
+    /// after close or ending with its destination (EPIPE).
     pub fn has_died(&self) -> bool {
-        self.tx.is_some() && self.thread.as_ref().is_some_and(|t| t.is_finished())
+        self.tx.is_some() && !self.has_ended() && self.threads.iter().any(|t| t.is_finished())
     }
 
-    /// Wait for the thread, at most until `limit`; false if it is still stuck.
+    /// Wait for the threads, at most until `limit`; false if one is still stuck.
     pub fn join(&mut self, limit: Instant) -> bool {
         while !self.is_stopped() {
             if Instant::now() >= limit {
@@ -525,9 +614,9 @@ impl Output {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             if t.join().is_err() {
-                log::error!("output {}: its thread panicked", self.shared.name);
+                log::error!("output {}: a thread panicked", self.shared.name);
             }
         }
         true
@@ -536,17 +625,141 @@ impl Output {
 
 impl Drop for Output {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if !self.threads.is_empty() {
             self.begin_close(Deadline::At(Instant::now()));
             let _ = self.join(Instant::now() + Duration::from_secs(5));
         }
     }
 }
 
+/// The buffer thread of a spooled output: the only writer of its spool.
+struct Buffer {
+    shared: Arc<Shared>,
+    rx: Receiver<Window>,
+    win: Sender<Window>,
+    write_ahead: bool,
+}
+
+impl Buffer {
+    fn run(self, start: SpoolStart, reader_tx: Sender<SpoolReader>) {
+        let spool = match start {
+            SpoolStart::Open(s) => Some(s),
+            SpoolStart::Wait(sc) => self.take_over(&sc),
+            SpoolStart::None => None,
+        };
+        let Some(spool) = spool else {
+            // No spool after all (it could not be taken over): batches pass to the window.
+            drop(reader_tx);
+            for w in &self.rx {
+                if self.win.send(w).is_err() {
+                    break;
+                }
+            }
+            return;
+        };
+        self.shared.publish_spool(spool.events(), spool.bytes());
+        let (mut w, r) = spool.split();
+        let _ = reader_tx.send(r);
+        if !w.is_drained() {
+            let _ = self.win.try_send(Window::Spooled);
+        }
+        let mut spooling = self.write_ahead || !w.is_drained();
+        for msg in &self.rx {
+            let Window::Batch(_, b) = msg else { continue };
+            self.shared
+                .counters
+                .queued_batches
+                .store(self.rx.len() as u64, Relaxed);
+            if spooling && !self.write_ahead && w.is_drained() && !*self.shared.diverted() {
+                spooling = false;
+            }
+            if !spooling && !*self.shared.diverted() {
+                let id = w.assign_id();
+                let sent = {
+                    let diverted = self.shared.diverted();
+                    if *diverted {
+                        Err(b)
+                    } else {
+                        match self.win.try_send(Window::Batch(id, b)) {
+                            Ok(()) => Ok(()),
+                            Err(TrySendError::Full(Window::Batch(_, back))) => Err(back),
+                            Err(_) => break,
+                        }
+                    }
+                };
+                match sent {
+                    Ok(()) => continue,
+                    Err(back) => {
+                        // The window is full, or delivery diverted: from now on everything
+                        // goes to disk until delivery has caught up with it (order: memory,
+                        // then spool).
+                        spooling = true;
+                        self.append(&mut w, &back);
+                    }
+                }
+                continue;
+            }
+            spooling = true;
+            self.append(&mut w, &b);
+        }
+        self.shared.publish_spool(w.events(), w.bytes());
+    }
+
+    fn append(&self, w: &mut SpoolWriter, b: &Batch) {
+        let n = b.len() as u64;
+        match w.append(b, 0) {
+            Ok(()) => {
+                self.shared.counters.spooled.fetch_add(n, Relaxed);
+                // A doorbell; when the window is full, delivery is busy and looks anyway.
+                let _ = self.win.try_send(Window::Spooled);
+            }
+            Err(e) => {
+                let why = match e {
+                    SpoolError::Full { .. } => LossReason::SpoolFull,
+                    _ => LossReason::SpoolError,
+                };
+                self.shared.lose_logged(why, n, &e);
+            }
+        }
+        self.shared.publish_spool(w.events(), w.bytes());
+    }
+
+    /// Wait for a retiring output of this process to release the spool (a reload hands it
+    /// over; never two owners). Gives up at the deadline.
+    fn take_over(&self, sc: &SpoolConfig) -> Option<Spool> {
+        let mut logged = false;
+        loop {
+            match Spool::open(sc.clone()) {
+                Ok((s, rec)) => {
+                    note_recovered(self.shared.name, sc, &rec, &self.shared.counters);
+                    return Some(s);
+                }
+                Err(SpoolError::Busy { .. })
+                    if !self.shared.past(Instant::now() + Duration::from_secs(3600)) =>
+                {
+                    if !logged {
+                        log::info!(
+                            "output {}: waiting for the previous output to release spool {}",
+                            self.shared.name,
+                            sc.dir.display()
+                        );
+                        logged = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    log::error!("output {}: {e}; running without a spool", self.shared.name);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Where a batch being delivered came from.
 enum Held {
-    /// From the queue: `lines` of it are still to deliver.
-    Queued(Arc<Batch>),
+    /// From memory (with its id, 0 without a spool).
+    Memory(u64, Arc<Batch>),
     /// From the spool: acknowledged once delivered.
     Spooled(Spooled),
 }
@@ -554,7 +767,7 @@ enum Held {
 impl Held {
     fn batch(&self) -> &Batch {
         match self {
-            Held::Queued(b) => b,
+            Held::Memory(_, b) => b,
             Held::Spooled(r) => &r.batch,
         }
     }
@@ -571,11 +784,25 @@ struct Outcome {
     error: String,
 }
 
-struct Runner {
+/// How delivering one batch ended.
+enum Done {
+    /// Delivered, or settled per the policy: take the next.
+    Next,
+    /// The destination failed while this batch came from memory, and there is a spool:
+    /// move it (`rest` of it) and the window to the spool, and go on from there.
+    Divert { rest: Option<Batch> },
+    /// Stop (deadline or closed destination); `rest` is what is still held of it (`None`:
+    /// all of it).
+    Stop { rest: Option<Batch> },
+}
+
+/// The delivery thread: sends the window, then the spool, oldest first.
+struct Delivery {
     sink: Box<dyn Sink>,
     cfg: OutputConfig,
     shared: Arc<Shared>,
-    rx: Receiver<Arc<Batch>>,
+    win: Receiver<Window>,
+    spool: Option<SpoolReader>,
     last_progress: Instant,
     backoff: Duration,
     /// Breaker open: no attempt before this instant.
@@ -583,17 +810,13 @@ struct Runner {
     failures: u64,
 }
 
-impl Runner {
+impl Delivery {
     fn counters(&self) -> &OutputCounters {
         &self.shared.counters
     }
 
     fn past_deadline(&self) -> bool {
-        match self.shared.deadline() {
-            None => false,
-            Some(Deadline::At(t)) => Instant::now() >= t,
-            Some(Deadline::Stalled(d)) => self.last_progress.elapsed() >= d,
-        }
+        self.shared.past(self.last_progress)
     }
 
     fn closing(&self) -> bool {
@@ -601,100 +824,165 @@ impl Runner {
     }
 
     fn run(&mut self) {
+        let mut win_open = true;
+        let mut stopped: Option<(Held, Option<Batch>)> = None;
         loop {
             if self.past_deadline() {
                 break;
             }
-            // The queue holds batches older than anything spooled: it goes first.
-            let held = match self.rx.try_recv() {
-                Ok(b) => Held::Queued(b),
-                Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-                Err(crossbeam_channel::TryRecvError::Empty) => match self.next_spooled() {
-                    Some(r) => Held::Spooled(r),
-                    None => match self.rx.recv_timeout(Duration::from_millis(50)) {
-                        Ok(b) => Held::Queued(b),
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        // Closed and drained: what is spooled waits for the next start.
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    },
-                },
+            // The window holds batches older than anything spooled: it goes first.
+            let held = match self.win.try_recv() {
+                Ok(Window::Batch(id, b)) => Held::Memory(id, b),
+                Ok(Window::Spooled) => continue,
+                Err(TryRecvError::Disconnected) | Err(TryRecvError::Empty) => {
+                    if let Some(r) = self.next_spooled() {
+                        Held::Spooled(r)
+                    } else if !win_open {
+                        break;
+                    } else {
+                        match self.win.recv_timeout(Duration::from_millis(100)) {
+                            Ok(Window::Batch(id, b)) => Held::Memory(id, b),
+                            Ok(Window::Spooled) | Err(RecvTimeoutError::Timeout) => continue,
+                            // Closed and drained: the spool, then stop.
+                            Err(RecvTimeoutError::Disconnected) => {
+                                win_open = false;
+                                continue;
+                            }
+                        }
+                    }
+                }
             };
-            self.counters()
-                .queued_batches
-                .store(self.rx.len() as u64, Relaxed);
-            // Checked once a batch is in hand: a reopen requested before that batch was
-            // offered applies to it (the queue orders the two).
             if self.shared.reopen.swap(false, Relaxed) {
                 if let Err(e) = self.sink.reopen() {
                     log::error!("Error re-opening output: {e}");
                 }
             }
-            if !self.deliver(held) {
-                break;
+            match self.deliver(&held) {
+                Done::Next => {}
+                Done::Divert { rest } => self.divert(held, rest),
+                Done::Stop { rest } => {
+                    stopped = Some((held, rest));
+                    break;
+                }
             }
         }
-        // Whatever is still queued (a deadline passed): to the spool, else counted.
-        self.stash(None, LossReason::Shutdown);
+        self.keep_the_rest(stopped);
         self.counters().queued_batches.store(0, Relaxed);
         self.sink.close();
     }
 
-    /// The oldest spooled record, unless the output is closing (shutdown must not spend its
-    /// time budget on the spool: it waits on disk for the next start).
+    /// The oldest spooled record (corrupt ones skipped and counted).
     fn next_spooled(&mut self) -> Option<Spooled> {
-        if self.closing() {
-            return None;
-        }
-        let mut s = self.shared.lock_spool()?;
-        match s.spool.peek() {
-            Ok(Some(r)) => Some(r),
-            Ok(None) => {
-                s.diverted = false;
-                None
-            }
+        let s = self.spool.as_mut()?;
+        let r = match s.peek() {
+            Ok(r) => r,
             Err(e) => {
                 log::error!("output {}: {e}", self.shared.name);
                 None
             }
+        };
+        if r.is_none() {
+            // Read empty: the buffer may pass batches in memory again.
+            *self.shared.diverted() = false;
+        }
+        let corrupt = s.take_corrupt_events();
+        self.shared.publish_spool(s.events(), s.bytes());
+        if corrupt > 0 {
+            self.shared
+                .lose_logged(LossReason::Corrupt, corrupt, &"unreadable in the spool");
+        }
+        r
+    }
+
+    /// The destination failed: what is held in memory (this batch, then the window) goes to
+    /// the spool now, so an outage costs no memory and a `kill -9` loses none of it.
+    fn divert(&mut self, held: Held, rest: Option<Batch>) {
+        let Held::Memory(id, b) = held else { return };
+        let mut keep = vec![(id, rest.map_or(b, Arc::new))];
+        {
+            let mut diverted = self.shared.diverted();
+            *diverted = true;
+            keep.extend(self.win.try_iter().filter_map(|w| match w {
+                Window::Batch(id, b) => Some((id, b)),
+                Window::Spooled => None,
+            }));
+        }
+        self.write_held(keep, LossReason::SpoolError);
+    }
+
+    fn write_held(&mut self, held: Vec<(u64, Arc<Batch>)>, why: LossReason) {
+        let n: u64 = held.iter().map(|(_, b)| b.len() as u64).sum();
+        if n == 0 {
+            return;
+        }
+        match self.spool.as_mut() {
+            Some(s) => {
+                let refs: Vec<(u64, &Batch)> = held.iter().map(|(i, b)| (*i, &**b)).collect();
+                match s.write_held(&refs) {
+                    Ok(k) => {
+                        self.shared.counters.spooled.fetch_add(k, Relaxed);
+                    }
+                    Err(e) => self.shared.lose_logged(LossReason::SpoolError, n, &e),
+                }
+                self.shared.publish_spool(s.events(), s.bytes());
+            }
+            None => self.shared.lose_logged(why, n, &"still held at the end"),
         }
     }
 
-    /// Deliver one held batch, per the policy. False when the output must stop.
-    fn deliver(&mut self, held: Held) -> bool {
+    /// Past the deadline or ended: what is still held in memory (the batch being sent, with
+    /// what is left of it, then the window) goes to the spool with its ids, else is counted.
+    fn keep_the_rest(&mut self, stopped: Option<(Held, Option<Batch>)>) {
+        let ended = self.shared.ended.load(Relaxed);
+        let mut held: Vec<(u64, Arc<Batch>)> = Vec::new();
+        match stopped {
+            Some((Held::Memory(id, b), rest)) => {
+                held.push((id, rest.map_or(b, Arc::new)));
+            }
+            // Not acknowledged: it stays first in the spool (sent whole again next time).
+            Some((Held::Spooled(_), _)) | None => {}
+        }
+        for w in self.win.try_iter() {
+            if let Window::Batch(id, b) = w {
+                held.push((id, b));
+            }
+        }
+        if ended {
+            let n: u64 = held.iter().map(|(_, b)| b.len() as u64).sum();
+            self.shared
+                .lose_logged(LossReason::Closed, n, &"the destination ended");
+            return;
+        }
+        self.write_held(held, LossReason::Shutdown);
+    }
+
+    /// Deliver one held batch, per the policy.
+    fn deliver(&mut self, held: &Held) -> Done {
         let mut rest: Option<Batch> = None;
         let mut tries = 0u32;
         loop {
-            let cur = rest.as_ref().unwrap_or_else(|| held.batch());
             if self.past_deadline() {
-                let cur = cur_owned(&rest, &held);
-                self.stash(Some((&held, &cur)), LossReason::Shutdown);
-                return false;
+                return Done::Stop { rest };
             }
             let open = self.open_until.filter(|t| Instant::now() < *t);
-            if open.is_some() && self.closing() && self.shared.spool.is_some() {
+            if open.is_some() && self.closing() && self.spool.is_some() {
                 // Closing while the destination is down: keep it all for the next start now
                 // rather than wait out the deadline.
-                let cur = cur_owned(&rest, &held);
-                self.stash(Some((&held, &cur)), LossReason::Shutdown);
-                return false;
+                return Done::Stop { rest };
             }
             if let Some(until) = open {
-                // Breaker open: fail fast (drop), move it all to the spool, or wait (block).
+                // Breaker open: fail fast (drop) or wait (spool, block): with a spool the
+                // window fills meanwhile and the buffer spools behind this batch.
                 if self.cfg.give_up {
-                    let cur = cur_owned(&rest, &held);
-                    self.settle(&held, &cur, LossReason::Failed);
-                    return true;
-                }
-                if matches!(held, Held::Queued(_)) && self.shared.spool.is_some() {
-                    let cur = cur_owned(&rest, &held);
-                    self.stash(Some((&held, &cur)), LossReason::SpoolError);
-                    return true;
+                    let cur = rest.as_ref().unwrap_or_else(|| held.batch()).len();
+                    self.settle(held, cur, LossReason::Failed);
+                    return Done::Next;
                 }
                 self.sleep_until(until);
                 continue;
             }
             tries += 1;
-            let o = self.attempt(cur);
+            let o = self.attempt(rest.as_ref().unwrap_or_else(|| held.batch()));
             let c = self.shared.counters.clone();
             c.delivered.fetch_add(o.delivered as u64, Relaxed);
             if matches!(held, Held::Spooled(_)) {
@@ -711,19 +999,19 @@ impl Runner {
                     self.shared.name,
                     o.error
                 );
-                self.settle(&held, &o.retry, LossReason::Closed);
-                while let Ok(b) = self.rx.try_recv() {
-                    c.lose(LossReason::Closed, b.len() as u64);
-                }
-                return false;
+                self.settle(held, o.retry.len(), LossReason::Closed);
+                // Counted just now: nothing of it is left to keep.
+                return Done::Stop {
+                    rest: Some(Batch::default()),
+                };
             }
             if o.retry.is_empty() {
                 if self.open_until.take().is_some() || self.backoff > Duration::ZERO {
                     log::info!("output {}: delivering again", self.shared.name);
                 }
                 self.backoff = Duration::ZERO;
-                self.settle(&held, &o.retry, LossReason::Failed);
-                return true;
+                self.settle(held, 0, LossReason::Failed);
+                return Done::Next;
             }
             self.failures += 1;
             if worth_logging(self.failures) {
@@ -735,6 +1023,7 @@ impl Runner {
                     self.failures
                 );
             }
+            let left = o.retry.len();
             rest = Some(o.retry);
             if self.cfg.give_up && tries < self.cfg.attempts {
                 self.sleep_until(Instant::now() + self.cfg.pause);
@@ -742,9 +1031,11 @@ impl Runner {
             }
             self.open_breaker();
             if self.cfg.give_up {
-                let cur = cur_owned(&rest, &held);
-                self.settle(&held, &cur, LossReason::Failed);
-                return true;
+                self.settle(held, left, LossReason::Failed);
+                return Done::Next;
+            }
+            if matches!(held, Held::Memory(..)) && self.spool.is_some() {
+                return Done::Divert { rest };
             }
         }
     }
@@ -806,70 +1097,14 @@ impl Runner {
         }
     }
 
-    /// `held` is done with: `undelivered` (a part of it) is lost for `why`.
-    fn settle(&mut self, held: &Held, undelivered: &Batch, why: LossReason) {
-        let c = &self.shared.counters;
-        c.lose(why, undelivered.len() as u64);
-        if let Held::Spooled(r) = held {
-            if let Some(mut s) = self.shared.lock_spool() {
-                if let Err(e) = s.spool.ack(r) {
-                    log::error!("output {}: {e}", self.shared.name);
-                }
-                self.shared.publish_spool(&s.spool);
+    /// `held` is done with: `undelivered` events of it are lost for `why`.
+    fn settle(&mut self, held: &Held, undelivered: usize, why: LossReason) {
+        self.shared.counters.lose(why, undelivered as u64);
+        if let (Held::Spooled(r), Some(s)) = (held, self.spool.as_mut()) {
+            if let Err(e) = s.ack(r) {
+                log::error!("output {}: {e}", self.shared.name);
             }
+            self.shared.publish_spool(s.events(), s.bytes());
         }
-    }
-
-    /// Move what this output holds into the spool, oldest first: `front` (the batch being
-    /// sent, with what is left of it), then the queue; everything after them is spooled
-    /// already. The output stays diverted until the spool is empty. Without a spool, all
-    /// of it is counted lost for `why`.
-    fn stash(&mut self, front: Option<(&Held, &Batch)>, why: LossReason) {
-        let queued: Vec<Arc<Batch>> = self.rx.try_iter().collect();
-        let c = self.shared.counters.clone();
-        let Some(mut s) = self.shared.lock_spool() else {
-            let n: usize =
-                queued.iter().map(|b| b.len()).sum::<usize>() + front.map_or(0, |(_, r)| r.len());
-            c.lose(why, n as u64);
-            return;
-        };
-        s.diverted = true;
-        let name = self.shared.name;
-        let push = |s: &mut SpoolState, b: &Batch| match s.spool.push_front(b, 0) {
-            Ok(()) => {
-                c.spooled.fetch_add(b.len() as u64, Relaxed);
-            }
-            Err(e) => {
-                let why = match e {
-                    SpoolError::Full { .. } => LossReason::SpoolFull,
-                    _ => LossReason::SpoolError,
-                };
-                c.lose(why, b.len() as u64);
-                log::error!("output {name}: {e}: {} event(s) lost", b.len());
-            }
-        };
-        for b in queued.iter().rev() {
-            push(&mut s, b);
-        }
-        match front {
-            Some((Held::Queued(_), rest)) => push(&mut s, rest),
-            Some((Held::Spooled(r), rest)) if rest.len() < r.batch.len() => {
-                // Part of the record went out: keep only the rest, at the front.
-                if let Err(e) = s.spool.ack(r) {
-                    log::error!("output {name}: {e}");
-                }
-                push(&mut s, rest);
-            }
-            // Untouched: it is still the spool's first record.
-            Some((Held::Spooled(_), _)) | None => {}
-        }
-        self.shared.publish_spool(&s.spool);
-    }
-}
-
-fn cur_owned(rest: &Option<Batch>, held: &Held) -> Batch {
-    match rest {
-        Some(r) => r.clone(),
-        None => held.batch().clone(),
     }
 }

@@ -53,6 +53,7 @@ fn spooled(dir: &Path, max_bytes: u64, queue: usize) -> OutputConfig {
         max_bytes,
         fsync: false,
         owner: None,
+        write_ahead: false,
     });
     oc
 }
@@ -168,6 +169,8 @@ fn spool_on_a_full_disk_counts_what_it_cannot_keep_and_the_other_output_goes_on(
     ]);
     for i in 0..200 {
         out.offer(Arc::new(batch(i * 50 + 1, 50)));
+        // Paced: the spool's buffer thread takes a burst only as deep as its queue.
+        std::thread::sleep(Duration::from_millis(2));
     }
     let http = out.stats()[0].clone();
     wait_until("the spool to fill", 30, || {
@@ -194,6 +197,7 @@ fn spool_on_a_full_disk_counts_what_it_cannot_keep_and_the_other_output_goes_on(
         max_bytes: 1 << 30,
         fsync: false,
         owner: None,
+        write_ahead: false,
     })
     .unwrap();
     assert_eq!(rec.events, a.spooled);
@@ -238,6 +242,7 @@ fn a_corrupt_spool_from_an_earlier_run_is_cut_counted_and_the_rest_delivered_fir
             max_bytes: 1 << 30,
             fsync: false,
             owner: None,
+            write_ahead: false,
         })
         .unwrap();
         s.append(&batch(1, 3), 0).unwrap();
