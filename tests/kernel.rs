@@ -1076,6 +1076,76 @@ fn spooled_events_survive_kill_9_and_arrive_after_restart() {
     assert_eq!(order, sorted, "spooled events arrive in order");
 }
 
+/// `spool.write_ahead`: a destination that accepts and never answers holds every batch in
+/// flight; `kill -9` then; after a restart with a working destination every event arrives.
+/// (Without write-ahead the batches waiting in memory for the answer are lost: the README's
+/// in-memory window.)
+#[test]
+fn write_ahead_loses_nothing_to_kill_9_while_the_destination_hangs() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("writeahead");
+    // Accepts connections, reads nothing, answers nothing.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hung.local_addr().unwrap().port();
+    let held: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+    {
+        let (hung, held) = (hung.try_clone().unwrap(), held.clone());
+        std::thread::spawn(move || {
+            for s in hung.incoming().flatten() {
+                held.lock().unwrap().push(s);
+            }
+        });
+    }
+    let spool = dir.join("spool");
+    let cfg = format!(
+        "  http:\n    enabled: true\n    url: http://127.0.0.1:{port}/audit\n    worker_count: 1\n    spool: {{ dir: {}, write_ahead: true }}\n{}",
+        spool.display(),
+        echo_rules()
+    );
+    let mut d = Daemon::start(&dir, "writeahead", &cfg);
+    d.wait_ready();
+    let markers: Vec<String> = (0..30)
+        .map(|i| format!("pauditd-wal-{i}-{}", std::process::id()))
+        .collect();
+    for m in &markers {
+        echo(m);
+    }
+    // Every event reached the file output, so the daemon read them all.
+    wait_for("every marker at the file output", 30, || {
+        let lines = d.lines();
+        markers.iter().all(|m| lines.iter().any(|l| l.contains(m.as_str())))
+    });
+    wait_for("the destination to be hung on a request", 30, || {
+        !held.lock().unwrap().is_empty()
+    });
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    drop(d);
+    drop(hung);
+    held.lock().unwrap().clear();
+    auditctl(&["-D"]);
+    wait_for("the kernel to let go of the dead daemon", 30, || {
+        let pid = status_field("pid");
+        pid == 0 || !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let server = httpd::Server::plain_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut d = Daemon::start(&dir, "writeahead-again", &cfg);
+    d.wait_ready();
+    wait_for("every event at the working destination", 60, || {
+        let got: Vec<String> = server
+            .requests()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect();
+        markers
+            .iter()
+            .all(|m| got.iter().any(|b| b.contains(m.as_str())))
+    });
+    let (status, log) = d.terminate();
+    assert!(status.success(), "{log}");
+    assert_released(&log);
+}
+
 #[test]
 fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     let Some(_k) = kernel() else { return };
