@@ -55,8 +55,11 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         Some(user) => Some(privileges::resolve(user, cfg.privileges.group.as_deref())?),
         None => None,
     };
+    // Lives as long as the daemon: every output set (start, each reload) shares it.
+    let spool_dirs: &'static pauditd_sinks::spool::SpoolDirs = Box::leak(Box::default());
     let role = wiring::Role::Daemon {
         spool_owner: drop_to.map(|id| (id.uid, id.gid)),
+        spool_dirs,
     };
     let names = wiring::Names {
         groups: wiring::wants_groups(&cfg),

@@ -20,7 +20,7 @@ use pauditd_sinks::http::client::{PoolConfig, TlsFiles};
 use pauditd_sinks::http::{transform, HttpConfig, HttpSink};
 use pauditd_sinks::output::{Output, OutputConfig, Overflow};
 use pauditd_sinks::retry::Attempts;
-use pauditd_sinks::spool::SpoolConfig;
+use pauditd_sinks::spool::{SpoolConfig, SpoolDirs};
 use pauditd_sinks::stdout::StdoutSink;
 use pauditd_sinks::syslog::{SyslogConfig, SyslogSink};
 use pauditd_sinks::Sink;
@@ -164,6 +164,9 @@ pub enum Role {
     /// `spool_owner`: the `(uid, gid)` of `privileges.user`, who must own the spools.
     Daemon {
         spool_owner: Option<(u32, u32)>,
+        /// Spool directories opened at start (as root), reopened from their descriptors by
+        /// the outputs a reload builds (perhaps after the privilege drop).
+        spool_dirs: &'static SpoolDirs,
     },
     Replay,
 }
@@ -189,8 +192,12 @@ fn output_config(d: &Delivery, attempts: u32, role: Role) -> OutputConfig {
             max_bytes: d.spool.max_bytes,
             fsync: d.spool.fsync,
             write_ahead: d.spool.write_ahead,
+            dirs: match role {
+                Role::Daemon { spool_dirs, .. } => spool_dirs.clone(),
+                Role::Replay => Default::default(),
+            },
             owner: match role {
-                Role::Daemon { spool_owner } => spool_owner,
+                Role::Daemon { spool_owner, .. } => spool_owner,
                 Role::Replay => None,
             },
         });

@@ -678,19 +678,22 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
     let dir = tempdir("privdrop");
     // An HTTP output nobody answers: its events go to a spool the dropped user must own.
     let port = free_port();
-    let spool = dir.join("spool");
-    // Debug logging: the keepalive's status line shows when one has run.
-    let mut d = Daemon::start_with_env(
-        &dir,
-        "privdrop",
-        &(format!(
-            "  http: {{ enabled: true, url: 'http://127.0.0.1:{port}/', spool: {{ dir: {} }} }}\nstatus: {{ socket: {}/run/status.sock }}\n",
+    // The packaged layout: the spool under a root-only (0700) state directory, which the
+    // dropped user cannot even traverse.
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let spool = state.join("spool");
+    let config = |queue: u32| {
+        format!(
+            "  http: {{ enabled: true, url: 'http://127.0.0.1:{port}/', queue_size: {queue}, spool: {{ dir: {} }} }}\nstatus: {{ socket: {}/run/status.sock }}\n",
             spool.display(),
             dir.display()
         ) + &echo_rules()
-            + "privileges: { user: nobody }\n"),
-        &[("PAUDITD_LOG", "debug")],
-    );
+            + "privileges: { user: nobody }\n"
+    };
+    // Debug logging: the keepalive's status line shows when one has run.
+    let mut d = Daemon::start_with_env(&dir, "privdrop", &config(64), &[("PAUDITD_LOG", "debug")]);
     d.wait_ready();
     let pid = d.child.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -763,8 +766,29 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
         "{owners:?}\n{}",
         d.log()
     );
+    // A reload that rebuilds the output, now as nobody: it takes the spool over from the
+    // directory opened at start and keeps spooling.
+    std::fs::write(
+        dir.join("privdrop.yaml"),
+        format!(
+            "socket_buffer: {{ receive: 8388608 }}\noutput:\n  file: {{ enabled: true, path: {} }}\n{}",
+            d.out.display(),
+            config(32)
+        ),
+    )
+    .unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("the reload", 20, || d.log().contains("reloaded"));
+    let again = echo_seen_by(&d, "privdrop-reloaded");
+    wait_for("the event after the reload in nobody's spool", 30, || {
+        segs()
+            .iter()
+            .any(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).contains(&again))
+    });
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
+    assert!(!log.contains("running without a spool"), "{log}");
     assert!(log.contains("Running as nobody (uid 65534"), "{log}");
     assert!(
         !log.lines()
@@ -1113,7 +1137,9 @@ fn write_ahead_loses_nothing_to_kill_9_while_the_destination_hangs() {
     // Every event reached the file output, so the daemon read them all.
     wait_for("every marker at the file output", 30, || {
         let lines = d.lines();
-        markers.iter().all(|m| lines.iter().any(|l| l.contains(m.as_str())))
+        markers
+            .iter()
+            .all(|m| lines.iter().any(|l| l.contains(m.as_str())))
     });
     wait_for("the destination to be hung on a request", 30, || {
         !held.lock().unwrap().is_empty()

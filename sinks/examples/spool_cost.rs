@@ -26,7 +26,8 @@ fn cpu() -> Duration {
 fn main() {
     let mut args = std::env::args().skip(1);
     let events: i64 = args.next().map_or(2_000_000, |a| a.parse().unwrap());
-    let root = std::path::PathBuf::from(args.next().unwrap_or("/var/tmp/pauditd-spool-cost".into()));
+    let root =
+        std::path::PathBuf::from(args.next().unwrap_or("/var/tmp/pauditd-spool-cost".into()));
     let data = b"arch=c000003e syscall=59 success=yes exit=0 a0=55d0 a1=55d1 a2=55d2 a3=0 items=2 ppid=1 pid=2 auid=1000 uid=0 gid=0 euid=0 comm=\"true\" exe=\"/usr/bin/true\" key=\"exec\"";
     let batches: Vec<Arc<Batch>> = (0..events / 256)
         .map(|i| {
@@ -56,7 +57,14 @@ fn main() {
             policy: Attempts::new(1),
         })
         .unwrap();
-        let mut oc = OutputConfig::new(if spool { Overflow::Spool } else { Overflow::Block }, 1);
+        let mut oc = OutputConfig::new(
+            if spool {
+                Overflow::Spool
+            } else {
+                Overflow::Block
+            },
+            1,
+        );
         // Deep enough for the whole burst: this measures throughput, not the overflow policy.
         oc.queue = batches.len();
         if spool {
@@ -66,6 +74,7 @@ fn main() {
                 fsync,
                 owner: None,
                 write_ahead,
+                dirs: Default::default(),
             });
         }
         let mut out = Output::start(Box::new(sink), oc).unwrap();

@@ -58,6 +58,22 @@ const LEDGER: &str = "ledger";
 const LEDGER_TMP: &str = "ledger.tmp";
 const LOCK: &str = "lock";
 
+/// Spool directories opened once (as root, before the privilege drop) and opened again from
+/// that descriptor by every later open of the same spool in this process (a reload), so a
+/// spool works after the drop whatever its parents' modes. The daemon owns one and hands it
+/// to every [`SpoolConfig`]; a default one is private to its config.
+#[derive(Debug, Clone, Default)]
+pub struct SpoolDirs(Arc<Mutex<std::collections::HashMap<PathBuf, Arc<OwnedFd>>>>);
+
+/// The same registry (not equal contents).
+impl PartialEq for SpoolDirs {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SpoolDirs {}
+
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
     pub dir: PathBuf,
@@ -72,6 +88,8 @@ pub struct SpoolConfig {
     pub owner: Option<(u32, u32)>,
     /// Every batch goes through the spool before delivery (not only on overflow or outage).
     pub write_ahead: bool,
+    /// Where directories opened earlier in this process are kept.
+    pub dirs: SpoolDirs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -379,6 +397,28 @@ fn check_private(dir: &Path, meta: &fs::Metadata, owner: Option<u32>) -> Result<
 
 fn open_dir(cfg: &SpoolConfig) -> Result<Dir, SpoolError> {
     let path = cfg.dir.clone();
+    let known = cfg
+        .dirs
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&path)
+        .cloned();
+    if let Some(fd) = known {
+        // Opened (and checked) at an earlier start in this process: the same directory,
+        // whatever happened to the path or its parents' modes since.
+        let fd = fd.try_clone().map_err(|error| SpoolError::Io {
+            dir: path.display().to_string(),
+            what: "open directory",
+            error,
+        })?;
+        return Ok(Dir {
+            path,
+            fd,
+            owner: cfg.owner,
+            fsync: cfg.fsync,
+        });
+    }
     let err = |what: &'static str| {
         let d = path.display().to_string();
         move |error| SpoolError::Io {
@@ -441,6 +481,12 @@ fn open_dir(cfg: &SpoolConfig) -> Result<Dir, SpoolError> {
     }
     let meta = as_file.metadata().map_err(err("stat"))?;
     check_private(&path, &meta, cfg.owner.map(|o| o.0))?;
+    let kept = Arc::new(fd.try_clone().map_err(err("open directory"))?);
+    cfg.dirs
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.clone(), kept);
     Ok(Dir {
         path,
         fd,

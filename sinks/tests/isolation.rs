@@ -54,6 +54,7 @@ fn spooled(dir: &Path, max_bytes: u64, queue: usize) -> OutputConfig {
         fsync: false,
         owner: None,
         write_ahead: false,
+        dirs: Default::default(),
     });
     oc
 }
@@ -198,6 +199,7 @@ fn spool_on_a_full_disk_counts_what_it_cannot_keep_and_the_other_output_goes_on(
         fsync: false,
         owner: None,
         write_ahead: false,
+        dirs: Default::default(),
     })
     .unwrap();
     assert_eq!(rec.events, a.spooled);
@@ -243,6 +245,7 @@ fn a_corrupt_spool_from_an_earlier_run_is_cut_counted_and_the_rest_delivered_fir
             fsync: false,
             owner: None,
             write_ahead: false,
+            dirs: Default::default(),
         })
         .unwrap();
         s.append(&batch(1, 3), 0).unwrap();

@@ -28,6 +28,7 @@ fn cfg(dir: &Path, max: u64) -> SpoolConfig {
         fsync: false,
         owner: None,
         write_ahead: false,
+        dirs: Default::default(),
     }
 }
 
