@@ -693,6 +693,10 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
             + "privileges: { user: nobody }\n"
     };
     // Debug logging: the keepalive's status line shows when one has run.
+    // The file output's file belongs to nobody, so a reload (as nobody) can open it again.
+    let out = dir.join("privdrop.jsonl");
+    std::fs::write(&out, b"").unwrap();
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
     let mut d = Daemon::start_with_env(&dir, "privdrop", &config(64), &[("PAUDITD_LOG", "debug")]);
     d.wait_ready();
     let pid = d.child.id();
@@ -780,12 +784,29 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
     wait_for("the reload", 20, || d.log().contains("reloaded"));
-    let again = echo_seen_by(&d, "privdrop-reloaded");
-    wait_for("the event after the reload in nobody's spool", 30, || {
-        segs()
-            .iter()
-            .any(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).contains(&again))
-    });
+    let again = format!("pauditd-privdrop-reloaded-{}", std::process::id());
+    echo(&again);
+    let start = Instant::now();
+    while !d.lines().iter().any(|l| l.contains(&again)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the echo after the reload never reached the file output: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let start = Instant::now();
+    while !segs()
+        .iter()
+        .any(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).contains(&again))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the event after the reload never reached nobody's spool: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert!(!log.contains("running without a spool"), "{log}");
@@ -1111,15 +1132,20 @@ fn write_ahead_loses_nothing_to_kill_9_while_the_destination_hangs() {
     // Accepts connections, reads nothing, answers nothing.
     let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = hung.local_addr().unwrap().port();
+    hung.set_nonblocking(true).unwrap();
     let held: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
-    {
-        let (hung, held) = (hung.try_clone().unwrap(), held.clone());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acceptor = {
+        let (held, stop) = (held.clone(), stop.clone());
         std::thread::spawn(move || {
-            for s in hung.incoming().flatten() {
-                held.lock().unwrap().push(s);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match hung.accept() {
+                    Ok((s, _)) => held.lock().unwrap().push(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
             }
-        });
-    }
+        })
+    };
     let spool = dir.join("spool");
     let cfg = format!(
         "  http:\n    enabled: true\n    url: http://127.0.0.1:{port}/audit\n    worker_count: 1\n    spool: {{ dir: {}, write_ahead: true }}\n{}",
@@ -1147,7 +1173,8 @@ fn write_ahead_loses_nothing_to_kill_9_while_the_destination_hangs() {
     let _ = d.child.kill();
     let _ = d.child.wait();
     drop(d);
-    drop(hung);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    acceptor.join().unwrap();
     held.lock().unwrap().clear();
     auditctl(&["-D"]);
     wait_for("the kernel to let go of the dead daemon", 30, || {

@@ -663,7 +663,10 @@ impl Spool {
         let ledger = read_ledger(&dir).unwrap_or(0);
 
         let mut found: Vec<(u64, String)> = Vec::new();
-        for e in fs::read_dir(&dir.path).map_err(dir.err("list"))? {
+        // Listed through the descriptor (its /proc magic link), not the path: after the
+        // privilege drop the parents may not be traversable, and the path may have changed.
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", dir.fd.as_raw_fd()));
+        for e in fs::read_dir(&by_fd).map_err(dir.err("list"))? {
             let e = e.map_err(dir.err("list"))?;
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
