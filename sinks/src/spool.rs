@@ -46,6 +46,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::Batch;
 
 const MAGIC: u32 = 0x3250_5350; // "PSP2" little-endian
+/// The previous format's records ("PSP1"): converted at open.
+const V1_MAGIC: u32 = 0x3150_5350;
 const HEADER: u64 = 24;
 /// A segment is closed and a new one started past this size.
 const SEGMENT_BYTES: u64 = 8 << 20;
@@ -692,6 +694,7 @@ impl Spool {
 
         let mut scanned = Vec::new();
         let mut max_id = 0;
+        let mut v1 = Vec::new();
         for (first, name) in found {
             let f = match dir.open(&name, libc::O_RDONLY) {
                 Ok(f) => f,
@@ -701,6 +704,11 @@ impl Spool {
                     continue;
                 }
             };
+            let mut magic = [0u8; 4];
+            if f.read_exact_at(&mut magic, 0).is_ok() && u32::from_le_bytes(magic) == V1_MAGIC {
+                v1.push((first, name, f));
+                continue;
+            }
             let len = f.metadata().map_err(dir.err("stat segment"))?.len();
             let s = scan(&f).map_err(dir.err("read segment"))?;
             if s.corrupt_regions > 0 {
@@ -773,7 +781,7 @@ impl Spool {
             index: Mutex::new(index),
             _lock: lock_file,
         });
-        let spool = Spool {
+        let mut spool = Spool {
             writer: SpoolWriter {
                 shared: shared.clone(),
                 tail: None,
@@ -787,7 +795,84 @@ impl Spool {
                 corrupt_bytes: 0,
             },
         };
+        if !v1.is_empty() {
+            spool.import_v1(v1, &mut rec)?;
+        }
         Ok((spool, rec))
+    }
+
+    /// Segments of the previous format (`PSP1`, a `cursor` file naming the first undelivered
+    /// record) are read, their undelivered records appended in order as records of this
+    /// format, and only then removed: an upgrade loses nothing that was spooled. A failure
+    /// leaves them in place (imported again at the next start: duplicates, not losses).
+    fn import_v1(
+        &mut self,
+        mut v1: Vec<(u64, String, File)>,
+        rec: &mut Recovered,
+    ) -> Result<(), SpoolError> {
+        v1.sort_by_key(|v| v.0);
+        let shared = self.writer.shared.clone();
+        let dir = &shared.dir;
+        let cursor = dir.open("cursor", libc::O_RDONLY).ok().and_then(|f| {
+            let mut buf = [0u8; 64];
+            let n = f.read_at(&mut buf, 0).ok()?;
+            let text = std::str::from_utf8(&buf[..n]).ok()?.to_string();
+            let mut it = text.split_whitespace();
+            Some((
+                it.next()?.parse::<u64>().ok()?,
+                it.next()?.parse::<u64>().ok()?,
+            ))
+        });
+        for (id, name, f) in &v1 {
+            let from = match cursor {
+                Some((cid, _)) if *id < cid => continue, // delivered
+                Some((cid, off)) if *id == cid => off,
+                _ => 0,
+            };
+            let len = f.metadata().map_err(dir.err("stat segment"))?.len();
+            let mut off = from;
+            while off + 16 <= len {
+                let mut h = [0u8; 16];
+                f.read_exact_at(&mut h, off)
+                    .map_err(dir.err("read segment"))?;
+                let w = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+                let (magic, plen, events, crc) = (w(0), u64::from(w(4)), w(8), w(12));
+                if magic != V1_MAGIC || plen > RECORD_LIMIT || off + 16 + plen > len {
+                    break;
+                }
+                let mut payload = vec![0u8; plen as usize];
+                f.read_exact_at(&mut payload, off + 16)
+                    .map_err(dir.err("read segment"))?;
+                if crc32fast::hash(&payload) != crc || count_lines(&payload) != events as usize {
+                    break;
+                }
+                self.writer.append_record(&payload, events)?;
+                rec.events += u64::from(events);
+                rec.records += 1;
+                off += 16 + plen;
+            }
+            if off < len {
+                log::error!(
+                    "spool {}: {name} (previous format): {} byte(s) after offset {off} unreadable",
+                    dir.display(),
+                    len - off
+                );
+                rec.corrupt_bytes += len - off;
+                rec.corrupt_regions += 1;
+            }
+        }
+        self.writer.seal();
+        for (_, name, _) in &v1 {
+            let _ = dir.unlink(name);
+        }
+        let _ = dir.unlink("cursor");
+        dir.sync().map_err(dir.err("sync directory"))?;
+        log::info!(
+            "spool {}: {} segment(s) of the previous format converted",
+            dir.display(),
+            v1.len()
+        );
+        Ok(())
     }
 
     pub fn split(self) -> (SpoolWriter, SpoolReader) {

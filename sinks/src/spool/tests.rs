@@ -225,6 +225,40 @@ fn garbage_and_strays_named_like_segments_do_not_disable_the_spool() {
 }
 
 #[test]
+fn a_spool_of_the_previous_format_is_converted_from_its_cursor_on() {
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    // Two v1 segments (16-byte headers: magic, length, events, CRC-32 of the payload); the
+    // cursor says the first record of the second one was delivered.
+    let v1 = |batches: &[Batch]| -> (Vec<u8>, Vec<u64>) {
+        let (mut out, mut offs) = (Vec::new(), Vec::new());
+        for b in batches {
+            offs.push(out.len() as u64);
+            out.extend_from_slice(&V1_MAGIC.to_le_bytes());
+            out.extend_from_slice(&(b.bytes().len() as u32).to_le_bytes());
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(b.bytes()).to_le_bytes());
+            out.extend_from_slice(b.bytes());
+        }
+        (out, offs)
+    };
+    let first = 1u64 << 40;
+    let (a, _) = v1(&[batch(1, 2)]);
+    let (b, offs) = v1(&[batch(3, 2), batch(5, 2)]);
+    fs::write(t.path().join(seg_name(first - 1)), a).unwrap();
+    fs::write(t.path().join(seg_name(first)), b).unwrap();
+    fs::write(t.path().join("cursor"), format!("{first} {}\n", offs[1])).unwrap();
+    let (mut s, rec) = open(t.path());
+    assert_eq!(rec.events, 2, "{rec:?}");
+    assert!(!t.path().join("cursor").exists());
+    assert_eq!(drain(&mut s), vec![5, 6]);
+    drop(s);
+    let (mut s, rec) = open(t.path());
+    assert_eq!(rec.events, 0, "converted once: {rec:?}");
+    assert!(drain(&mut s).is_empty());
+}
+
+#[test]
 fn a_second_instance_is_refused_and_names_the_holder() {
     let t = tempfile::tempdir().unwrap();
     let (_s, _) = open(t.path());
