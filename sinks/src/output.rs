@@ -315,6 +315,9 @@ pub struct Output {
     format: crate::Format,
     shared: Arc<Shared>,
     tx: Option<Sender<Window>>,
+    /// The queue's other end, kept to count what is left in it once the threads stopped
+    /// (offered in the instant the destination ended, say): never dropped uncounted.
+    leftovers: Receiver<Window>,
     threads: Vec<JoinHandle<()>>,
     live: Option<Arc<dyn LiveCounters>>,
     has_spool: bool,
@@ -420,6 +423,7 @@ impl Output {
         // Without a spool the queue is the window delivery reads; with one, the buffer
         // thread reads the queue and fills the window (or the spool).
         let (tx, rx) = bounded::<Window>(window);
+        let leftovers = rx.clone();
         let spawn = |what: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(format!("pauditd-{what}-{name}"))
@@ -471,6 +475,7 @@ impl Output {
             format,
             shared,
             tx: Some(tx),
+            leftovers,
             threads,
             live,
             has_spool,
@@ -619,6 +624,16 @@ impl Output {
                 log::error!("output {}: a thread panicked", self.shared.name);
             }
         }
+        let why = if self.has_ended() {
+            LossReason::Closed
+        } else {
+            LossReason::Shutdown
+        };
+        for w in self.leftovers.try_iter() {
+            if let Window::Batch(_, b) = w {
+                self.shared.counters.lose(why, b.len() as u64);
+            }
+        }
         true
     }
 }
@@ -651,8 +666,12 @@ impl Buffer {
             // No spool after all (it could not be taken over): batches pass to the window.
             drop(reader_tx);
             for w in &self.rx {
-                if self.win.send(w).is_err() {
-                    break;
+                if let Err(e) = self.win.send(w) {
+                    if let Window::Batch(_, b) = e.into_inner() {
+                        self.shared
+                            .counters
+                            .lose(LossReason::Shutdown, b.len() as u64);
+                    }
                 }
             }
             return;
@@ -666,6 +685,12 @@ impl Buffer {
         let mut spooling = self.write_ahead || !w.is_drained();
         for msg in &self.rx {
             let Window::Batch(_, b) = msg else { continue };
+            if self.shared.ended.load(Relaxed) {
+                self.shared
+                    .counters
+                    .lose(LossReason::Closed, b.len() as u64);
+                continue;
+            }
             self.shared
                 .counters
                 .queued_batches
@@ -682,8 +707,10 @@ impl Buffer {
                     } else {
                         match self.win.try_send(Window::Batch(id, b)) {
                             Ok(()) => Ok(()),
-                            Err(TrySendError::Full(Window::Batch(_, back))) => Err(back),
-                            Err(_) => break,
+                            Err(TrySendError::Full(Window::Batch(_, back)))
+                            | Err(TrySendError::Disconnected(Window::Batch(_, back))) => Err(back),
+                            // Only batches are sent here.
+                            Err(_) => continue,
                         }
                     }
                 };
@@ -942,9 +969,15 @@ impl Delivery {
             // Not acknowledged: it stays first in the spool (sent whole again next time).
             Some((Held::Spooled(_), _)) | None => {}
         }
-        for w in self.win.try_iter() {
-            if let Window::Batch(id, b) = w {
-                held.push((id, b));
+        {
+            // As for a divert: once this is set (under the lock the buffer sends under), the
+            // buffer never sends to the window again; it appends what it still gets.
+            let mut diverted = self.shared.diverted();
+            *diverted = true;
+            for w in self.win.try_iter() {
+                if let Window::Batch(id, b) = w {
+                    held.push((id, b));
+                }
             }
         }
         if ended {
