@@ -78,7 +78,14 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let prometheus = match &cfg.metrics.prometheus {
         Some(addr) => {
             let p = pauditd_sinks::prometheus::PrometheusExporter::start(addr)?;
-            log::info!("Prometheus metrics at http://{}/metrics", p.address);
+            if p.address.ip().is_loopback() {
+                log::info!("Prometheus metrics at http://{}/metrics", p.address);
+            } else {
+                log::warn!(
+                    "Prometheus metrics at http://{}/metrics, reachable from other hosts (metrics.prometheus.allow_remote)",
+                    p.address
+                );
+            }
             Some(p)
         }
         None => None,
@@ -282,20 +289,22 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                     &kernel_rules,
                 ));
             }
-            let (c, g) = metrics::names(&Sample {
+            let sample = Sample {
                 engine,
                 receiver: Some(live.receiver_stats()),
                 sinks: &sinks,
                 kernel: kernel_status,
                 pid_stolen: poller.pid_stolen,
                 rules_drift: kernel_rules.drifts,
-            });
+            };
+            let (c, g) = metrics::names(&sample);
             reporter.report(&c, &g);
-            if let Some(p) = &prometheus {
-                p.publish(&c, &g);
-            }
             let mut t = metrics::timings(&sinks);
             t.extend(latency.into_iter().map(|d| ("latency", d)));
+            if let Some(p) = &prometheus {
+                p.publish(metrics::families(&sample));
+                metrics::observe(&p.metrics, &t);
+            }
             reporter.timings(&t);
             // Supervision: a pipeline that can no longer drain the socket must not stay the
             // audit daemon (the kernel would hold audited processes behind it).

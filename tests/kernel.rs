@@ -1306,7 +1306,7 @@ fn a_real_prometheus_scrapes_the_daemon_and_reads_its_counts() {
     let ours_now = || -> Option<f64> {
         let body = http_get(&format!("127.0.0.1:{ours}"), "/metrics")?;
         body.lines()
-            .find_map(|l| l.strip_prefix("pauditd_output_written_total{output=\"file\"} "))
+            .find_map(|l| l.strip_prefix("pauditd_output_events_delivered_total{output=\"file\"} "))
             .and_then(|v| v.parse().ok())
     };
     // Other in-range records (the rule load's CONFIG_CHANGE) may still be arriving: compare
@@ -1317,12 +1317,37 @@ fn a_real_prometheus_scrapes_the_daemon_and_reads_its_counts() {
         written = lines;
         ours_now() == Some(lines)
     });
-    let q = "pauditd_output_written_total%7Boutput%3D%22file%22%7D";
+    let q = "pauditd_output_events_delivered_total%7Boutput%3D%22file%22%7D";
     wait_for("Prometheus to read the daemon's count", 30, || {
         let theirs = query(q);
         theirs.is_some() && theirs == ours_now()
     });
     assert!(written >= 5.0);
+    // By the book: HELP and TYPE for every family; the kernel's cumulative `lost` a counter;
+    // loss reasons as labels; build and process figures.
+    let body = http_get(&format!("127.0.0.1:{ours}"), "/metrics").unwrap();
+    assert_eq!(
+        body.matches("# HELP ").count(),
+        body.matches("# TYPE ").count(),
+        "{body}"
+    );
+    for want in [
+        "# TYPE pauditd_kernel_lost_total counter\npauditd_kernel_lost_total ",
+        "pauditd_output_events_lost_total{output=\"file\",reason=\"queue_full\"} 0\n",
+        "pauditd_build_info{version=\"",
+        "# TYPE process_resident_memory_bytes gauge\n",
+        "# TYPE process_cpu_seconds_total counter\n",
+        "# TYPE pauditd_batch_write_duration_seconds histogram\n",
+    ] {
+        assert!(body.contains(want), "{want} not in\n{body}");
+    }
+    // Prometheus read the labelled counter too.
+    assert_eq!(
+        query(
+            "pauditd_output_events_lost_total%7Boutput%3D%22file%22%2Creason%3D%22queue_full%22%7D"
+        ),
+        Some(0.0)
+    );
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert_released(&log);

@@ -43,6 +43,17 @@ pub enum ConfigError {
     Invalid(Vec<FieldError>),
 }
 
+/// `host` (of `host:port`) names this host only: empty (`:9469`), `localhost`, or a
+/// loopback address (`127.0.0.0/8`, `[::1]`). Anything else may be reachable from outside.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.is_empty()
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn join_errors(errs: &[FieldError]) -> String {
     let mut s = format!(
         "invalid config ({} error{}): ",
@@ -290,6 +301,8 @@ pub struct Metrics {
     pub sample_rate: f64,
     /// `metrics.prometheus` (our extension): `/metrics` served at this address when set.
     pub prometheus: Option<String>,
+    /// `metrics.prometheus.allow_remote`: a non-loopback `address` is refused without it.
+    pub prometheus_allow_remote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -668,19 +681,31 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
             "in (0, 1]",
         ),
         prometheus: None,
+        prometheus_allow_remote: false,
     };
     let mut pm = r.section(&mut m, "prometheus");
     let prom_enabled = r.bool(&mut pm, "enabled", false);
     let prom_address = r.string(&mut pm, "address", "127.0.0.1:9469");
-    if prom_enabled && !prom_address.contains(':') {
-        r.report(
-            pm.key_path("address"),
-            format!("{prom_address:?} must be host:port"),
-        );
+    let allow_remote = r.bool(&mut pm, "allow_remote", false);
+    if prom_enabled {
+        match prom_address.rsplit_once(':') {
+            None => r.report(
+                pm.key_path("address"),
+                format!("{prom_address:?} must be host:port"),
+            ),
+            Some((host, _)) if !allow_remote && !is_loopback_host(host) => r.report(
+                pm.key_path("address"),
+                format!(
+                    "{prom_address:?} is not a loopback address: set metrics.prometheus.allow_remote: true to serve the metrics to other hosts"
+                ),
+            ),
+            Some(_) => {}
+        }
     }
     r.finish(pm);
     let metrics = Metrics {
         prometheus: prom_enabled.then_some(prom_address),
+        prometheus_allow_remote: allow_remote,
         ..metrics
     };
     if metrics.enabled && !metrics.address.contains(':') {

@@ -357,3 +357,37 @@ fn event_filters_read_and_every_mistake_named() {
         ]
     );
 }
+
+#[test]
+fn a_non_loopback_prometheus_address_needs_allow_remote() {
+    let on = |a: &str, extra: &str| {
+        errors(&format!(
+            "output: {{ stdout: {{ enabled: true }} }}\nmetrics: {{ prometheus: {{ enabled: true, address: '{a}'{extra} }} }}\n"
+        ))
+    };
+    for a in [
+        "127.0.0.1:9469",
+        ":9469",
+        "localhost:1",
+        "[::1]:9469",
+        "127.0.0.2:1",
+    ] {
+        assert_eq!(on(a, ""), Vec::<String>::new(), "{a}");
+    }
+    for a in [
+        "0.0.0.0:9469",
+        "10.1.2.3:9469",
+        "[::]:9469",
+        "metrics.example:9469",
+    ] {
+        let e = on(a, "");
+        assert_eq!(e.len(), 1, "{a}: {e:?}");
+        assert!(
+            e[0].starts_with("metrics.prometheus.address: ") && e[0].contains("allow_remote: true"),
+            "{e:?}"
+        );
+        assert_eq!(on(a, ", allow_remote: true"), Vec::<String>::new(), "{a}");
+    }
+    // Disabled: not checked.
+    assert!(errors("output: { stdout: { enabled: true } }\nmetrics: { prometheus: { address: '0.0.0.0:1' } }\n").is_empty());
+}
