@@ -808,3 +808,138 @@ fn signal_pending(pid: u32, signo: u32) -> bool {
         .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
         .any(|mask| mask & (1 << (signo - 1)) != 0)
 }
+
+#[test]
+fn check_config_runs_the_daemons_checks_refuses_duplicates_and_strict_unknown_keys() {
+    let dir = tempdir("check-strict");
+    let cfg = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let ok = "output: { stdout: { enabled: true } }\nrules: ['-w /etc/passwd -p wa']\n";
+    // Users and groups the daemon would refuse at start-up.
+    let users = cfg(
+        "users.yaml",
+        &format!("{ok}privileges: {{ user: nosuchuser-pauditd, group: nosuchgroup-pauditd }}\n"),
+    );
+    let o = pauditd().arg("check-config").arg(&users).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("privileges.user: unknown user \"nosuchuser-pauditd\"")
+            && e.contains("privileges.group: unknown group \"nosuchgroup-pauditd\""),
+        "{e}"
+    );
+    let owner = cfg(
+        "owner.yaml",
+        &format!(
+            "rules: ['-w /etc/passwd -p wa']\noutput: {{ file: {{ enabled: true, path: {}/x.log, user: nosuchuser-pauditd }} }}\n",
+            dir.display()
+        ),
+    );
+    let o = pauditd().arg("check-config").arg(&owner).output().unwrap();
+    assert!(
+        stderr(&o).contains("output.file.user: unknown user \"nosuchuser-pauditd\""),
+        "{}",
+        stderr(&o)
+    );
+    // The daemon refuses the same config with the config-error status (78), before it
+    // touches the kernel (so this runs without root).
+    let o = pauditd().arg("-config").arg(&users).output().unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(stderr(&o).contains("privileges.user: unknown user"));
+    // Duplicate keys: an error (YAML keys are unique; the second value would win silently).
+    let dup = cfg(
+        "dup.yaml",
+        &format!("{ok}status: {{ socket: /a }}\nstatus: {{ socket: /b }}\n"),
+    );
+    let o = pauditd().arg("check-config").arg(&dup).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("duplicate key \"status\""),
+        "{}",
+        stderr(&o)
+    );
+    // Unknown keys: a warning, an error with --strict.
+    let unknown = cfg("unknown.yaml", &format!("{ok}status: {{ sockt: /a }}\n"));
+    let o = pauditd()
+        .arg("check-config")
+        .arg(&unknown)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unknown key `status.sockt` (ignored)"));
+    let o = pauditd()
+        .args(["check-config", "--strict"])
+        .arg(&unknown)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("status.sockt: unknown key (--strict)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = pauditd()
+        .args(["check-config", "--strict"])
+        .arg(cfg("ok.yaml", ok))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn status_reads_its_socket_from_config_and_says_when_no_daemon_answers() {
+    let dir = tempdir("status-config");
+    let sock = dir.join("status.sock");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "output: {{ stdout: {{ enabled: true }} }}\nstatus: {{ socket: {} }}\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let o = pauditd()
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("pauditd: no daemon answered: ")
+            && err.contains(&sock.display().to_string()),
+        "{err}"
+    );
+    // The kernel's own view, where AUDIT_GET may be asked (root).
+    if is_root() {
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with("kernel: audit pid "), "{out}");
+    }
+    let o = pauditd()
+        .args(["status", "--json", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["daemon"].is_null());
+    assert!(v["error"].as_str().unwrap().contains("status.sock"));
+    if is_root() {
+        assert!(v["kernel"]["backlog_limit"].is_u64(), "{v}");
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}

@@ -545,7 +545,8 @@ fn a_bad_rule_stops_start_up_with_its_number() {
         "output: { stdout: { enabled: true } }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k fine\n  - -a never,nowhere -S not_a_syscall\n",
     )
     .unwrap();
-    let err = start_fails(&cfg);
+    // A rule the native loader cannot parse is a config error (EX_CONFIG).
+    let err = start_fails_with(&cfg, 78);
     assert!(
         err.contains("rules: rule #2: -a never,nowhere -S not_a_syscall: -a/-A \"never,nowhere\": expected list,action"),
         "{err}"
@@ -649,16 +650,20 @@ fn live_events_reach_an_http_service_as_notifications() {
     assert!(!log.contains("output http: written=0"), "{log}");
 }
 
-/// Run the daemon on `cfg`, expecting start-up to fail: exit 1, and the audit pid let go.
-/// Returns what it printed.
+/// Run the daemon on `cfg`, expecting start-up to fail: exit 1 (78 when the config itself is
+/// refused), and the audit pid let go. Returns what it printed.
 fn start_fails(cfg: &Path) -> String {
+    start_fails_with(cfg, 1)
+}
+
+fn start_fails_with(cfg: &Path, code: i32) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
         .arg("-config")
         .arg(cfg)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(o.status.code(), Some(code), "{err}");
     assert_released(&err);
     err
 }
@@ -1208,6 +1213,9 @@ fn pauditd_status_reports_the_running_daemon_and_fails_when_it_is_gone() {
     assert_eq!(gone.status.code(), Some(1));
     let err = String::from_utf8_lossy(&gone.stderr);
     assert!(err.contains("no pauditd daemon answers"), "{err}");
+    // Without a daemon, the kernel's own status: nobody holds the audit pid now.
+    let out = String::from_utf8_lossy(&gone.stdout);
+    assert!(out.starts_with("kernel: audit pid 0 "), "{out}");
 }
 
 /// `GET path` on `addr` over plain HTTP/1.1; the body.

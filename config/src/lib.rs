@@ -345,6 +345,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Unknown keys and other things worth telling the operator; not fatal.
     pub warnings: Vec<String>,
+    /// The key paths among `warnings` the schema does not know (`check-config --strict`
+    /// refuses them).
+    pub unknown_keys: Vec<String>,
 }
 
 /// `enrichment.*`: what the live daemon looks up for each event.
@@ -558,6 +561,7 @@ impl Config {
         if r.errors.is_empty() {
             Ok(Config {
                 warnings: r.warnings,
+                unknown_keys: r.unknown,
                 ..cfg
             })
         } else {
@@ -883,6 +887,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         enrichment,
         status_socket,
         warnings: Vec::new(),
+        unknown_keys: Vec::new(),
     }
 }
 

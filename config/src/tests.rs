@@ -391,3 +391,22 @@ fn a_non_loopback_prometheus_address_needs_allow_remote() {
     // Disabled: not checked.
     assert!(errors("output: { stdout: { enabled: true } }\nmetrics: { prometheus: { address: '0.0.0.0:1' } }\n").is_empty());
 }
+
+#[test]
+fn duplicate_keys_are_errors_and_unknown_keys_are_listed() {
+    let e = errors(
+        "output: { stdout: { enabled: true } }\nstatus: { socket: /a }\nstatus: { socket: /b }\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("duplicate key \"status\""), "{e:?}");
+    let e = errors("output:\n  file:\n    path: /a\n    path: /b\n");
+    assert!(e[0].contains("duplicate key \"path\""), "{e:?}");
+    let c = Config::from_str(
+        "output: { stdout: { enabled: true }, http: { insecure_skip_verify: true } }\nstatus: { sockt: /x }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.unknown_keys,
+        vec!["output.http.insecure_skip_verify", "status.sockt"]
+    );
+}

@@ -17,6 +17,8 @@ use crate::FieldError;
 pub struct Reader {
     pub errors: Vec<FieldError>,
     pub warnings: Vec<String>,
+    /// Key paths the schema does not know (each also a warning).
+    pub unknown: Vec<String>,
 }
 
 /// A mapping in the tree, with its path and the keys the schema knows.
@@ -181,6 +183,7 @@ impl Reader {
             if !s.known.iter().any(|kn| *kn == name) {
                 self.warnings
                     .push(format!("unknown key `{}` (ignored)", s.key_path(&name)));
+                self.unknown.push(s.key_path(&name));
             }
         }
     }
@@ -503,6 +506,13 @@ impl<'de> serde::de::Visitor<'de> for DocVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Doc, A::Error> {
         let mut m = Mapping::new();
         while let Some((Doc(k), Doc(v))) = a.next_entry()? {
+            // YAML says keys are unique; a second value would silently win.
+            if m.contains_key(&k) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {}",
+                    describe(&k)
+                )));
+            }
             m.insert(k, v);
         }
         Ok(Doc(Value::Mapping(m)))
