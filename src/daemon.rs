@@ -275,8 +275,8 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             if Instant::now() >= next_stats_log {
                 next_stats_log = Instant::now() + STATS_LOG_EVERY;
                 log::info!("stats: {}", engine.summary());
-                for s in &sinks {
-                    log::info!("output {}: {}", s.name, s.accounting());
+                for (name, a, n) in metrics::accounting_by_output(&sinks) {
+                    log::info!("stats: {}", metrics::accounting_line(name, &a, n));
                 }
             }
             if let Some(server) = &status_server {
@@ -717,20 +717,17 @@ fn shutdown(
         recv.ring_full_waits,
         stats.summary()
     );
-    for s in &sinks {
-        let a = s.accounting();
-        log::info!("output {}: {a}", s.name);
+    for (name, a, instances) in metrics::accounting_by_output(&sinks) {
+        log::info!("exit: {}", metrics::accounting_line(name, &a, instances));
         if a.in_flight != 0 {
             log::error!(
-                "output {}: {} event(s) unaccounted at exit (received != written + lost + skipped + spooled)",
-                s.name,
+                "exit: output {name}: {} event(s) unaccounted (received != written + lost + skipped + spooled)",
                 a.in_flight
             );
         }
         if a.spooled > 0 {
             log::info!(
-                "output {}: {} event(s) wait in the spool for the next start",
-                s.name,
+                "exit: output {name}: {} event(s) wait in the spool for the next start",
                 a.spooled
             );
         }

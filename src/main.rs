@@ -206,6 +206,8 @@ fn replay(
                     .expect("a valid template"),
                 );
                 let r = pb.wrap_read(file);
+                // Log lines go above the bar instead of leaving frozen copies of it.
+                logger::set_progress(&pb);
                 progress = Some(pb);
                 Box::new(r)
             }
@@ -247,6 +249,7 @@ fn replay(
     )
     .with_context(|| format!("reading {}", input.display()))?;
     if let Some(pb) = progress.take() {
+        logger::clear_progress();
         pb.finish_and_clear();
     }
 
@@ -280,9 +283,9 @@ fn replay(
     t.extend(latency.into_iter().map(|d| ("latency", d)));
     reporter.timings(&t);
     let mut lost = 0;
-    for s in &sinks {
-        log::info!("output {}: {}", s.name, s.accounting());
-        lost += s.lost_total();
+    for (name, a, n) in metrics::accounting_by_output(&sinks) {
+        log::info!("replay done: {}", metrics::accounting_line(name, &a, n));
+        lost += a.lost;
     }
     if lost > 0 {
         bail!("{lost} event(s) could not be written");

@@ -543,3 +543,40 @@ pub fn observe(m: &pauditd_sinks::prometheus::Metrics, timings: &[(&'static str,
         }
     }
 }
+
+/// Each output's accounting once, summed over its instances (a SIGHUP that changed an output
+/// replaces it; the old instance's figures still count): `(name, accounting, instances)`.
+pub fn accounting_by_output(
+    sinks: &[SinkStats],
+) -> Vec<(&'static str, pauditd_sinks::output::Accounting, usize)> {
+    let mut out: Vec<(&'static str, pauditd_sinks::output::Accounting, usize)> = Vec::new();
+    for st in sinks {
+        let a = st.accounting();
+        match out.iter_mut().find(|(n, _, _)| *n == st.name) {
+            Some((_, t, k)) => {
+                t.received += a.received;
+                t.delivered += a.delivered;
+                t.lost += a.lost;
+                t.skipped += a.skipped;
+                t.spooled += a.spooled;
+                t.in_flight += a.in_flight;
+                *k += 1;
+            }
+            None => out.push((st.name, a, 1)),
+        }
+    }
+    out
+}
+
+/// `output NAME: written=... (N instances)` for the exit lines.
+pub fn accounting_line(
+    name: &str,
+    a: &pauditd_sinks::output::Accounting,
+    instances: usize,
+) -> String {
+    if instances > 1 {
+        format!("output {name}: {a} (summed over {instances} instances: SIGHUP replaced it)")
+    } else {
+        format!("output {name}: {a}")
+    }
+}

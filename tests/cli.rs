@@ -943,3 +943,50 @@ fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Log lines carry the time, except when stderr is the journal stream systemd announced in
+/// `JOURNAL_STREAM` (journald stamps lines itself).
+#[test]
+fn log_lines_carry_the_time_unless_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempdir("logtime");
+    let run = |journal: Option<&str>| -> String {
+        let errfile = dir.join("stderr.txt");
+        let f = std::fs::File::create(&errfile).unwrap();
+        let m = f.metadata().unwrap();
+        let mut c = pauditd();
+        c.args(["replay", "-"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f);
+        match journal {
+            Some("this") => {
+                c.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+            }
+            Some(other) => {
+                c.env("JOURNAL_STREAM", other);
+            }
+            None => {
+                c.env_remove("JOURNAL_STREAM");
+            }
+        }
+        assert!(c.status().unwrap().success());
+        std::fs::read_to_string(&errfile).unwrap()
+    };
+    let stamped = |log: &str| {
+        log.lines().all(|l| {
+            l.len() > 25
+                && l.as_bytes()[4] == b'-'
+                && &l[10..11] == "T"
+                && l[..24].ends_with('Z')
+                && l[24..].starts_with(" INFO: ")
+        })
+    };
+    let log = run(None);
+    assert!(log.contains("replay done: "), "{log}");
+    assert!(stamped(&log), "{log}");
+    // Inherited from a parent whose stderr was the journal, but ours is a file: stamped.
+    assert!(stamped(&run(Some("1:2"))));
+    let log = run(Some("this"));
+    assert!(log.lines().all(|l| l.starts_with("INFO: ")), "{log}");
+}
