@@ -34,19 +34,27 @@ fn version_in_both_styles() {
 
 #[test]
 fn check_config_accepts_examples_and_rejects_broken_with_key_paths() {
+    let dir = tempdir("check");
+    // The shipped example writes to /var/log/pauditd, which the package creates: checked
+    // here with that directory moved to a temporary one.
+    let example = std::fs::read_to_string(root().join("examples/pauditd.yaml.example"))
+        .unwrap()
+        .replace("/var/log/pauditd/", &format!("{}/", dir.display()));
+    assert!(example.contains(&format!("path: {}/pauditd.log", dir.display())));
+    std::fs::write(dir.join("example.yaml"), example).unwrap();
     for cfg in [
-        "examples/pauditd.yaml.example",
-        "tests/data/pauditd-upstream-example.yaml",
+        dir.join("example.yaml"),
+        root().join("tests/data/pauditd-upstream-example.yaml"),
     ] {
         let o = pauditd()
-            .args(["check-config", cfg])
+            .arg("check-config")
+            .arg(&cfg)
             .current_dir(root())
             .output()
             .unwrap();
-        assert!(o.status.success(), "{cfg}: {}", stderr(&o));
+        assert!(o.status.success(), "{}: {}", cfg.display(), stderr(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains("OK"));
     }
-    let dir = tempdir("check");
     let bad = dir.join("bad.yaml");
     std::fs::write(
         &bad,
@@ -989,4 +997,96 @@ fn log_lines_carry_the_time_unless_stderr_is_the_journal() {
     assert!(stamped(&run(Some("1:2"))));
     let log = run(Some("this"));
     assert!(log.lines().all(|l| l.starts_with("INFO: ")), "{log}");
+}
+
+/// The container examples, linted: the DaemonSet has the minimal capabilities, hostPID and
+/// hostNetwork, mounts what its ConfigMap's config names; that config passes check-config;
+/// the Dockerfile is multi-stage and starts the daemon on the mounted config.
+#[test]
+fn container_examples_are_consistent_and_their_config_checks() {
+    use serde::Deserialize;
+    use serde_yaml::Value;
+    let text =
+        std::fs::read_to_string(root().join("examples/kubernetes/pauditd-daemonset.yaml")).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(k))
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    let (cm, ds) = (kind("ConfigMap"), kind("DaemonSet"));
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(spec["hostPID"].as_bool(), Some(true));
+    assert_eq!(spec["hostNetwork"].as_bool(), Some(true));
+    let c = &spec["containers"][0];
+    let sc = &c["securityContext"];
+    assert_ne!(sc["privileged"].as_bool(), Some(true));
+    assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"));
+    let add: Vec<&str> = sc["capabilities"]["add"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(add, ["AUDIT_CONTROL", "AUDIT_READ"]);
+    // Every mount has its volume, and the config's paths live on mounts.
+    let mounts: Vec<(&str, &str)> = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap(),
+                m["mountPath"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for (name, _) in &mounts {
+        assert!(volumes.contains(name), "mount {name} has no volume");
+    }
+    let mounted = |path: &str| mounts.iter().any(|(_, m)| path.starts_with(m));
+    let config = cm["data"]["pauditd.yaml"].as_str().unwrap();
+    let parsed: Value = serde_yaml::from_str(config).unwrap();
+    assert!(mounted(parsed["status"]["socket"].as_str().unwrap()));
+    assert!(mounted(
+        parsed["output"]["http"]["spool"]["dir"].as_str().unwrap()
+    ));
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["-config", "/etc/pauditd/pauditd.yaml"]);
+    assert!(mounts.contains(&("config", "/etc/pauditd")));
+    // The ConfigMap's config is one the daemon accepts (strictly: no unknown keys).
+    let dir = tempdir("daemonset");
+    let cfg = dir.join("pauditd.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let o = pauditd()
+        .args(["check-config", "--strict"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The image: multi-stage, the daemon on the config the DaemonSet mounts.
+    let docker = std::fs::read_to_string(root().join("examples/Dockerfile")).unwrap();
+    let froms = docker.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert_eq!(froms, 2, "a build stage and a runtime stage");
+    assert!(docker.contains("COPY --from=build /src/target/release/pauditd /usr/bin/pauditd"));
+    assert!(docker.contains(r#"CMD ["-config", "/etc/pauditd/pauditd.yaml"]"#));
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    assert!(
+        ignore.lines().any(|l| l == "target"),
+        "the build context would hold target/"
+    );
 }

@@ -6,6 +6,7 @@
 //! not opened here) and never panic on any input.
 
 mod gore;
+pub mod schema;
 mod value;
 
 use std::fmt;
@@ -594,7 +595,12 @@ fn attempts(r: &mut Reader, s: &mut Section<'_>) -> u32 {
 pub const SPOOL_ROOT: &str = "/var/lib/pauditd/spool";
 
 fn delivery(r: &mut Reader, s: &mut Section<'_>, name: &str, default: Overflow) -> Delivery {
-    let overflow = match r.string(s, "overflow", "").as_str() {
+    let default_name = match default {
+        Overflow::Spool => "spool",
+        Overflow::Drop => "drop",
+        Overflow::Block => "block",
+    };
+    let overflow = match r.string(s, "overflow", default_name).as_str() {
         "" => default,
         "spool" => Overflow::Spool,
         "drop" => Overflow::Drop,

@@ -410,3 +410,50 @@ fn duplicate_keys_are_errors_and_unknown_keys_are_listed() {
         vec!["output.http.insecure_skip_verify", "status.sockt"]
     );
 }
+
+#[test]
+fn every_key_read_is_documented_and_every_documented_key_is_read() {
+    let doc = schema::documented();
+    let missing: Vec<&str> = doc
+        .iter()
+        .filter(|k| k.meaning.is_empty())
+        .map(|k| k.path.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys without a meaning in schema::MEANINGS: {missing:?}"
+    );
+    let stale: Vec<&str> = schema::MEANINGS
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !doc.iter().any(|k| k.path == *p))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "meanings for keys the reader does not read: {stale:?}"
+    );
+    let d = |p: &str| doc.iter().find(|k| k.path == p).unwrap().default.clone();
+    assert_eq!(d("events.min"), "1300");
+    assert_eq!(d("output.file.mode"), "0600");
+    assert_eq!(
+        d("output.<name>.overflow"),
+        "stdout: drop, file: drop, syslog: spool, http: spool"
+    );
+    assert_eq!(d("output.<name>.attempts"), "3");
+    assert_eq!(d("events.timeout"), "2s");
+}
+
+/// docs/configuration.md is what the schema generates (`UPDATE_DOCS=1` rewrites it).
+#[test]
+fn docs_are_generated() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+    let want = schema::markdown();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/configuration.md is stale: UPDATE_DOCS=1 cargo test -p pauditd-config docs_are_generated"
+    );
+}
