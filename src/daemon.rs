@@ -270,6 +270,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
                 (r.sinks.clone(), std::mem::take(&mut r.latency))
             };
+            let outputs = metrics::accounting_by_output(&sinks);
             let engine = live.stats();
             let rule_changes = engine.rule_changes;
             if Instant::now() >= next_stats_log {
@@ -285,6 +286,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                     &engine,
                     &live.receiver_stats(),
                     &sinks,
+                    &outputs,
                     kernel_status.as_ref(),
                     &kernel_rules,
                 ));
@@ -444,6 +446,7 @@ fn snapshot(
     e: &pauditd_engine::Stats,
     r: &pauditd_engine::live::ReceiverStats,
     sinks: &[SinkStats],
+    accounting: &[(&'static str, pauditd_sinks::output::Accounting, usize)],
     kernel: Option<&AuditStatus>,
     rules: &rules::KernelRules,
 ) -> serde_json::Value {
@@ -452,18 +455,18 @@ fn snapshot(
         .iter()
         .map(|d| (d.name().to_string(), json!(e.dropped(*d))))
         .collect();
-    // The newest instance of each output (SIGHUP may have replaced some).
+    // Each output's figures summed over the instances SIGHUP replaced (they do not restart
+    // at a reload), its policy from the newest instance.
     let mut outputs = Vec::new();
-    let mut seen: Vec<&str> = Vec::new();
-    for s in sinks.iter().rev() {
-        if seen.contains(&s.name) {
-            continue;
-        }
-        seen.push(s.name);
-        let a = s.accounting();
+    for (name, a, _) in accounting {
+        let overflow = sinks
+            .iter()
+            .rev()
+            .find(|s| s.name == *name)
+            .map_or("?", |s| s.overflow.name());
         outputs.push(json!({
-            "name": s.name,
-            "overflow": s.overflow.name(),
+            "name": name,
+            "overflow": overflow,
             "received": a.received,
             "delivered": a.delivered,
             "lost": a.lost,
@@ -472,7 +475,6 @@ fn snapshot(
             "in_flight": a.in_flight,
         }));
     }
-    outputs.reverse();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),

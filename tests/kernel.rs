@@ -2428,3 +2428,72 @@ fn a_reload_to_the_enriched_format_brings_group_names() {
     assert!(st.success(), "{log}");
     assert_released(&log);
 }
+
+/// `pauditd status` keeps an output's counts across a reload that replaced it (the old
+/// instance's deliveries still count).
+#[test]
+fn status_counts_survive_an_output_replacing_reload() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("status-reload");
+    let socket = dir.join("run/status.sock");
+    let mut d = Daemon::start(
+        &dir,
+        "streload",
+        &format!(
+            "status: {{ socket: {} }}\n{}",
+            socket.display(),
+            echo_rules()
+        ),
+    );
+    d.wait_ready();
+    let status = || -> Option<Value> {
+        let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
+            .args(["status", "--json", "--socket"])
+            .arg(&socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&o.stdout).ok()
+    };
+    echo("pauditd-streload-1");
+    let mut before = 0;
+    wait_for("the first event in the status", 20, || {
+        let lines = d.lines().len() as u64;
+        before = status()
+            .and_then(|v| v["outputs"][0]["delivered"].as_u64())
+            .unwrap_or(0);
+        lines >= 1 && before == lines
+    });
+    // A change of the file output's settings replaces its instance.
+    let cfg = dir.join("streload.yaml");
+    let out = d.out.display().to_string();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("path: {out}"),
+        &format!("path: {out}, attempts: 2"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("reload", 20, || d.log().contains("reloaded"));
+    assert!(!d.log().contains("outputs unchanged"), "{}", d.log());
+    echo("pauditd-streload-2");
+    wait_for("both events counted in the status", 20, || {
+        let lines = d.lines().len() as u64;
+        let v = status();
+        let delivered = v
+            .as_ref()
+            .and_then(|v| v["outputs"][0]["delivered"].as_u64())
+            .unwrap_or(0);
+        d.lines().iter().any(|l| l.contains("pauditd-streload-2"))
+            && delivered == lines
+            && delivered > before
+    });
+    let v = status().unwrap();
+    assert_eq!(v["outputs"].as_array().unwrap().len(), 1, "{v}");
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert!(
+        log.contains("exit: output file: ") && log.contains("(summed over 2 instances"),
+        "{log}"
+    );
+    assert_released(&log);
+}
