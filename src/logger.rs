@@ -2,7 +2,9 @@
 //!
 //! Owns the log line format, honouring pauditd's `log.flags` date/time bits (always UTC here).
 //! Without them every line starts with the time (RFC 3339, UTC, milliseconds), except under
-//! journald (`JOURNAL_STREAM` names our stderr), which stamps lines itself.
+//! journald (`JOURNAL_STREAM` names our stderr), which stamps lines itself. Warnings and
+//! errors are rate-limited per call site ([`Limiter`]): a burst past the limit is counted and
+//! the count printed when the site logs again, or at exit ([`flush_suppressed`]).
 //! It must never write to stdout.
 
 use std::io::Write;
@@ -15,12 +17,87 @@ struct StderrLogger {
     journald: AtomicBool,
     /// Set while a progress bar owns the terminal (replay): lines are printed through it.
     progress: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+    limiter: std::sync::Mutex<Limiter>,
+}
+
+/// Lines one call site may write per window before the rest are counted instead.
+const BURST: u32 = 10;
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Per call site (`file:line`) rate limit of warnings and errors: [`BURST`] lines per
+/// [`WINDOW`]; the lines past it are counted, and the count is reported with the site's next
+/// line once a new window opens (or by [`Limiter::drain`]).
+#[derive(Default)]
+pub struct Limiter {
+    sites: Vec<Site>,
+}
+
+struct Site {
+    key: (&'static str, u32),
+    window_start: std::time::Instant,
+    written: u32,
+    suppressed: u64,
+}
+
+/// What to do with one line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Write it; `suppressed` lines of this site were dropped before it.
+    Write {
+        suppressed: u64,
+    },
+    Suppress,
+}
+
+impl Limiter {
+    pub const fn new() -> Limiter {
+        Limiter { sites: Vec::new() }
+    }
+
+    pub fn admit(&mut self, key: (&'static str, u32), now: std::time::Instant) -> Admit {
+        let site = match self.sites.iter_mut().position(|s| s.key == key) {
+            Some(i) => &mut self.sites[i],
+            None => {
+                // Call sites are a fixed set (source lines): this stays small.
+                self.sites.push(Site {
+                    key,
+                    window_start: now,
+                    written: 0,
+                    suppressed: 0,
+                });
+                self.sites.last_mut().expect("just pushed")
+            }
+        };
+        if now.duration_since(site.window_start) >= WINDOW {
+            site.window_start = now;
+            site.written = 0;
+        }
+        if site.written < BURST {
+            site.written += 1;
+            Admit::Write {
+                suppressed: std::mem::take(&mut site.suppressed),
+            }
+        } else {
+            site.suppressed += 1;
+            Admit::Suppress
+        }
+    }
+
+    /// `(site, count)` of every site with lines counted but not yet reported.
+    pub fn drain(&mut self) -> Vec<((&'static str, u32), u64)> {
+        self.sites
+            .iter_mut()
+            .filter(|s| s.suppressed > 0)
+            .map(|s| (s.key, std::mem::take(&mut s.suppressed)))
+            .collect()
+    }
 }
 
 static LOGGER: StderrLogger = StderrLogger {
     flags: AtomicI64::new(0),
     journald: AtomicBool::new(false),
     progress: std::sync::Mutex::new(None),
+    limiter: std::sync::Mutex::new(Limiter::new()),
 };
 
 const LDATE: i64 = 1;
@@ -73,6 +150,23 @@ pub fn clear_progress() {
     *LOGGER.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
+/// Report the lines the rate limit counted and no later line reported (at exit).
+pub fn flush_suppressed() {
+    let sites = LOGGER
+        .limiter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain();
+    for ((file, line), n) in sites {
+        LOGGER.write(
+            log::Level::Warn,
+            &format!(
+                "{n} more line(s) like the last from {file}:{line} were not shown (rate limit)"
+            ),
+        );
+    }
+}
+
 /// Apply `log.flags` once the config is read.
 pub fn set_flags(flags: i64) {
     LOGGER.flags.store(flags, Ordering::Relaxed);
@@ -84,6 +178,36 @@ impl log::Log for StderrLogger {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        if record.level() <= log::Level::Warn {
+            let key = (
+                record.file_static().unwrap_or("?"),
+                record.line().unwrap_or(0),
+            );
+            let admit = self
+                .limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .admit(key, std::time::Instant::now());
+            match admit {
+                Admit::Suppress => return,
+                Admit::Write { suppressed: 0 } => {}
+                Admit::Write { suppressed } => self.write(
+                    log::Level::Warn,
+                    &format!(
+                        "{suppressed} more line(s) like the next were not shown (rate limit: {BURST} per {} s)",
+                        WINDOW.as_secs()
+                    ),
+                ),
+            }
+        }
+        self.write(record.level(), &record.args().to_string());
+    }
+
+    fn flush(&self) {}
+}
+
+impl StderrLogger {
+    fn write(&self, level: log::Level, message: &str) {
         let flags = self.flags.load(Ordering::Relaxed);
         let mut line = String::new();
         if flags & (LDATE | LTIME | LMICRO) != 0 {
@@ -93,7 +217,7 @@ impl log::Log for StderrLogger {
             line.push_str(&rfc3339());
             line.push(' ');
         }
-        line.push_str(&format!("{}: {}\n", record.level(), record.args()));
+        line.push_str(&format!("{level}: {message}\n"));
         let bar = self
             .progress
             .lock()
@@ -109,8 +233,6 @@ impl log::Log for StderrLogger {
             }
         }
     }
-
-    fn flush(&self) {}
 }
 
 /// `2026-12-03T10:20:00.123Z`.
@@ -146,6 +268,32 @@ fn timestamp(flags: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{Admit, Limiter, BURST, WINDOW};
+
+    #[test]
+    fn a_burst_is_cut_counted_and_reported_with_the_next_window() {
+        let mut l = Limiter::new();
+        let t0 = std::time::Instant::now();
+        let site = ("src/x.rs", 7);
+        for _ in 0..BURST {
+            assert_eq!(l.admit(site, t0), Admit::Write { suppressed: 0 });
+        }
+        for _ in 0..25 {
+            assert_eq!(l.admit(site, t0), Admit::Suppress);
+        }
+        // Another site is not affected.
+        assert_eq!(l.admit(("src/y.rs", 1), t0), Admit::Write { suppressed: 0 });
+        // The next window: the first line carries the count.
+        assert_eq!(l.admit(site, t0 + WINDOW), Admit::Write { suppressed: 25 });
+        assert_eq!(l.admit(site, t0 + WINDOW), Admit::Write { suppressed: 0 });
+        for _ in 0..BURST {
+            l.admit(site, t0 + WINDOW);
+        }
+        // Counted and never reported by a later line: drained at exit.
+        assert_eq!(l.drain(), vec![(site, 2)]);
+        assert!(l.drain().is_empty());
+    }
+
     #[test]
     fn date_and_time_flags() {
         let t = super::timestamp(super::LDATE | super::LTIME);

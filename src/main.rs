@@ -37,13 +37,16 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return cli::usage_error(e),
     };
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pauditd: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Lines the rate limit counted that no later line reported.
+    logger::flush_suppressed();
+    code
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

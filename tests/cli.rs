@@ -1090,3 +1090,30 @@ fn container_examples_are_consistent_and_their_config_checks() {
         "the build context would hold target/"
     );
 }
+
+/// Warnings from one call site are rate-limited, and what was not shown is counted: 15
+/// unknown keys give 10 warnings and one line saying 5 more were not shown.
+#[test]
+fn repeated_warnings_are_rate_limited_with_a_count() {
+    let dir = tempdir("ratelimit");
+    let mut body = String::from("output: { stdout: { enabled: true } }\n");
+    for i in 0..15 {
+        body += &format!("unknown_{i}: 1\n");
+    }
+    let cfg = write_config(&dir, &body);
+    let o = run_with_stdin(&["replay", "-", "--config", cfg.to_str().unwrap()], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("unknown key `unknown_").count(), 10, "{err}");
+    assert!(
+        err.contains("5 more line(s) like the last from src/main.rs:"),
+        "{err}"
+    );
+    // --strict still lists every one.
+    let o = pauditd()
+        .args(["check-config", "--strict"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&o).matches(": unknown key (--strict)").count(), 15);
+}
