@@ -332,7 +332,7 @@ pub fn families(s: &Sample<'_>) -> Vec<Family> {
         f.push(Family::single(
             "kernel_backlog_wait_time_actual",
             Counter,
-            "Time audited processes waited for backlog room, as AUDIT_GET reports it (Linux >= 5.9)",
+            "Time audited processes waited for backlog room, in kernel jiffies (1/CONFIG_HZ s, the unit of backlog_wait_time; not converted: HZ is not exposed), as AUDIT_GET reports it (Linux >= 5.9)",
             u64::from(k.backlog_wait_time_actual),
         ));
         f.push(Family::single(
