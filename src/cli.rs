@@ -61,7 +61,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         group: Option<PathBuf>,
         /// How events are written: `pauditd` (pauditd's JSON, byte for byte), `enriched`
-        /// (every record decoded; see the README's schema) or `ecs` (Elastic Common Schema,
+        /// (every record decoded; see docs/output-format.md) or `ecs` (Elastic Common Schema,
         /// as auditbeat's auditd module). Default: each output's `format` (pauditd's unless
         /// the config says otherwise).
         #[arg(long, value_enum)]

@@ -168,7 +168,7 @@ pub fn timings(sinks: &[SinkStats]) -> Vec<(&'static str, std::time::Duration)> 
 /// The Prometheus families (`pauditd_` is prefixed by the exporter, `_total` added to
 /// counters): the same figures as [`names`], with reasons, outputs, codes and topics as
 /// labels, cumulative figures as counters (the kernel's `lost` included) and base units in
-/// the names. The README's metrics table lists them.
+/// the names. docs/metrics.md lists them.
 pub fn families(s: &Sample<'_>) -> Vec<Family> {
     use Kind::{Counter, Gauge};
     let e = &s.engine;

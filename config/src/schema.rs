@@ -101,15 +101,15 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("netlink.mode", "(extension) unicast (be the audit daemon) or multicast (read beside another audit daemon)."),
     ("engine.receiver_core", "(extension) CPU the receiver thread is pinned to; -1: no pinning. Default: the last core."),
     ("engine.ring_size", "(extension) Bytes of the ring between the receiver and the reassembler."),
-    ("engine.encode_workers", "(extension) Threads encoding events besides the writer; order is kept."),
+    ("engine.encode_workers", "(extension) Threads encoding events besides the writer (daemon) or the reading thread (replay); order is kept byte for byte. On a 2-core machine they add CPU and no speed (perf/RESULTS.md), hence 0."),
     ("engine.io_uring", "(extension) auto (io_uring where the kernel allows it), on (or refuse to start) or off (plain recv)."),
     ("privileges.user", "(extension) User to switch to once the socket, rules and outputs are set up (keeping CAP_AUDIT_CONTROL). Default: stay root."),
     ("privileges.group", "(extension) Group to switch to. Default: the user's primary group."),
-    ("shutdown_timeout", "(extension) How long SIGTERM waits for outputs to deliver what they hold; the rest stays in their spool or is counted lost."),
+    ("shutdown_timeout", "(extension) How long SIGTERM (and the end of a replay, without progress) waits for outputs to deliver what they hold; the rest stays in their spool or is counted lost."),
     ("rules_loader", "(extension) native (rules encoded by pauditd over netlink, changes applied as a difference) or auditctl (flush, then auditctl per line)."),
     ("rules_drift", "(extension) What the drift guard does when the kernel's rules differ from the configured ones: reapply, log or off."),
     ("rules_files", "(extension) Paths or globs of auditctl rule files, loaded after rules, sorted."),
-    ("rules_check_interval", "(extension) How often the kernel's rules are compared with the configured ones."),
+    ("rules_check_interval", "(extension) How often the kernel's rules are compared with the configured ones (a rule-change record triggers a check at once too)."),
     ("rules_exclude_self", "(extension) Load -A exit,never -F pid=<pauditd> first, so pauditd's own syscalls are not audited."),
     ("enrichment.containers", "(extension) Container, pod and systemd unit of each event's process (enriched and ecs formats)."),
     ("enrichment.lineage", "(extension) Parent process of each event's process (enriched and ecs formats)."),
@@ -262,22 +262,10 @@ output.<name>. below stands for the keys each of them has.\n\
     m
 }
 
-/// The same reference in Markdown (docs/configuration.md).
+/// The key table in Markdown (docs/configuration.md holds it between
+/// `<!-- BEGIN GENERATED KEYS -->` and `<!-- END GENERATED KEYS -->`).
 pub fn markdown() -> String {
-    let mut m = String::from(
-        "# Configuration reference\n\n\
-<!-- Generated from the config reader (config/src/schema.rs) by `pauditd-docs`; do not edit.\n\
-     Regenerate: `UPDATE_DOCS=1 cargo test -p pauditd-config docs_are_generated`. -->\n\n\
-pauditd reads one YAML file (`-config FILE`; the package's is `/etc/pauditd/pauditd.yaml`). \
-The Go pauditd's keys load unchanged; keys marked (extension) are ours. Every bad value is \
-reported at once with its key path and the daemon refuses to start (exit status 78); \
-`pauditd check-config FILE` runs the same checks. Duplicate keys are errors; unknown keys are \
-warnings (errors with `check-config --strict`). Values are read as pauditd reads them: `\"3\"` \
-is an integer, `true`/`\"t\"`/`\"1\"` a boolean, `0600` octal; durations need a unit (`500ms`, \
-`10s`, `1m`). `output.<name>.` stands for the keys each output (`stdout`, `file`, `syslog`, \
-`http`) has. The same reference is installed as `man 5 pauditd.yaml`.\n\n\
-| key | type | default | meaning |\n|---|---|---|---|\n",
-    );
+    let mut m = String::from("| key | type | default | meaning |\n|---|---|---|---|\n");
     for k in documented() {
         let mut kind = k.kind.to_string();
         if !k.range.is_empty() {
