@@ -25,7 +25,9 @@ goldens:
 	UPDATE_GOLDENS=1 $(CARGO) test --test golden
 
 # Run the daemon with the shipped example config (root: it becomes the audit daemon).
+# Events go to /var/log/pauditd/pauditd.log, as in the package (`tail -f` it).
 run: build
+	$(SUDO) install -d -m 0750 /var/log/pauditd
 	$(SUDO) $(BIN) -config examples/pauditd.yaml.example
 
 bench:

@@ -61,26 +61,31 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         group: Option<PathBuf>,
         /// How events are written: `pauditd` (pauditd's JSON, byte for byte), `enriched`
-        /// (every record decoded; see the README's schema) or `ecs` (Elastic Common Schema,
+        /// (every record decoded; see docs/output-format.md) or `ecs` (Elastic Common Schema,
         /// as auditbeat's auditd module). Default: each output's `format` (pauditd's unless
         /// the config says otherwise).
         #[arg(long, value_enum)]
         format: Option<OutputFormat>,
     },
-    /// Ask the running daemon how it is doing (over its status socket, root only); exits 1
-    /// when no daemon answers.
+    /// Ask the running daemon how it is doing (over its status socket, root only). When no
+    /// daemon answers, print the kernel's audit status instead and exit 1.
     Status {
-        /// The daemon's status socket (`status.socket`).
-        #[arg(long, default_value = pauditd_config::DEFAULT_STATUS_SOCKET)]
-        socket: PathBuf,
+        /// The daemon's status socket. Default: `status.socket` of `--config` when given,
+        /// else /run/pauditd/status.sock.
+        #[arg(long)]
+        socket: Option<PathBuf>,
         /// Print the daemon's answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Validate a config file and exit: 0 if the daemon would start with it, 1 otherwise.
+    /// Runs every check the daemon runs before it starts (users and groups, files, rules).
     CheckConfig {
         /// Config file to check.
         file: PathBuf,
+        /// Refuse keys the schema does not know (otherwise a warning each).
+        #[arg(long)]
+        strict: bool,
     },
 }
 

@@ -81,7 +81,14 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let prometheus = match &cfg.metrics.prometheus {
         Some(addr) => {
             let p = pauditd_sinks::prometheus::PrometheusExporter::start(addr)?;
-            log::info!("Prometheus metrics at http://{}/metrics", p.address);
+            if p.address.ip().is_loopback() {
+                log::info!("Prometheus metrics at http://{}/metrics", p.address);
+            } else {
+                log::warn!(
+                    "Prometheus metrics at http://{}/metrics, reachable from other hosts (metrics.prometheus.allow_remote)",
+                    p.address
+                );
+            }
             Some(p)
         }
         None => None,
@@ -266,13 +273,14 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
                 (r.sinks.clone(), std::mem::take(&mut r.latency))
             };
+            let outputs = metrics::accounting_by_output(&sinks);
             let engine = live.stats();
             let rule_changes = engine.rule_changes;
             if Instant::now() >= next_stats_log {
                 next_stats_log = Instant::now() + STATS_LOG_EVERY;
                 log::info!("stats: {}", engine.summary());
-                for s in &sinks {
-                    log::info!("output {}: {}", s.name, s.accounting());
+                for (name, a, n) in metrics::accounting_by_output(&sinks) {
+                    log::info!("stats: {}", metrics::accounting_line(name, &a, n));
                 }
             }
             if let Some(server) = &status_server {
@@ -281,24 +289,27 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                     &engine,
                     &live.receiver_stats(),
                     &sinks,
+                    &outputs,
                     kernel_status.as_ref(),
                     &kernel_rules,
                 ));
             }
-            let (c, g) = metrics::names(&Sample {
+            let sample = Sample {
                 engine,
                 receiver: Some(live.receiver_stats()),
                 sinks: &sinks,
                 kernel: kernel_status,
                 pid_stolen: poller.pid_stolen,
                 rules_drift: kernel_rules.drifts,
-            });
+            };
+            let (c, g) = metrics::names(&sample);
             reporter.report(&c, &g);
-            if let Some(p) = &prometheus {
-                p.publish(&c, &g);
-            }
             let mut t = metrics::timings(&sinks);
             t.extend(latency.into_iter().map(|d| ("latency", d)));
+            if let Some(p) = &prometheus {
+                p.publish(metrics::families(&sample));
+                metrics::observe(&p.metrics, &t);
+            }
             reporter.timings(&t);
             // Supervision: a pipeline that can no longer drain the socket must not stay the
             // audit daemon (the kernel would hold audited processes behind it).
@@ -438,6 +449,7 @@ fn snapshot(
     e: &pauditd_engine::Stats,
     r: &pauditd_engine::live::ReceiverStats,
     sinks: &[SinkStats],
+    accounting: &[(&'static str, pauditd_sinks::output::Accounting, usize)],
     kernel: Option<&AuditStatus>,
     rules: &rules::KernelRules,
 ) -> serde_json::Value {
@@ -446,18 +458,18 @@ fn snapshot(
         .iter()
         .map(|d| (d.name().to_string(), json!(e.dropped(*d))))
         .collect();
-    // The newest instance of each output (SIGHUP may have replaced some).
+    // Each output's figures summed over the instances SIGHUP replaced (they do not restart
+    // at a reload), its policy from the newest instance.
     let mut outputs = Vec::new();
-    let mut seen: Vec<&str> = Vec::new();
-    for s in sinks.iter().rev() {
-        if seen.contains(&s.name) {
-            continue;
-        }
-        seen.push(s.name);
-        let a = s.accounting();
+    for (name, a, _) in accounting {
+        let overflow = sinks
+            .iter()
+            .rev()
+            .find(|s| s.name == *name)
+            .map_or("?", |s| s.overflow.name());
         outputs.push(json!({
-            "name": s.name,
-            "overflow": s.overflow.name(),
+            "name": name,
+            "overflow": overflow,
             "received": a.received,
             "delivered": a.delivered,
             "lost": a.lost,
@@ -466,7 +478,6 @@ fn snapshot(
             "in_flight": a.in_flight,
         }));
     }
-    outputs.reverse();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
@@ -711,20 +722,17 @@ fn shutdown(
         recv.ring_full_waits,
         stats.summary()
     );
-    for s in &sinks {
-        let a = s.accounting();
-        log::info!("output {}: {a}", s.name);
+    for (name, a, instances) in metrics::accounting_by_output(&sinks) {
+        log::info!("exit: {}", metrics::accounting_line(name, &a, instances));
         if a.in_flight != 0 {
             log::error!(
-                "output {}: {} event(s) unaccounted at exit (received != written + lost + skipped + spooled)",
-                s.name,
+                "exit: output {name}: {} event(s) unaccounted (received != written + lost + skipped + spooled)",
                 a.in_flight
             );
         }
         if a.spooled > 0 {
             log::info!(
-                "output {}: {} event(s) wait in the spool for the next start",
-                s.name,
+                "exit: output {name}: {} event(s) wait in the spool for the next start",
                 a.spooled
             );
         }

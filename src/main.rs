@@ -13,7 +13,7 @@ mod status;
 mod wiring;
 
 use std::io::{BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,26 +39,28 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return cli::usage_error(e),
     };
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pauditd: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Lines the rate limit counted that no later line reported.
+    logger::flush_suppressed();
+    code
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::CheckConfig { file, strict }) => check_config(&file, strict),
         Some(Command::Status { socket, json }) => {
-            let v = status::query(&socket)?;
-            if json {
-                println!("{v}");
-            } else {
-                print!("{}", status::render(&v));
-            }
-            Ok(ExitCode::SUCCESS)
+            let socket = match (socket, &cli.config) {
+                (Some(s), _) => s,
+                (None, Some(c)) => PathBuf::from(load_config(c)?.status_socket),
+                (None, None) => PathBuf::from(pauditd_config::DEFAULT_STATUS_SOCKET),
+            };
+            status::client(&socket, json)
         }
         Some(Command::Replay {
             input,
@@ -84,15 +86,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Some(path) = cli.config else {
                 bail!("A config file must be provided (-config FILE); see --help");
             };
-            let cfg = load_config(&path)?;
+            // A config the daemon refuses exits EXIT_CONFIG (the unit does not restart it).
+            let cfg = match load_config(&path) {
+                Ok(c) => c,
+                Err(e) => return Ok(config_error(e)),
+            };
             let mut errs = cfg.daemon_errors();
             errs.extend(preflight::check(&cfg));
             if !errs.is_empty() {
-                bail!("{}", pauditd_config::ConfigError::Invalid(errs));
+                let e = anyhow::anyhow!("{}", pauditd_config::ConfigError::Invalid(errs));
+                return Ok(config_error(e));
             }
             daemon::run(&path, cfg)
         }
     }
+}
+
+/// The daemon's exit status for a config it refuses (sysexits' EX_CONFIG): systemd's
+/// `RestartPreventExitStatus=` names it, since restarting cannot help.
+pub const EXIT_CONFIG: u8 = 78;
+
+fn config_error(e: anyhow::Error) -> ExitCode {
+    eprintln!("pauditd: {e:#}");
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn load_config(path: &Path) -> Result<Config> {
@@ -110,9 +126,15 @@ fn default_replay_config() -> Config {
     cfg
 }
 
-fn check_config(path: &Path) -> Result<ExitCode> {
+fn check_config(path: &Path, strict: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let mut errs = cfg.daemon_errors();
+    if strict {
+        errs.extend(cfg.unknown_keys.iter().map(|k| pauditd_config::FieldError {
+            path: k.clone(),
+            message: "unknown key (--strict)".into(),
+        }));
+    }
     if cfg.output.enabled_names().is_empty() {
         errs.push(pauditd_config::FieldError {
             path: "output".into(),
@@ -189,6 +211,8 @@ fn replay(
                     .expect("a valid template"),
                 );
                 let r = pb.wrap_read(file);
+                // Log lines go above the bar instead of leaving frozen copies of it.
+                logger::set_progress(&pb);
                 progress = Some(pb);
                 Box::new(r)
             }
@@ -230,6 +254,7 @@ fn replay(
     )
     .with_context(|| format!("reading {}", input.display()))?;
     if let Some(pb) = progress.take() {
+        logger::clear_progress();
         pb.finish_and_clear();
     }
 
@@ -263,9 +288,9 @@ fn replay(
     t.extend(latency.into_iter().map(|d| ("latency", d)));
     reporter.timings(&t);
     let mut lost = 0;
-    for s in &sinks {
-        log::info!("output {}: {}", s.name, s.accounting());
-        lost += s.lost_total();
+    for (name, a, n) in metrics::accounting_by_output(&sinks) {
+        log::info!("replay done: {}", metrics::accounting_line(name, &a, n));
+        lost += a.lost;
     }
     if lost > 0 {
         bail!("{lost} event(s) could not be written");

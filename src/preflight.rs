@@ -3,7 +3,8 @@
 //! Owns the checks that need the file system (the config crate is plain data and never calls
 //! the system): an output file whose directory is missing or that is a directory, a password
 //! file that is missing, TLS files that cannot be read, a local syslog socket that is not
-//! there, rules (native) that do not parse or rule files that cannot be read. `check-config`
+//! there, rules (native) that do not parse or rule files that cannot be read, users and groups
+//! (`privileges.*`, the file output's owner) the system does not know. `check-config`
 //! exits 0 only when these pass, so it answers "would the daemon start".
 //! It must never create, open for writing, or change anything.
 
@@ -74,6 +75,35 @@ pub fn check(cfg: &Config) -> Vec<FieldError> {
     }
     if cfg.netlink_mode == pauditd_config::NetlinkMode::Unicast {
         errs.extend(rules(cfg));
+    }
+    errs.extend(identities(cfg));
+    errs
+}
+
+/// Users and groups the daemon will look up: `privileges.*` (resolved before anything
+/// changes) and the file output's owner (looked up when the file is opened).
+fn identities(cfg: &Config) -> Vec<FieldError> {
+    use pauditd_engine::privileges::{lookup_group, lookup_user};
+    let mut errs = Vec::new();
+    let mut user = |key: &str, name: &Option<String>| {
+        if let Some(u) = name.as_deref().filter(|u| lookup_user(u).is_none()) {
+            errs.push(err(key, format!("unknown user {u:?}")));
+        }
+    };
+    user("privileges.user", &cfg.privileges.user);
+    if cfg.output.file.enabled {
+        user("output.file.user", &cfg.output.file.user);
+    }
+    let mut group = |key: &str, name: &Option<String>| {
+        if let Some(g) = name.as_deref().filter(|g| lookup_group(g).is_none()) {
+            errs.push(err(key, format!("unknown group {g:?}")));
+        }
+    };
+    if cfg.privileges.user.is_some() {
+        group("privileges.group", &cfg.privileges.group);
+    }
+    if cfg.output.file.enabled {
+        group("output.file.group", &cfg.output.file.group);
     }
     errs
 }

@@ -154,3 +154,83 @@ pub fn render(v: &Value) -> String {
     }
     s
 }
+
+/// `pauditd status`: the daemon's answer; without one, the kernel's own status (AUDIT_GET, as
+/// `auditctl -s` shows it), saying that no daemon answered, and exit 1.
+pub fn client(socket: &Path, json: bool) -> Result<std::process::ExitCode> {
+    let why = if socket.as_os_str().is_empty() {
+        anyhow::anyhow!("the status socket is off (status.socket is empty)")
+    } else {
+        match query(socket) {
+            Ok(v) => {
+                if json {
+                    println!("{v}");
+                } else {
+                    print!("{}", render(&v));
+                }
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            Err(e) => e,
+        }
+    };
+    let kernel = pauditd_engine::live::StatusPoller::new().and_then(|p| p.status());
+    if json {
+        let k = kernel.as_ref().ok().map(kernel_json);
+        println!(
+            "{}",
+            serde_json::json!({
+                "daemon": null,
+                "error": format!("{why:#}"),
+                "kernel": k,
+            })
+        );
+    } else {
+        eprintln!("pauditd: no daemon answered: {why:#}");
+        if let Ok(k) = &kernel {
+            print!("{}", render_kernel(k));
+        }
+    }
+    if let Err(e) = kernel {
+        eprintln!(
+            "pauditd: cannot read the kernel's audit status either: {e} (needs root or CAP_AUDIT_CONTROL)"
+        );
+    }
+    Ok(std::process::ExitCode::FAILURE)
+}
+
+fn kernel_json(k: &pauditd_engine::netlink::AuditStatus) -> Value {
+    serde_json::json!({
+        "pid": k.pid,
+        "enabled": k.enabled,
+        "failure": k.failure,
+        "rate_limit": k.rate_limit,
+        "lost": k.lost,
+        "backlog": k.backlog,
+        "backlog_limit": k.backlog_limit,
+        "backlog_wait_time": k.backlog_wait_time,
+        "backlog_wait_time_actual": k.backlog_wait_time_actual,
+    })
+}
+
+/// The kernel's status when no daemon answered; names the process holding the audit pid.
+fn render_kernel(k: &pauditd_engine::netlink::AuditStatus) -> String {
+    let holder = match k.pid {
+        0 => " (no audit daemon: records go to the kernel log)".to_string(),
+        pid => match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(c) => format!(" ({})", c.trim()),
+            Err(_) => String::new(),
+        },
+    };
+    format!(
+        "kernel: audit pid {}{holder}, enabled {}, failure {}, rate_limit {}, lost {}, backlog {}/{}, backlog_wait_time {}, backlog_wait_time_actual {}\n",
+        k.pid,
+        k.enabled,
+        k.failure,
+        k.rate_limit,
+        k.lost,
+        k.backlog,
+        k.backlog_limit,
+        k.backlog_wait_time,
+        k.backlog_wait_time_actual
+    )
+}

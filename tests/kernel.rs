@@ -545,7 +545,8 @@ fn a_bad_rule_stops_start_up_with_its_number() {
         "output: { stdout: { enabled: true } }\nrules:\n  - -a exit,always -F arch=b64 -S execve -k fine\n  - -a never,nowhere -S not_a_syscall\n",
     )
     .unwrap();
-    let err = start_fails(&cfg);
+    // A rule the native loader cannot parse is a config error (EX_CONFIG).
+    let err = start_fails_with(&cfg, 78);
     assert!(
         err.contains("rules: rule #2: -a never,nowhere -S not_a_syscall: -a/-A \"never,nowhere\": expected list,action"),
         "{err}"
@@ -649,16 +650,20 @@ fn live_events_reach_an_http_service_as_notifications() {
     assert!(!log.contains("output http: written=0"), "{log}");
 }
 
-/// Run the daemon on `cfg`, expecting start-up to fail: exit 1, and the audit pid let go.
-/// Returns what it printed.
+/// Run the daemon on `cfg`, expecting start-up to fail: exit 1 (78 when the config itself is
+/// refused), and the audit pid let go. Returns what it printed.
 fn start_fails(cfg: &Path) -> String {
+    start_fails_with(cfg, 1)
+}
+
+fn start_fails_with(cfg: &Path, code: i32) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
         .arg("-config")
         .arg(cfg)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(o.status.code(), Some(code), "{err}");
     assert_released(&err);
     err
 }
@@ -833,7 +838,8 @@ fn an_unknown_user_stops_start_up_before_the_kernel_is_touched() {
     let st = d.child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let log = d.log();
-    assert!(!st.success());
+    // A config the daemon refuses: EX_CONFIG, which the unit does not restart.
+    assert_eq!(st.code(), Some(78), "{log}");
     assert!(
         log.contains("unknown user \"no-such-user-pauditd\""),
         "{log}"
@@ -1429,6 +1435,9 @@ fn pauditd_status_reports_the_running_daemon_and_fails_when_it_is_gone() {
     assert_eq!(gone.status.code(), Some(1));
     let err = String::from_utf8_lossy(&gone.stderr);
     assert!(err.contains("no pauditd daemon answers"), "{err}");
+    // Without a daemon, the kernel's own status: nobody holds the audit pid now.
+    let out = String::from_utf8_lossy(&gone.stdout);
+    assert!(out.starts_with("kernel: audit pid 0 "), "{out}");
 }
 
 /// `GET path` on `addr` over plain HTTP/1.1; the body.
@@ -1527,7 +1536,7 @@ fn a_real_prometheus_scrapes_the_daemon_and_reads_its_counts() {
     let ours_now = || -> Option<f64> {
         let body = http_get(&format!("127.0.0.1:{ours}"), "/metrics")?;
         body.lines()
-            .find_map(|l| l.strip_prefix("pauditd_output_written_total{output=\"file\"} "))
+            .find_map(|l| l.strip_prefix("pauditd_output_events_delivered_total{output=\"file\"} "))
             .and_then(|v| v.parse().ok())
     };
     // Other in-range records (the rule load's CONFIG_CHANGE) may still be arriving: compare
@@ -1538,12 +1547,37 @@ fn a_real_prometheus_scrapes_the_daemon_and_reads_its_counts() {
         written = lines;
         ours_now() == Some(lines)
     });
-    let q = "pauditd_output_written_total%7Boutput%3D%22file%22%7D";
+    let q = "pauditd_output_events_delivered_total%7Boutput%3D%22file%22%7D";
     wait_for("Prometheus to read the daemon's count", 30, || {
         let theirs = query(q);
         theirs.is_some() && theirs == ours_now()
     });
     assert!(written >= 5.0);
+    // By the book: HELP and TYPE for every family; the kernel's cumulative `lost` a counter;
+    // loss reasons as labels; build and process figures.
+    let body = http_get(&format!("127.0.0.1:{ours}"), "/metrics").unwrap();
+    assert_eq!(
+        body.matches("# HELP ").count(),
+        body.matches("# TYPE ").count(),
+        "{body}"
+    );
+    for want in [
+        "# TYPE pauditd_kernel_lost_total counter\npauditd_kernel_lost_total ",
+        "pauditd_output_events_lost_total{output=\"file\",reason=\"queue_full\"} 0\n",
+        "pauditd_build_info{version=\"",
+        "# TYPE process_resident_memory_bytes gauge\n",
+        "# TYPE process_cpu_seconds_total counter\n",
+        "# TYPE pauditd_batch_write_duration_seconds histogram\n",
+    ] {
+        assert!(body.contains(want), "{want} not in\n{body}");
+    }
+    // Prometheus read the labelled counter too.
+    assert_eq!(
+        query(
+            "pauditd_output_events_lost_total%7Boutput%3D%22file%22%2Creason%3D%22queue_full%22%7D"
+        ),
+        Some(0.0)
+    );
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert_released(&log);
@@ -2614,5 +2648,74 @@ fn a_reload_to_the_enriched_format_brings_group_names() {
     assert_eq!(v["records"]["SYSCALL"]["GID"], "root", "{line}");
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
+    assert_released(&log);
+}
+
+/// `pauditd status` keeps an output's counts across a reload that replaced it (the old
+/// instance's deliveries still count).
+#[test]
+fn status_counts_survive_an_output_replacing_reload() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("status-reload");
+    let socket = dir.join("run/status.sock");
+    let mut d = Daemon::start(
+        &dir,
+        "streload",
+        &format!(
+            "status: {{ socket: {} }}\n{}",
+            socket.display(),
+            echo_rules()
+        ),
+    );
+    d.wait_ready();
+    let status = || -> Option<Value> {
+        let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
+            .args(["status", "--json", "--socket"])
+            .arg(&socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&o.stdout).ok()
+    };
+    echo("pauditd-streload-1");
+    let mut before = 0;
+    wait_for("the first event in the status", 20, || {
+        let lines = d.lines().len() as u64;
+        before = status()
+            .and_then(|v| v["outputs"][0]["delivered"].as_u64())
+            .unwrap_or(0);
+        lines >= 1 && before == lines
+    });
+    // A change of the file output's settings replaces its instance.
+    let cfg = dir.join("streload.yaml");
+    let out = d.out.display().to_string();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("path: {out}"),
+        &format!("path: {out}, attempts: 2"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("reload", 20, || d.log().contains("reloaded"));
+    assert!(!d.log().contains("outputs unchanged"), "{}", d.log());
+    echo("pauditd-streload-2");
+    wait_for("both events counted in the status", 20, || {
+        let lines = d.lines().len() as u64;
+        let v = status();
+        let delivered = v
+            .as_ref()
+            .and_then(|v| v["outputs"][0]["delivered"].as_u64())
+            .unwrap_or(0);
+        d.lines().iter().any(|l| l.contains("pauditd-streload-2"))
+            && delivered == lines
+            && delivered > before
+    });
+    let v = status().unwrap();
+    assert_eq!(v["outputs"].as_array().unwrap().len(), 1, "{v}");
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert!(
+        log.contains("exit: output file: ") && log.contains("(summed over 2 instances"),
+        "{log}"
+    );
     assert_released(&log);
 }

@@ -6,6 +6,7 @@
 //! not opened here) and never panic on any input.
 
 mod gore;
+pub mod schema;
 mod value;
 
 use std::fmt;
@@ -41,6 +42,17 @@ pub enum ConfigError {
     Yaml(String),
     #[error("{}", join_errors(.0))]
     Invalid(Vec<FieldError>),
+}
+
+/// `host` (of `host:port`) names this host only: empty (`:9469`), `localhost`, or a
+/// loopback address (`127.0.0.0/8`, `[::1]`). Anything else may be reachable from outside.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.is_empty()
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn join_errors(errs: &[FieldError]) -> String {
@@ -293,6 +305,8 @@ pub struct Metrics {
     pub sample_rate: f64,
     /// `metrics.prometheus` (our extension): `/metrics` served at this address when set.
     pub prometheus: Option<String>,
+    /// `metrics.prometheus.allow_remote`: a non-loopback `address` is refused without it.
+    pub prometheus_allow_remote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -335,6 +349,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Unknown keys and other things worth telling the operator; not fatal.
     pub warnings: Vec<String>,
+    /// The key paths among `warnings` the schema does not know (`check-config --strict`
+    /// refuses them).
+    pub unknown_keys: Vec<String>,
 }
 
 /// `enrichment.*`: what the live daemon looks up for each event.
@@ -548,6 +565,7 @@ impl Config {
         if r.errors.is_empty() {
             Ok(Config {
                 warnings: r.warnings,
+                unknown_keys: r.unknown,
                 ..cfg
             })
         } else {
@@ -580,7 +598,12 @@ fn attempts(r: &mut Reader, s: &mut Section<'_>) -> u32 {
 pub const SPOOL_ROOT: &str = "/var/lib/pauditd/spool";
 
 fn delivery(r: &mut Reader, s: &mut Section<'_>, name: &str, default: Overflow) -> Delivery {
-    let overflow = match r.string(s, "overflow", "").as_str() {
+    let default_name = match default {
+        Overflow::Spool => "spool",
+        Overflow::Drop => "drop",
+        Overflow::Block => "block",
+    };
+    let overflow = match r.string(s, "overflow", default_name).as_str() {
         "" => default,
         "spool" => Overflow::Spool,
         "drop" => Overflow::Drop,
@@ -672,19 +695,31 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
             "in (0, 1]",
         ),
         prometheus: None,
+        prometheus_allow_remote: false,
     };
     let mut pm = r.section(&mut m, "prometheus");
     let prom_enabled = r.bool(&mut pm, "enabled", false);
     let prom_address = r.string(&mut pm, "address", "127.0.0.1:9469");
-    if prom_enabled && !prom_address.contains(':') {
-        r.report(
-            pm.key_path("address"),
-            format!("{prom_address:?} must be host:port"),
-        );
+    let allow_remote = r.bool(&mut pm, "allow_remote", false);
+    if prom_enabled {
+        match prom_address.rsplit_once(':') {
+            None => r.report(
+                pm.key_path("address"),
+                format!("{prom_address:?} must be host:port"),
+            ),
+            Some((host, _)) if !allow_remote && !is_loopback_host(host) => r.report(
+                pm.key_path("address"),
+                format!(
+                    "{prom_address:?} is not a loopback address: set metrics.prometheus.allow_remote: true to serve the metrics to other hosts"
+                ),
+            ),
+            Some(_) => {}
+        }
     }
     r.finish(pm);
     let metrics = Metrics {
         prometheus: prom_enabled.then_some(prom_address),
+        prometheus_allow_remote: allow_remote,
         ..metrics
     };
     if metrics.enabled && !metrics.address.contains(':') {
@@ -862,6 +897,7 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         enrichment,
         status_socket,
         warnings: Vec::new(),
+        unknown_keys: Vec::new(),
     }
 }
 

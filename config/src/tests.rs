@@ -357,3 +357,109 @@ fn event_filters_read_and_every_mistake_named() {
         ]
     );
 }
+
+#[test]
+fn a_non_loopback_prometheus_address_needs_allow_remote() {
+    let on = |a: &str, extra: &str| {
+        errors(&format!(
+            "output: {{ stdout: {{ enabled: true }} }}\nmetrics: {{ prometheus: {{ enabled: true, address: '{a}'{extra} }} }}\n"
+        ))
+    };
+    for a in [
+        "127.0.0.1:9469",
+        ":9469",
+        "localhost:1",
+        "[::1]:9469",
+        "127.0.0.2:1",
+    ] {
+        assert_eq!(on(a, ""), Vec::<String>::new(), "{a}");
+    }
+    for a in [
+        "0.0.0.0:9469",
+        "10.1.2.3:9469",
+        "[::]:9469",
+        "metrics.example:9469",
+    ] {
+        let e = on(a, "");
+        assert_eq!(e.len(), 1, "{a}: {e:?}");
+        assert!(
+            e[0].starts_with("metrics.prometheus.address: ") && e[0].contains("allow_remote: true"),
+            "{e:?}"
+        );
+        assert_eq!(on(a, ", allow_remote: true"), Vec::<String>::new(), "{a}");
+    }
+    // Disabled: not checked.
+    assert!(errors("output: { stdout: { enabled: true } }\nmetrics: { prometheus: { address: '0.0.0.0:1' } }\n").is_empty());
+}
+
+#[test]
+fn duplicate_keys_are_errors_and_unknown_keys_are_listed() {
+    let e = errors(
+        "output: { stdout: { enabled: true } }\nstatus: { socket: /a }\nstatus: { socket: /b }\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("duplicate key \"status\""), "{e:?}");
+    let e = errors("output:\n  file:\n    path: /a\n    path: /b\n");
+    assert!(e[0].contains("duplicate key \"path\""), "{e:?}");
+    let c = Config::from_str(
+        "output: { stdout: { enabled: true }, http: { insecure_skip_verify: true } }\nstatus: { sockt: /x }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.unknown_keys,
+        vec!["output.http.insecure_skip_verify", "status.sockt"]
+    );
+}
+
+#[test]
+fn every_key_read_is_documented_and_every_documented_key_is_read() {
+    let doc = schema::documented();
+    let missing: Vec<&str> = doc
+        .iter()
+        .filter(|k| k.meaning.is_empty())
+        .map(|k| k.path.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys without a meaning in schema::MEANINGS: {missing:?}"
+    );
+    let stale: Vec<&str> = schema::MEANINGS
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !doc.iter().any(|k| k.path == *p))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "meanings for keys the reader does not read: {stale:?}"
+    );
+    let d = |p: &str| doc.iter().find(|k| k.path == p).unwrap().default.clone();
+    assert_eq!(d("events.min"), "1300");
+    assert_eq!(d("output.file.mode"), "0600");
+    assert_eq!(
+        d("output.<name>.overflow"),
+        "stdout: drop, file: drop, syslog: spool, http: spool"
+    );
+    assert_eq!(d("output.<name>.attempts"), "3");
+    assert_eq!(d("events.timeout"), "2s");
+}
+
+/// docs/configuration.md's key table is what the schema generates (`UPDATE_DOCS=1` rewrites
+/// it between its markers).
+#[test]
+fn docs_are_generated() {
+    const BEGIN: &str = "<!-- BEGIN GENERATED KEYS: UPDATE_DOCS=1 cargo test -p pauditd-config docs_are_generated -->\n";
+    const END: &str = "<!-- END GENERATED KEYS -->\n";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+    let have = std::fs::read_to_string(path).unwrap();
+    let (head, rest) = have.split_once(BEGIN).expect("the BEGIN marker");
+    let (table, tail) = rest.split_once(END).expect("the END marker");
+    let want = schema::markdown();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(path, format!("{head}{BEGIN}{want}{END}{tail}")).unwrap();
+        return;
+    }
+    assert!(
+        table == want,
+        "docs/configuration.md's key table is stale: UPDATE_DOCS=1 cargo test -p pauditd-config docs_are_generated"
+    );
+}

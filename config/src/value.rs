@@ -17,6 +17,24 @@ use crate::FieldError;
 pub struct Reader {
     pub errors: Vec<FieldError>,
     pub warnings: Vec<String>,
+    /// Key paths the schema does not know (each also a warning).
+    pub unknown: Vec<String>,
+    /// Every key read, with its type and default, in reading order: the schema as the code
+    /// applies it (`crate::schema` documents it from this).
+    pub seen: Vec<SeenKey>,
+}
+
+/// One key as the reader read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenKey {
+    /// Dotted path, list indices written `[]` (`filters[].regex`).
+    pub path: String,
+    /// `integer`, `number`, `boolean`, `string`, `duration`, `list of strings`, ...
+    pub kind: &'static str,
+    /// The default, as YAML would write it (empty: none).
+    pub default: String,
+    /// Allowed values beyond the type (`0..=65535`), if the reader checks a range.
+    pub range: String,
 }
 
 /// A mapping in the tree, with its path and the keys the schema knows.
@@ -181,7 +199,40 @@ impl Reader {
             if !s.known.iter().any(|kn| *kn == name) {
                 self.warnings
                     .push(format!("unknown key `{}` (ignored)", s.key_path(&name)));
+                self.unknown.push(s.key_path(&name));
             }
+        }
+    }
+
+    /// Record a key read (once per path).
+    fn note(
+        &mut self,
+        s: &Section<'_>,
+        key: &str,
+        kind: &'static str,
+        default: String,
+        range: String,
+    ) {
+        let mut path = String::new();
+        let mut in_index = false;
+        for c in s.key_path(key).chars() {
+            match c {
+                '[' => {
+                    in_index = true;
+                    path.push_str("[]");
+                }
+                ']' => in_index = false,
+                _ if in_index => {}
+                c => path.push(c),
+            }
+        }
+        if !self.seen.iter().any(|k| k.path == path) {
+            self.seen.push(SeenKey {
+                path,
+                kind,
+                default,
+                range,
+            });
         }
     }
 
@@ -198,6 +249,12 @@ impl Reader {
         min: i64,
         max: i64,
     ) -> i64 {
+        let range = if (min, max) == (i64::MIN, i64::MAX) {
+            String::new()
+        } else {
+            format!("{min}..={max}")
+        };
+        self.note(s, key, "integer", default.to_string(), range);
         let path = s.key_path(key);
         let Some(v) = self.value(s, key) else {
             return default;
@@ -235,6 +292,7 @@ impl Reader {
         ok: fn(f64) -> bool,
         rule: &str,
     ) -> f64 {
+        self.note(s, key, "number", default.to_string(), rule.to_string());
         let path = s.key_path(key);
         let Some(v) = self.value(s, key) else {
             return default;
@@ -258,6 +316,7 @@ impl Reader {
     }
 
     pub fn bool(&mut self, s: &mut Section<'_>, key: &'static str, default: bool) -> bool {
+        self.note(s, key, "boolean", default.to_string(), String::new());
         let path = s.key_path(key);
         let Some(v) = self.value(s, key) else {
             return default;
@@ -280,6 +339,7 @@ impl Reader {
     }
 
     pub fn string(&mut self, s: &mut Section<'_>, key: &'static str, default: &str) -> String {
+        self.note(s, key, "string", default.to_string(), String::new());
         let path = s.key_path(key);
         match self.value(s, key) {
             None => default.to_string(),
@@ -299,6 +359,7 @@ impl Reader {
         key: &'static str,
         default: Duration,
     ) -> Duration {
+        self.note(s, key, "duration", go_duration(default), String::new());
         let path = s.key_path(key);
         let Some(v) = self.value(s, key) else {
             return default;
@@ -325,6 +386,7 @@ impl Reader {
     }
 
     pub fn string_list(&mut self, s: &mut Section<'_>, key: &'static str) -> Vec<String> {
+        self.note(s, key, "list of strings", "[]".into(), String::new());
         let path = s.key_path(key);
         match self.value(s, key) {
             None => Vec::new(),
@@ -355,6 +417,7 @@ impl Reader {
     }
 
     pub fn string_map(&mut self, s: &mut Section<'_>, key: &'static str) -> Vec<(String, String)> {
+        self.note(s, key, "mapping of strings", "{}".into(), String::new());
         let path = s.key_path(key);
         match self.value(s, key) {
             None => Vec::new(),
@@ -396,6 +459,7 @@ impl Reader {
         key: &'static str,
         mut each: impl FnMut(&mut Reader, Section<'a>) -> Option<T>,
     ) -> Vec<T> {
+        self.note(s, key, "list of mappings", "[]".into(), String::new());
         let path = s.key_path(key);
         match self.value(s, key) {
             None => Vec::new(),
@@ -428,6 +492,25 @@ impl Reader {
 
     pub fn report(&mut self, path: String, message: impl Into<String>) {
         self.error(path, message);
+    }
+}
+
+/// `10s`, `500ms`, `1m30s`: a duration as Go writes it (whole milliseconds).
+pub fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
     }
 }
 
@@ -503,6 +586,13 @@ impl<'de> serde::de::Visitor<'de> for DocVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Doc, A::Error> {
         let mut m = Mapping::new();
         while let Some((Doc(k), Doc(v))) = a.next_entry()? {
+            // YAML says keys are unique; a second value would silently win.
+            if m.contains_key(&k) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {}",
+                    describe(&k)
+                )));
+            }
             m.insert(k, v);
         }
         Ok(Doc(Value::Mapping(m)))
