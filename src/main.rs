@@ -90,6 +90,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !errs.is_empty() {
                 bail!("{}", pauditd_config::ConfigError::Invalid(errs));
             }
+            for w in preflight::warnings(&cfg) {
+                log::warn!("{}: {}", w.path, w.message);
+            }
             daemon::run(&path, cfg)
         }
     }
@@ -122,6 +125,9 @@ fn check_config(path: &Path) -> Result<ExitCode> {
     errs.extend(preflight::check(&cfg));
     if !errs.is_empty() {
         bail!("{}", pauditd_config::ConfigError::Invalid(errs));
+    }
+    for w in preflight::warnings(&cfg) {
+        log::warn!("{}: {}", w.path, w.message);
     }
     println!(
         "{}: OK (outputs: {}; {} rule line(s), {} filter(s))",
