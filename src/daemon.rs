@@ -631,7 +631,8 @@ fn tick(
 /// reload retired (still delivering what they hold).
 struct Outputs {
     current: OutputsHandle,
-    retired: Vec<OutputsHandle>,
+    /// With when each stops mattering (its retirement is over by then).
+    retired: Vec<(Instant, OutputsHandle)>,
 }
 
 /// What shutdown needs from the start-up.
@@ -728,10 +729,14 @@ fn reload(
                         // The writer may be waiting in a `block` output's offer: the old set's
                         // deadline reaches it without the writer, so the switch happens by
                         // then at the latest.
-                        old.release_blocking(Deadline::At(
-                            Instant::now() + running.shutdown_timeout,
-                        ));
-                        outputs.retired.push(old);
+                        let by = Instant::now() + running.shutdown_timeout;
+                        old.release_blocking(Deadline::At(by));
+                        let now = Instant::now();
+                        outputs.retired.retain(|(until, _)| *until > now);
+                        // The writer may reach the switch only at `by`, and then gives the
+                        // old set up to the new `shutdown_timeout`.
+                        let over = by + cfg.shutdown_timeout + STUCK_GRACE + SHUTDOWN_MARGIN;
+                        outputs.retired.push((over, old));
                         log::info!("outputs rebuilt: {}", cfg.output.enabled_names().join(", "));
                     }
                 }
@@ -797,7 +802,12 @@ fn shutdown(
     }
     let deadline = Instant::now() + timeout;
     // Before the engine is joined: a `block` output the writer waits on gives up by then.
-    for h in outputs.retired.iter().chain([&outputs.current]) {
+    for h in outputs
+        .retired
+        .iter()
+        .map(|(_, h)| h)
+        .chain([&outputs.current])
+    {
         h.set_deadline(Deadline::At(deadline));
     }
     let _ = ending.ctl.send(Control::Stop(deadline));

@@ -545,10 +545,15 @@ impl Output {
     }
 
     /// [`set_deadline`](Self::set_deadline) from another thread (the daemon's main loop at
-    /// SIGTERM, while the writer may be waiting in [`offer`](Self::offer)).
+    /// SIGTERM, while the writer may be waiting in [`offer`](Self::offer)). It holds the
+    /// output weakly: it never keeps a stopped output's state (its spool) alive.
     pub fn deadline_setter(&self) -> Box<dyn Fn(Deadline) + Send + Sync> {
-        let shared = self.shared.clone();
-        Box::new(move |d| *shared.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(d))
+        let shared = Arc::downgrade(&self.shared);
+        Box::new(move |d| {
+            if let Some(shared) = shared.upgrade() {
+                *shared.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+            }
+        })
     }
 }
 
