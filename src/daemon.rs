@@ -176,6 +176,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             let why = loop {
                 match emit_tx.send_timeout(msg, Duration::from_millis(100)) {
                     Ok(()) => return,
+                    Err(SendTimeoutError::Disconnected(_)) if give_up_in.load(Relaxed) != 0 => {
+                        break "the writer stopped at the shutdown deadline";
+                    }
                     Err(SendTimeoutError::Disconnected(_)) => {
                         break "the writer thread is gone";
                     }
