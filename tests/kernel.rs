@@ -2490,6 +2490,7 @@ fn signal(d: &Daemon, sig: i32) {
 }
 
 /// Wait for the daemon to exit by itself (no signal) within `secs`.
+#[cfg(feature = "failpoints")]
 fn wait_exit(d: &mut Daemon, secs: u64) -> (std::process::ExitStatus, String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
