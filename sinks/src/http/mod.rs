@@ -383,8 +383,8 @@ impl Shared {
         };
         let left = job.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            // Its turn came after the batch's deadline: not sent (the others timed out).
-            self.trip();
+            // Its turn came after the batch's deadline: not sent. Not itself a sign that the
+            // service is down (a request that timed out already tripped the breaker).
             return failed("the batch's deadline passed before this request was sent".into());
         }
         if !self.lock_breaker().allow(Instant::now()) {
