@@ -301,9 +301,13 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     loop {
         if Instant::now() >= next_metrics {
             next_metrics = Instant::now() + METRICS_EVERY;
-            let (sinks, latency) = {
+            let (sinks, latency, encode_failed) = {
                 let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-                (r.sinks.clone(), std::mem::take(&mut r.latency))
+                (
+                    r.sinks.clone(),
+                    std::mem::take(&mut r.latency),
+                    r.encode_failures.events(),
+                )
             };
             let engine = live.stats();
             let rule_changes = engine.rule_changes;
@@ -331,6 +335,8 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 kernel: kernel_status,
                 pid_stolen: poller.pid_stolen,
                 rules_drift: kernel_rules.drifts,
+                encode_failed,
+                not_handed: orphaned.load(Relaxed),
             });
             reporter.report(&c, &g);
             if let Some(p) = &prometheus {
@@ -897,6 +903,8 @@ fn shutdown(
         kernel: poller.status().ok(),
         pid_stolen: poller.pid_stolen,
         rules_drift: loader.drifts,
+        encode_failed,
+        not_handed: orphaned,
     });
     reporter.report(&c, &g);
     reporter.timings(&metrics::timings(&sinks));
