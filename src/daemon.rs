@@ -9,18 +9,20 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use crossbeam_channel::{SendTimeoutError, Sender};
 use pauditd_config::{Config, NetlinkMode};
 use pauditd_engine::live::{IoUringMode, Live, LiveConfig, StatusPoller};
 use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode};
 use pauditd_engine::session::{self, AuditSession};
 use pauditd_engine::{privileges, rules};
-use pauditd_sinks::fanout::{Fanout, SinkStats};
+use pauditd_sinks::fanout::{Fanout, OutputsHandle, SinkStats};
 use pauditd_sinks::metrics::Reporter;
-use pauditd_sinks::writer::{self, CloseBudget, WriterMsg, WriterReport};
+use pauditd_sinks::output::Deadline;
+use pauditd_sinks::writer::{self, CloseBudget, Control, Handed, WriterReport, STUCK_GRACE};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,10 @@ const METRICS_EVERY: Duration = Duration::from_secs(1);
 const WRITER_QUEUE: usize = 64;
 const EVENTS_PER_BATCH: usize = 256;
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// What shutdown may take beyond `shutdown_timeout`: an output stuck in one write gets
+/// [`STUCK_GRACE`] more, then the engine and the writer get this much to finish (else we
+/// exit without them, saying so). Rule deletion and the pid release come before the clock.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(1);
 
 pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     let mode = match cfg.netlink_mode {
@@ -130,22 +136,34 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         Some(c) => Some(c as usize),
         None => core_affinity::get_core_ids().and_then(|ids| ids.last().map(|c| c.id)),
     };
-    let (tx, rx) = mpsc::sync_channel::<WriterMsg>(WRITER_QUEUE);
+    // Data and control apart: a signal never waits behind a full data queue.
+    let (tx, rx) = crossbeam_channel::bounded::<Handed>(WRITER_QUEUE);
+    let (ctl, ctl_rx) = crossbeam_channel::unbounded::<Control>();
     let report = Arc::new(Mutex::new(WriterReport::default()));
+    let mut outputs = Outputs {
+        current: fanout.handle(),
+        retired: Vec::new(),
+    };
     let writer = writer::spawn(
         fanout,
         rx,
+        ctl_rx,
         report.clone(),
         CloseBudget {
             timeout: cfg.shutdown_timeout,
         },
     )
     .context("starting the writer thread")?;
-    let emit_tx = tx.clone();
+    let emit_tx = tx;
     // Events the engine completed after the writer had gone (it died): counted, never silent;
     // supervision stops the daemon right after.
     let orphaned = Arc::new(AtomicU64::new(0));
     let orphaned_in = orphaned.clone();
+    // Set at shutdown: past it the engine stops waiting for the writer (milliseconds since
+    // `epoch`; 0: not set).
+    let epoch = Instant::now();
+    let give_up = Arc::new(AtomicU64::new(0));
+    let give_up_in = give_up.clone();
     let live = Live::start(
         socket,
         LiveConfig {
@@ -162,14 +180,29 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         processor,
         move |events| {
             // Waits when the writer is behind (it only is when an output's policy is
-            // `block`); fails only once the writer is gone.
+            // `block`); gives up only once the writer is gone or shutdown's bound passed.
             let n = events.len() as u64;
-            if emit_tx
-                .send(WriterMsg::Events(events, Instant::now()))
-                .is_err()
-                && orphaned_in.fetch_add(n, Relaxed) == 0
-            {
-                log::error!("the writer thread is gone: completed events are counted lost");
+            let mut msg = (events, Instant::now());
+            let why = loop {
+                match emit_tx.send_timeout(msg, Duration::from_millis(100)) {
+                    Ok(()) => return,
+                    Err(SendTimeoutError::Disconnected(_)) if give_up_in.load(Relaxed) != 0 => {
+                        break "the writer stopped at the shutdown deadline";
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => {
+                        break "the writer thread is gone";
+                    }
+                    Err(SendTimeoutError::Timeout(m)) => {
+                        let at = give_up_in.load(Relaxed);
+                        if at != 0 && epoch.elapsed() >= Duration::from_millis(at) {
+                            break "the writer did not take them by the shutdown bound";
+                        }
+                        msg = m;
+                    }
+                }
+            };
+            if orphaned_in.fetch_add(n, Relaxed) == 0 {
+                log::error!("{why}: completed events are counted lost");
             }
         },
     )
@@ -231,12 +264,21 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         }
         Ok(())
     })();
+    let ending = Ending {
+        ctl: ctl.clone(),
+        give_up: give_up.clone(),
+        epoch,
+        orphaned: orphaned.clone(),
+        report: report.clone(),
+    };
     if let Err(e) = started {
         shutdown(
             live,
             session,
             &mut kernel_rules,
-            tx,
+            ending,
+            &outputs,
+            cfg.shutdown_timeout,
             writer,
             &poller,
             &mut reporter,
@@ -269,9 +311,13 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     loop {
         if Instant::now() >= next_metrics {
             next_metrics = Instant::now() + METRICS_EVERY;
-            let (sinks, latency) = {
+            let (sinks, latency, encode_failed) = {
                 let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-                (r.sinks.clone(), std::mem::take(&mut r.latency))
+                (
+                    r.sinks.clone(),
+                    std::mem::take(&mut r.latency),
+                    r.encode_failures.events(),
+                )
             };
             let outputs = metrics::accounting_by_output(&sinks);
             let engine = live.stats();
@@ -301,6 +347,8 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 kernel: kernel_status,
                 pid_stolen: poller.pid_stolen,
                 rules_drift: kernel_rules.drifts,
+                encode_failed,
+                not_handed: orphaned.load(Relaxed),
             };
             let (c, g) = metrics::names(&sample);
             reporter.report(&c, &g);
@@ -326,7 +374,10 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         if let (Some(at), Some(every)) = (next_watchdog, notifier.watchdog) {
             if Instant::now() >= at {
                 // Fed only while the pipeline drains: a stuck one gets restarted by systemd.
-                if supervise(&live, &writer, &report, &orphaned, stall_limit).is_none() {
+                // A reassembler that has not turned for as long as systemd's own limit
+                // (`WatchdogSec`, twice this interval) is stuck too, if stalls count at all.
+                let limit = stall_limit.map(|l| l.min(every * 2));
+                if supervise(&live, &writer, &report, &orphaned, limit).is_none() {
                     notifier.watchdog();
                 }
                 next_watchdog = Some(Instant::now() + every);
@@ -345,7 +396,8 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 reload(
                     config_path,
                     &live,
-                    &tx,
+                    &ctl,
+                    &mut outputs,
                     unicast,
                     &mut running,
                     role,
@@ -357,7 +409,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
                 notifier.ready("reloaded");
             }
             Ok(SIGUSR1) => {
-                let _ = tx.send(WriterMsg::Reopen);
+                // Never waits: the writer applies it before its next batch.
+                log::info!("SIGUSR1: outputs reopen before their next batch");
+                let _ = ctl.send(Control::Reopen);
             }
             Ok(_) => {}
             Err(RecvTimeoutError::Timeout) if Instant::now() >= next_tick => {
@@ -377,7 +431,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         live,
         session,
         &mut kernel_rules,
-        tx,
+        ending,
+        &outputs,
+        running.shutdown_timeout,
         writer,
         &poller,
         &mut reporter,
@@ -594,14 +650,37 @@ fn tick(
     }
 }
 
+/// The output sets the daemon can reach without the writer: the running one and those a
+/// reload retired (still delivering what they hold).
+struct Outputs {
+    current: OutputsHandle,
+    /// With when each stops mattering (its retirement is over by then).
+    retired: Vec<(Instant, OutputsHandle)>,
+}
+
+/// What shutdown needs from the start-up.
+struct Ending {
+    ctl: Sender<Control>,
+    /// The engine's bound on waiting for the writer (see `emit`).
+    give_up: Arc<AtomicU64>,
+    epoch: Instant,
+    orphaned: Arc<AtomicU64>,
+    report: Arc<Mutex<WriterReport>>,
+}
+
 /// SIGHUP: re-read the config; apply rules, filters and outputs. A bad config is logged and
 /// the running one kept. Events in flight are untouched: new filters apply to events that
-/// complete from now on; outputs are rebuilt only when their settings changed, between two
-/// batches (a spooled output hands its spool to its successor).
+/// complete from now on; outputs are rebuilt only when their settings changed: the new set
+/// is started here first (an output never fails to start because its destination is down),
+/// and only once it runs does the writer switch to it, between two batches, and retire the old
+/// one (a spooled output hands its spool to its successor). A new set that cannot start
+/// leaves the old one running: never an empty set. Never waits for the writer.
+#[allow(clippy::too_many_arguments)]
 fn reload(
     path: &Path,
     live: &Live,
-    tx: &SyncSender<WriterMsg>,
+    ctl: &Sender<Control>,
+    outputs: &mut Outputs,
     unicast: bool,
     running: &mut Config,
     role: wiring::Role,
@@ -660,21 +739,48 @@ fn reload(
         live.set_filters(filters);
         // Group names are looked up only while an output writes enriched or ecs.
         live.set_group_names(wiring::wants_groups(&cfg));
+        let mut kept_outputs = false;
         if cfg.output == running.output && cfg.shutdown_timeout == running.shutdown_timeout {
             log::info!("outputs unchanged; kept running");
         } else {
-            let (new, old) = (cfg.clone(), running.clone());
-            let _ = tx.send(WriterMsg::Replace {
-                new: Box::new(move || wiring::outputs(&new, role).map_err(|e| format!("{e:#}"))),
-                fallback: Box::new(move || {
-                    wiring::outputs(&old, role).map_err(|e| format!("{e:#}"))
-                }),
-            });
+            match wiring::outputs(&cfg, role) {
+                Ok(new) => {
+                    let new = Fanout::new(new);
+                    let handle = new.handle();
+                    if ctl.send(Control::Replace(new)).is_ok() {
+                        let old = std::mem::replace(&mut outputs.current, handle);
+                        // The writer may be waiting in a `block` output's offer: the old set's
+                        // deadline reaches it without the writer, so the switch happens by
+                        // then at the latest.
+                        let by = Instant::now() + running.shutdown_timeout;
+                        old.release_blocking(Deadline::At(by));
+                        let now = Instant::now();
+                        outputs.retired.retain(|(until, _)| *until > now);
+                        // The writer may reach the switch only at `by`, and then gives the
+                        // old set up to the new `shutdown_timeout`.
+                        let over = by + cfg.shutdown_timeout + STUCK_GRACE + SHUTDOWN_MARGIN;
+                        outputs.retired.push((over, old));
+                        log::info!("outputs rebuilt: {}", cfg.output.enabled_names().join(", "));
+                    }
+                }
+                Err(e) => {
+                    kept_outputs = true;
+                    log::error!(
+                        "RELOAD: THE NEW OUTPUTS CANNOT START ({e:#}); the running outputs ({}) are kept and receive every event; fix the `output` section and reload again",
+                        running.output.enabled_names().join(", ")
+                    );
+                }
+            }
         }
         // What is now in force: the applied sections are new, the rest as at start.
+        let (output, shutdown_timeout) = if kept_outputs {
+            (running.output.clone(), running.shutdown_timeout)
+        } else {
+            (cfg.output, cfg.shutdown_timeout)
+        };
         *running = Config {
-            output: cfg.output,
-            shutdown_timeout: cfg.shutdown_timeout,
+            output,
+            shutdown_timeout,
             rules: cfg.rules,
             filters: cfg.filters,
             rule_policy: pauditd_config::RulePolicy {
@@ -693,11 +799,17 @@ fn reload(
     }
 }
 
+/// SIGTERM (or a failure): rules out, pid released, then every output gets its deadline
+/// (`timeout` from now) before the engine drains, so nothing waits past it: the whole of
+/// this ends within `timeout` + [`STUCK_GRACE`] + [`SHUTDOWN_MARGIN`] under every policy.
+#[allow(clippy::too_many_arguments)]
 fn shutdown(
     live: Live,
     session: Option<AuditSession>,
     loader: &mut rules::KernelRules,
-    tx: SyncSender<WriterMsg>,
+    ending: Ending,
+    outputs: &Outputs,
+    timeout: Duration,
     writer: std::thread::JoinHandle<Vec<SinkStats>>,
     poller: &StatusPoller,
     reporter: &mut Reporter,
@@ -711,9 +823,67 @@ fn shutdown(
         }
         session.end(poller);
     }
-    let (stats, recv) = live.shutdown();
-    drop(tx);
-    let sinks = writer.join().unwrap_or_default();
+    let deadline = Instant::now() + timeout;
+    // Before the engine is joined: a `block` output the writer waits on gives up by then.
+    for h in outputs
+        .retired
+        .iter()
+        .map(|(_, h)| h)
+        .chain([&outputs.current])
+    {
+        h.set_deadline(Deadline::At(deadline));
+    }
+    let _ = ending.ctl.send(Control::Stop(deadline));
+    let bound = deadline + STUCK_GRACE + SHUTDOWN_MARGIN;
+    ending.give_up.store(
+        (deadline + STUCK_GRACE)
+            .saturating_duration_since(ending.epoch)
+            .as_millis()
+            .max(1) as u64,
+        Relaxed,
+    );
+    let (stats, recv, finished) = live.shutdown_by(bound);
+    if !finished {
+        log::error!(
+            "the engine did not finish draining by the shutdown bound ({timeout:?} + {:?}); exiting without it",
+            STUCK_GRACE + SHUTDOWN_MARGIN
+        );
+    }
+    while !writer.is_finished() && Instant::now() < bound {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let orphaned = ending.orphaned.load(Relaxed);
+    if orphaned > 0 {
+        log::error!("{orphaned} completed event(s) never reached the writer: counted lost");
+    }
+    let sinks = if writer.is_finished() {
+        writer.join().unwrap_or_else(|_| {
+            log::error!("the writer thread panicked");
+            ending
+                .report
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sinks
+                .clone()
+        })
+    } else {
+        log::error!("the writer did not finish by the shutdown bound; exiting without it");
+        ending
+            .report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sinks
+            .clone()
+    };
+    let encode_failed = ending
+        .report
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .encode_failures
+        .events();
+    if encode_failed > 0 {
+        log::error!("{encode_failed} event(s) lost: encoding their batch panicked");
+    }
     log::info!(
         "exit: netlink received={} enobufs={} truncated={} ring_full_waits={}; {}",
         recv.received,
@@ -744,6 +914,8 @@ fn shutdown(
         kernel: poller.status().ok(),
         pid_stolen: poller.pid_stolen,
         rules_drift: loader.drifts,
+        encode_failed,
+        not_handed: orphaned,
     });
     reporter.report(&c, &g);
     reporter.timings(&metrics::timings(&sinks));

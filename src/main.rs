@@ -97,6 +97,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let e = anyhow::anyhow!("{}", pauditd_config::ConfigError::Invalid(errs));
                 return Ok(config_error(e));
             }
+            for w in preflight::warnings(&cfg) {
+                log::warn!("{}: {}", w.path, w.message);
+            }
             daemon::run(&path, cfg)
         }
     }
@@ -144,6 +147,9 @@ fn check_config(path: &Path, strict: bool) -> Result<ExitCode> {
     errs.extend(preflight::check(&cfg));
     if !errs.is_empty() {
         bail!("{}", pauditd_config::ConfigError::Invalid(errs));
+    }
+    for w in preflight::warnings(&cfg) {
+        log::warn!("{}: {}", w.path, w.message);
     }
     println!(
         "{}: OK (outputs: {}; {} rule line(s), {} filter(s))",

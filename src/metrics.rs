@@ -24,6 +24,11 @@ pub struct Sample<'a> {
     pub pid_stolen: u64,
     /// Differences the drift guard found between the kernel's rules and ours.
     pub rules_drift: u64,
+    /// Events lost before any output: their batch's encoding panicked, or the engine
+    /// completed them after the writer had gone (it died, or stopped at the shutdown
+    /// deadline).
+    pub encode_failed: u64,
+    pub not_handed: u64,
 }
 
 /// `(metric name, value)` pairs.
@@ -54,6 +59,8 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         ("rules.drift".into(), s.rules_drift),
         ("enrichment.container_misses".into(), e.container_misses),
         ("enrichment.lineage_misses".into(), e.lineage_misses),
+        ("writer.lost.encode_failed".into(), s.encode_failed),
+        ("writer.lost.not_handed".into(), s.not_handed),
     ];
     for r in DropReason::ALL {
         c.push((format!("records.dropped.{}", r.name()), e.dropped(r)));

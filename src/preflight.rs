@@ -2,10 +2,12 @@
 //!
 //! Owns the checks that need the file system (the config crate is plain data and never calls
 //! the system): an output file whose directory is missing or that is a directory, a password
-//! file that is missing, TLS files that cannot be read, a local syslog socket that is not
-//! there, rules (native) that do not parse or rule files that cannot be read, users and groups
-//! (`privileges.*`, the file output's owner) the system does not know. `check-config`
-//! exits 0 only when these pass, so it answers "would the daemon start".
+//! file that is missing, TLS files that cannot be read, rules (native) that do not parse or
+//! rule files that cannot be read, users and groups (`privileges.*`, the file output's owner)
+//! the system does not know. `check-config` exits 0 only when these pass, so it answers
+//! "would the daemon start". A destination that is down (a local syslog socket that is not
+//! there) is only a [`warnings`] matter: the output starts, spools or backs off, and delivers
+//! once the destination is there.
 //! It must never create, open for writing, or change anything.
 
 use std::path::Path;
@@ -17,6 +19,25 @@ fn err(path: &str, message: String) -> FieldError {
         path: path.into(),
         message,
     }
+}
+
+/// Destinations that are down now: said at start, never a reason not to start.
+pub fn warnings(cfg: &Config) -> Vec<FieldError> {
+    let o = &cfg.output;
+    let mut w = Vec::new();
+    if o.syslog.enabled
+        && matches!(o.syslog.network.as_str(), "unix" | "unixgram")
+        && !Path::new(&o.syslog.address).exists()
+    {
+        w.push(err(
+            "output.syslog.address",
+            format!(
+                "{} does not exist (yet): the syslog output starts anyway and delivers once it does",
+                o.syslog.address
+            ),
+        ));
+    }
+    w
 }
 
 /// Every problem found, each with its key path.
@@ -63,15 +84,6 @@ pub fn check(cfg: &Config) -> Vec<FieldError> {
                 ));
             }
         }
-    }
-    if o.syslog.enabled
-        && matches!(o.syslog.network.as_str(), "unix" | "unixgram")
-        && !Path::new(&o.syslog.address).exists()
-    {
-        errs.push(err(
-            "output.syslog.address",
-            format!("{} does not exist", o.syslog.address),
-        ));
     }
     if cfg.netlink_mode == pauditd_config::NetlinkMode::Unicast {
         errs.extend(rules(cfg));

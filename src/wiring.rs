@@ -245,7 +245,7 @@ pub fn outputs(cfg: &Config, role: Role) -> Result<Vec<Output>> {
     }
     if o.syslog.enabled {
         start(
-            Box::new(SyslogSink::connect(SyslogConfig {
+            Box::new(SyslogSink::new(SyslogConfig {
                 network: o.syslog.network.clone(),
                 address: o.syslog.address.clone(),
                 priority: o.syslog.priority,

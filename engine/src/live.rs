@@ -342,6 +342,22 @@ impl Live {
         });
         (stats, self.counters.snapshot())
     }
+
+    /// [`shutdown`](Self::shutdown), waiting for the threads until `limit` at most; the last
+    /// value is false when one was still stuck then (left behind, the process is about to
+    /// exit; the counters are those last published).
+    pub fn shutdown_by(self, limit: Instant) -> (Stats, ReceiverStats, bool) {
+        self.stop.store(true, Ordering::Release);
+        while !(self.receiver.is_finished() && self.reassembler.is_finished()) {
+            if Instant::now() >= limit {
+                let stats = self.stats();
+                return (stats, self.counters.snapshot(), false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (s, r) = self.shutdown();
+        (s, r, true)
+    }
 }
 
 struct SetOnDrop(Arc<AtomicBool>);
@@ -446,7 +462,11 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
     loop {
         while let Ok(c) = control.try_recv() {
             match c {
-                Control::Filters(f) => processor.set_filters(f),
+                Control::Filters(f) => {
+                    // Tests: armed with `pause`, a reload (SIGHUP) stalls the reassembler.
+                    fail::fail_point!("reassembler-new-filters");
+                    processor.set_filters(f)
+                }
                 Control::GroupNames(on) => processor.users_mut().set_resolves_groups(on),
             }
         }
@@ -509,6 +529,10 @@ fn hand_over<U: UserResolver>(
     processor: &mut Processor<U>,
     emit: &mut impl FnMut(Vec<Event>),
 ) {
+    if !events.is_empty() {
+        // Tests: `pause` stalls the reassembler here, `panic` kills it.
+        fail::fail_point!("reassembler-hand-over");
+    }
     while events.len() > batch {
         let rest = events.split_off(batch);
         emit(std::mem::replace(events, rest));

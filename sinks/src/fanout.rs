@@ -2,17 +2,19 @@
 //!
 //! Owns the one encoding of each batch, shared (an `Arc`, never copied) by every output's
 //! queue, and the output set's lifecycle (reopen, bounded close, the death of an output's
-//! thread). Each [`Output`] has its own thread and policy, so a slow or dead one never holds
-//! back another or the caller (unless its policy is `block`). It must never reorder events:
-//! every output is offered them in completion order.
+//! thread, as opposed to an output whose destination ended). Each [`Output`] has its own
+//! thread and policy, so a slow or dead one never holds back another or the caller (unless
+//! its policy is `block`). It must never reorder events: every output is offered them in
+//! completion order.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
 use pauditd_engine::pool::EventPool;
 use pauditd_engine::Event;
 
-use crate::encode::EncoderPool;
+use crate::encode::{panic_message, EncodeFailures, EncoderPool};
 pub use crate::output::{Accounting, SinkStats};
 use crate::output::{Deadline, Output};
 use crate::Batch;
@@ -29,6 +31,43 @@ pub struct Fanout {
     recycle: std::collections::VecDeque<Arc<Batch>>,
     /// Where written events go back to the engine for reuse (`None`: they are freed).
     returns: Option<EventPool>,
+    /// Batches whose encoding panicked (counted, never a stall).
+    failures: Arc<EncodeFailures>,
+    /// Set once a deadline was given to the set from outside (SIGTERM, a reload retiring
+    /// it): its threads stopping then is the plan, not a death.
+    released: Arc<AtomicBool>,
+}
+
+type SetDeadline = Box<dyn Fn(Deadline) + Send + Sync>;
+
+/// Sets the deadline of one set of outputs from another thread, without the writer (which
+/// may be waiting in a `block` output's `offer`). Cheap to keep; does nothing once the
+/// outputs are gone.
+pub struct OutputsHandle {
+    /// Each output's deadline setter, and whether its policy is `block`.
+    setters: Vec<(SetDeadline, bool)>,
+    released: Arc<AtomicBool>,
+}
+
+impl OutputsHandle {
+    /// Every output of the set stops trying at `deadline` (what it holds then is spooled or
+    /// counted), whether or not the writer gets to close it.
+    pub fn set_deadline(&self, deadline: Deadline) {
+        self.released.store(true, Relaxed);
+        for (s, _) in &self.setters {
+            s(deadline);
+        }
+    }
+
+    /// Only the `block` outputs stop trying at `deadline` (a reload replaced the set: the
+    /// writer, which may be waiting on one of them, then gets to the switch; the others keep
+    /// delivering until the writer retires them).
+    pub fn release_blocking(&self, deadline: Deadline) {
+        self.released.store(true, Relaxed);
+        for (s, _) in self.setters.iter().filter(|(_, blocks)| *blocks) {
+            s(deadline);
+        }
+    }
 }
 
 /// One batch per format (`Format::index`); `None` for a format no output takes.
@@ -50,7 +89,34 @@ impl Fanout {
             pool: None,
             recycle: Default::default(),
             returns: None,
+            failures: Arc::default(),
+            released: Arc::default(),
         }
+    }
+
+    /// A handle that sets every output's deadline from another thread.
+    pub fn handle(&self) -> OutputsHandle {
+        OutputsHandle {
+            setters: self
+                .outputs
+                .iter()
+                .map(|o| {
+                    let blocks = o.stats().overflow == crate::output::Overflow::Block;
+                    (o.deadline_setter(), blocks)
+                })
+                .collect(),
+            released: self.released.clone(),
+        }
+    }
+
+    /// Count encoding failures into `failures` (shared across output sets by the writer).
+    pub fn with_encode_failures(mut self, failures: Arc<EncodeFailures>) -> Self {
+        self.failures = failures;
+        self
+    }
+
+    pub fn encode_failures(&self) -> Arc<EncodeFailures> {
+        self.failures.clone()
     }
 
     /// Every output takes `format` (replay's `--format`; set before the encoders).
@@ -83,7 +149,11 @@ impl Fanout {
         self.flush_encoders();
         self.pool = None;
         if workers > 0 {
-            self.pool = Some(EncoderPool::new(workers, self.returns.clone())?);
+            self.pool = Some(EncoderPool::new(
+                workers,
+                self.returns.clone(),
+                self.failures.clone(),
+            )?);
         }
         Ok(())
     }
@@ -107,23 +177,47 @@ impl Fanout {
         }
         let formats = formats_of(&self.outputs);
         if let Some(mut pool) = self.pool.take() {
-            pool.submit(std::mem::take(events), formats);
+            if let Err(mut events) = pool.submit(std::mem::take(events), formats) {
+                // The encoder threads are gone (they never should be): encode here instead.
+                log::error!("the encoder threads are gone; encoding on the writer thread");
+                self.flush_pool(&mut pool);
+                self.write_inline(&mut events, formats);
+                return;
+            }
             pool.collect(false, |b| self.offer_encoded(b));
             self.pool = Some(pool);
             return;
         }
-        // Each format in use encoded once, shared by every output that takes it.
+        self.write_inline(events, formats);
+    }
+
+    fn flush_pool(&mut self, pool: &mut EncoderPool) {
+        pool.collect(true, |b| self.offer_encoded(b));
+    }
+
+    /// Each format in use encoded once on this thread, shared by every output that takes it
+    /// (into recycled buffers: no allocation per batch). A panic is counted, never a stall.
+    fn write_inline(&mut self, events: &mut Vec<Event>, formats: [bool; crate::FORMATS]) {
         let mut encoded: Encoded = Default::default();
-        for f in crate::Format::ALL {
-            if !formats[f.index()] {
-                continue;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fail::fail_point!("encode-batch");
+            for f in crate::Format::ALL {
+                if !formats[f.index()] {
+                    continue;
+                }
+                let mut batch = self.fresh_batch();
+                let b = Arc::get_mut(&mut batch).expect("a fresh batch is not shared");
+                for e in events.iter() {
+                    b.push_event_as(e, f);
+                }
+                encoded[f.index()] = Some(batch);
             }
-            let mut batch = self.fresh_batch();
-            let b = Arc::get_mut(&mut batch).expect("a fresh batch is not shared");
-            for e in events.iter() {
-                b.push_event_as(e, f);
-            }
-            encoded[f.index()] = Some(batch);
+        }));
+        if let Err(p) = r {
+            self.failures.count(events.len(), &panic_message(&*p));
+            // Possibly half-updated: not given back for reuse.
+            events.clear();
+            return;
         }
         match &self.returns {
             Some(r) => r.give_back(std::mem::take(events)),
@@ -198,17 +292,33 @@ impl Fanout {
         stuck
     }
 
-    /// Stop the outputs that have a spool right away (what they hold is spooled), so a new
-    /// output can open the same spool.
-    pub fn close_spooled(&mut self, now: Instant) {
+    /// Retire this set (a reload replaced it) without waiting: the outputs that have a spool
+    /// stop at once (what they hold goes to the spool, which their successor takes over in
+    /// order), the others get until `deadline` to deliver what they hold. Returns a thread
+    /// that waits for them, at most until `limit`.
+    pub fn retire(
+        mut self,
+        deadline: Instant,
+        limit: Instant,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         self.flush_encoders();
-        let limit = now + std::time::Duration::from_secs(5);
-        for o in self.outputs.iter_mut().filter(|o| o.has_spool()) {
-            o.begin_close(Deadline::At(now));
-            if !o.join(limit) {
-                log::error!("output {}: did not stop within 5 s", o.name());
-            }
+        self.released.store(true, Relaxed);
+        let now = Instant::now();
+        for o in &mut self.outputs {
+            o.begin_close(Deadline::At(if o.has_spool() { now } else { deadline }));
         }
+        std::thread::Builder::new()
+            .name("pauditd-retire".into())
+            .spawn(move || {
+                for o in &mut self.outputs {
+                    if !o.join(limit) {
+                        log::error!(
+                            "output {} (replaced by a reload): still blocked in a write; left behind",
+                            o.name()
+                        );
+                    }
+                }
+            })
     }
 
     /// Whether every output has ended (its destination closed for good).
@@ -216,9 +326,26 @@ impl Fanout {
         !self.outputs.is_empty() && self.outputs.iter().all(|o| o.has_ended())
     }
 
-    /// An output whose thread died (a panic): the pipeline cannot trust its accounting.
+    /// An output whose thread died (a panic): the pipeline cannot trust its accounting. An
+    /// output whose destination ended (stdout's reader gone) is not dead: it counts its
+    /// events `lost.closed`; nor is one stopping at a deadline it was given.
     pub fn dead_output(&self) -> Option<&'static str> {
-        self.outputs.iter().find(|o| o.has_died()).map(|o| o.name())
+        if self.released.load(Relaxed) {
+            return None;
+        }
+        self.outputs
+            .iter()
+            .find(|o| o.has_died() && !o.has_ended())
+            .map(|o| o.name())
+    }
+
+    /// The outputs whose destination ended.
+    pub fn ended(&self) -> Vec<&'static str> {
+        self.outputs
+            .iter()
+            .filter(|o| o.has_ended())
+            .map(|o| o.name())
+            .collect()
     }
 
     pub fn stats(&self) -> Vec<SinkStats> {

@@ -636,6 +636,29 @@ impl Output {
         }
         true
     }
+
+    // Minimal version added on the `control` branch until the buffer rewrite brings its own.
+    /// Set the deadline without closing the queue: past it the thread stops trying and keeps
+    /// (spool) or counts what it holds, and a `block` offer waiting on it returns.
+    pub fn set_deadline(&self, deadline: Deadline) {
+        *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+    }
+
+    /// [`set_deadline`](Self::set_deadline) from another thread (the daemon's main loop at
+    /// SIGTERM, while the writer may be waiting in [`offer`](Self::offer)). It holds the
+    /// output weakly: it never keeps a stopped output's state (its spool) alive.
+    pub fn deadline_setter(&self) -> Box<dyn Fn(Deadline) + Send + Sync> {
+        let shared = Arc::downgrade(&self.shared);
+        Box::new(move |d| {
+            if let Some(shared) = shared.upgrade() {
+                *shared.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+            }
+        })
+    }
 }
 
 impl Drop for Output {

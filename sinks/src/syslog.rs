@@ -5,8 +5,11 @@
 //! sockets); over the network (`udp`, `tcp`) `<PRI>2006-01-02T15:04:05Z HOSTNAME TAG[PID]: MSG`.
 //! MSG is the event's JSON line and ends with its newline, which is also the frame delimiter
 //! on TCP (non-transparent framing, RFC 6587 3.4.2, what Go writes and rsyslog's imtcp reads).
-//! Timestamps are UTC. Each `write_batch` is one try, bounded by `timeout` (connect and
-//! send): on stream transports the whole batch goes out in one write; on a failure the
+//! Timestamps are UTC. The sink is built without connecting ([`SyslogSink::new`]): a receiver
+//! that is down when the daemon starts (or reloads) is a failing write like any other, so
+//! the output's policy (spool, backoff) covers it instead of start-up failing; only a
+//! malformed `network`/`address` is refused up front. Each `write_batch` is one try, bounded
+//! by `timeout` (connect and send): on stream transports the whole batch goes out in one write; on a failure the
 //! connection is dropped (the next try reconnects) and the lines not sent are reported, so
 //! the output backs off, spools or counts them. Over `udp` and `unixgram`, "written" means
 //! accepted by the local kernel: a receiver that is not listening is only reported
@@ -164,21 +167,35 @@ pub struct SyslogSink {
 }
 
 impl SyslogSink {
-    /// Connect now, so a bad address fails at start-up as in pauditd.
-    pub fn connect(cfg: SyslogConfig) -> Result<SyslogSink, SinkError> {
-        let conn = Conn::open(&cfg).map_err(|error| SinkError::Open {
+    /// Check the settings and build the sink without connecting: the first write connects
+    /// (and a failure there is the output's to handle: spool, back off, retry). A receiver
+    /// that is down never stops start-up or a reload.
+    pub fn new(cfg: SyslogConfig) -> Result<SyslogSink, SinkError> {
+        check(&cfg).map_err(|error| SinkError::Open {
             sink: "syslog",
             path: format!("{} {}", cfg.network, cfg.address),
             error,
         })?;
         Ok(SyslogSink {
             cfg,
-            conn: Some(conn),
+            conn: None,
             pid: std::process::id(),
             msg: Vec::with_capacity(4096),
             out: Vec::new(),
             ends: Vec::new(),
         })
+    }
+
+    /// Connect now (a receiver that is down is an error here).
+    pub fn connect(cfg: SyslogConfig) -> Result<SyslogSink, SinkError> {
+        let mut sink = SyslogSink::new(cfg)?;
+        let conn = Conn::open(&sink.cfg).map_err(|error| SinkError::Open {
+            sink: "syslog",
+            path: format!("{} {}", sink.cfg.network, sink.cfg.address),
+            error,
+        })?;
+        sink.conn = Some(conn);
+        Ok(sink)
     }
 
     /// Format one message for `line` (an event's JSON line, newline included) at `now`.
@@ -288,6 +305,28 @@ impl SyslogSink {
     }
 }
 
+/// What can be refused without reaching the receiver: the network and the address's shape
+/// (`host:port` for `udp`/`tcp`, a path for `unix`/`unixgram`).
+fn check(cfg: &SyslogConfig) -> io::Result<()> {
+    let bad = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    match cfg.network.as_str() {
+        "unixgram" | "unix" => {
+            if cfg.address.is_empty() {
+                return bad("an empty socket path".into());
+            }
+        }
+        "udp" | "udp4" | "udp6" | "tcp" | "tcp4" | "tcp6" => {
+            let port = cfg.address.rsplit_once(':');
+            match port {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => return bad(format!("{:?} is not host:port", cfg.address)),
+            }
+        }
+        other => return bad(format!("unknown network {other}")),
+    }
+    Ok(())
+}
+
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
@@ -324,6 +363,53 @@ fn rfc3339(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg(network: &str, address: &str) -> SyslogConfig {
+        SyslogConfig {
+            network: network.into(),
+            address: address.into(),
+            priority: 132,
+            tag: "pauditd".into(),
+            hostname: "h".into(),
+            timeout: Duration::from_millis(500),
+        }
+    }
+
+    #[test]
+    fn a_receiver_that_is_down_does_not_stop_the_sink_from_starting() {
+        // Nobody listens on these: built anyway, the write fails (the output's policy then).
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        for (net, addr) in [
+            ("tcp", format!("127.0.0.1:{port}")),
+            ("unixgram", "/nonexistent/pauditd-test.sock".to_string()),
+            ("unix", "/nonexistent/pauditd-test.sock".to_string()),
+        ] {
+            let mut s = SyslogSink::new(cfg(net, &addr)).unwrap_or_else(|e| panic!("{net}: {e}"));
+            let mut b = Batch::default();
+            b.push_line(b"{}\n");
+            let e = s.write_batch(&b).expect_err(net);
+            assert_eq!(e.lost(), 1, "{net}: {e}");
+            assert!(SyslogSink::connect(cfg(net, &addr)).is_err(), "{net}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_address_or_network_is_refused_at_start() {
+        for (net, addr) in [
+            ("tcp", "127.0.0.1"),
+            ("udp", "localhost:notaport"),
+            ("tcp", ":514"),
+            ("unixgram", ""),
+            ("carrier-pigeon", "x:1"),
+        ] {
+            assert!(SyslogSink::new(cfg(net, addr)).is_err(), "{net} {addr}");
+        }
+        assert!(SyslogSink::new(cfg("udp", "[::1]:514")).is_ok());
+        assert!(SyslogSink::new(cfg("tcp", "logs.example:6514")).is_ok());
+    }
 
     #[test]
     fn go_timestamp_layouts() {

@@ -121,6 +121,19 @@ impl Breaker {
         }
     }
 
+    /// A request timed out: the service is not answering, so open at once (without waiting
+    /// for the failure ratio over `min_observations`), unless already open. Returns whether
+    /// this opened it.
+    pub fn trip(&mut self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Open { .. } => false,
+            BreakerState::Closed | BreakerState::HalfOpen => {
+                self.open(now);
+                true
+            }
+        }
+    }
+
     fn open(&mut self, now: Instant) {
         self.state = BreakerState::Open {
             until: now + self.cfg.cooldown,
@@ -170,6 +183,21 @@ mod tests {
             min_observations: 4,
             cooldown: Duration::from_secs(2),
         }
+    }
+
+    #[test]
+    fn a_timeout_trips_it_at_once_and_a_probe_closes_it() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(cfg(), t0);
+        assert!(b.allow(t0));
+        assert!(b.trip(t0), "one timeout is enough, whatever the ratio");
+        assert!(!b.allow(t0));
+        assert!(!b.trip(t0), "already open");
+        assert_eq!(b.opened, 1);
+        let later = t0 + Duration::from_secs(2);
+        assert!(b.allow(later));
+        b.record(later, true);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

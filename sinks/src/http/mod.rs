@@ -7,8 +7,21 @@
 //! so the output knows which events failed: it retries, spools or counts them per its policy
 //! ([`crate::output`]). 2xx is delivered; 4xx (but 408 and 429) is refused and never sent
 //! again; 3xx, 408, 429, 5xx, transport errors and an open breaker are failures worth a
-//! retry. Redirects are not followed: following one turns a POST into a bodiless GET. It
-//! must never reorder within a request.
+//! retry. Redirects are not followed: following one turns a POST into a bodiless GET.
+//!
+//! Time: a batch has one deadline (`request_timeout` from when it is handed over), shared by
+//! all its requests: each request gets what is left of it, a request whose turn comes after it
+//! fails without being sent, and the batch's answer never waits past it (plus a second for a
+//! worker to report). A request that times out trips the breaker at once (a service that does
+//! not answer is not worth `min_observations` more timeouts).
+//!
+//! Order: the requests of one batch go out concurrently on up to `worker_count` connections,
+//! so with `worker_count > 1` the service may receive (and a retry re-sends) them in another
+//! order than the events' within that batch (a batch is at most 256 events); a batch is
+//! finished (answered, failed or timed out) before the next one is handed over, so events of
+//! different batches are never reordered, and a request's own events (`batch_size`) keep
+//! their order. `worker_count: 1` keeps the exact order. It must never reorder within a
+//! request.
 
 pub mod breaker;
 pub mod client;
@@ -52,7 +65,11 @@ struct Job {
     /// Which lines of the caller's batch these are.
     first: usize,
     queued: Instant,
-    done: Sender<Done>,
+    /// The batch's deadline, shared by all its requests.
+    deadline: Instant,
+    /// Where the answer goes, with the job's index in its batch.
+    done: Sender<(usize, Done)>,
+    index: usize,
 }
 
 /// How one request ended.
@@ -87,8 +104,13 @@ pub struct HttpSink {
     watcher_stop: Option<Sender<()>>,
     watcher: Option<JoinHandle<()>>,
     chunk: usize,
+    /// A batch's deadline from when it is handed over (`request_timeout`).
+    batch_timeout: Duration,
     stats: Arc<HttpStats>,
 }
+
+/// How long past a batch's deadline its answers are waited for (a worker reporting).
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 impl HttpSink {
     /// Start the workers; fails if the certificates cannot be loaded.
@@ -142,6 +164,7 @@ impl HttpSink {
             watcher_stop,
             watcher,
             chunk: cfg.batch_size.unwrap_or(1).max(1),
+            batch_timeout: cfg.pool.request_timeout,
             stats,
         })
     }
@@ -168,6 +191,7 @@ impl Sink for HttpSink {
             });
         };
         let (done_tx, done_rx) = unbounded();
+        let deadline = Instant::now() + self.batch_timeout;
         let mut jobs = 0;
         let mut i = 0;
         while i < batch.len() {
@@ -180,7 +204,9 @@ impl Sink for HttpSink {
                 lines,
                 first: i,
                 queued: Instant::now(),
+                deadline,
                 done: done_tx.clone(),
+                index: jobs,
             };
             i += n;
             if tx.send(job).is_err() {
@@ -193,9 +219,17 @@ impl Sink for HttpSink {
         let mut retry = Vec::new();
         let mut rejected = 0;
         let mut error = String::new();
-        let mut answered = 0;
-        for d in done_rx.iter().take(jobs) {
-            answered += 1;
+        let mut answered = vec![false; jobs];
+        let mut count = 0;
+        let give_up = deadline + ANSWER_GRACE;
+        while count < jobs {
+            let Ok((job, d)) = done_rx.recv_deadline(give_up) else {
+                break;
+            };
+            if std::mem::replace(&mut answered[job], true) {
+                continue;
+            }
+            count += 1;
             match d {
                 Done::Delivered => {}
                 Done::Rejected { n, .. } => rejected += n,
@@ -205,7 +239,18 @@ impl Sink for HttpSink {
                 }
             }
         }
-        if answered < jobs || i < batch.len() {
+        if count < jobs && i >= batch.len() && done_rx.is_empty() {
+            // Requests still out past the batch's deadline (a worker stuck beyond its
+            // timeout): failed; if one still arrives, the service gets it twice.
+            let chunk = self.chunk;
+            for (job, _) in answered.iter().enumerate().filter(|(_, a)| !**a) {
+                let first = job * chunk;
+                retry.extend(first..(first + chunk).min(batch.len()));
+            }
+            error = "no answer by the batch's deadline".into();
+            count = jobs;
+        }
+        if count < jobs || i < batch.len() {
             // A worker died or the pool closed: nothing after what answered was sent.
             return Err(SinkError::Undelivered {
                 sink: "http",
@@ -256,7 +301,7 @@ fn work(rx: &Receiver<Job>, shared: &Shared) {
     for job in rx.iter() {
         shared.stats.queued.store(rx.len() as u64, Relaxed);
         let done = shared.send(&job, &mut body);
-        let _ = job.done.send(done);
+        let _ = job.done.send((job.index, done));
     }
 }
 
@@ -336,13 +381,26 @@ impl Shared {
                 error,
             }
         };
+        let left = job.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // Its turn came after the batch's deadline: not sent. Not itself a sign that the
+            // service is down (a request that timed out already tripped the breaker).
+            return failed("the batch's deadline passed before this request was sent".into());
+        }
         if !self.lock_breaker().allow(Instant::now()) {
             self.stats.breaker_rejected.fetch_add(1, Relaxed);
             return failed("circuit breaker open".into());
         }
+        fail::fail_point!("http-request", |_| {
+            self.trip();
+            failed("timeout (failpoint)".into())
+        });
         let agent = self.agent.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut req = agent
             .post(&self.url)
+            .config()
+            .timeout_global(Some(left))
+            .build()
             .header("Content-Type", "application/json");
         if let Some(h) = &self.trace_header {
             req = req.header(h.as_str(), trace_id.as_str());
@@ -375,7 +433,11 @@ impl Shared {
             }
             Err(e) => {
                 self.stats.request_errors.fetch_add(1, Relaxed);
-                self.record(false);
+                if matches!(e, ureq::Error::Timeout(_)) {
+                    self.trip();
+                } else {
+                    self.record(false);
+                }
                 failed(format!("could not send request: {e}"))
             }
         }
@@ -383,6 +445,17 @@ impl Shared {
 
     fn lock_breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A timeout: open the breaker now.
+    fn trip(&self) {
+        if self.lock_breaker().trip(Instant::now()) {
+            self.stats.breaker_opened.fetch_add(1, Relaxed);
+            log::error!(
+                "http: {} timed out: circuit breaker opened, requests fail fast until a probe succeeds",
+                self.url
+            );
+        }
     }
 
     fn record(&self, success: bool) {
