@@ -51,6 +51,8 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         ("rules.drift".into(), s.rules_drift),
         ("enrichment.container_misses".into(), e.container_misses),
         ("enrichment.lineage_misses".into(), e.lineage_misses),
+        ("enrichment.pid_reused".into(), e.pid_reused),
+        ("enrichment.untrusted".into(), e.untrusted_attributions),
     ];
     for r in DropReason::ALL {
         c.push((format!("records.dropped.{}", r.name()), e.dropped(r)));
