@@ -4,9 +4,9 @@
 //! the status socket is private from the start. Bounds are on memory and counts, never time.
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 #[path = "support/bin.rs"]
 mod bin;
@@ -154,25 +154,77 @@ fn hostile_execve_records_stay_within_a_memory_bound_in_every_format() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[allow(dead_code)]
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().mode() & 0o7777
-}
-
-#[allow(dead_code)]
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-#[allow(dead_code)]
-fn output_of(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pauditd"))
-        .args(args)
-        .output()
-        .unwrap()
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
-#[allow(dead_code)]
-fn err_of(o: &std::process::Output) -> String {
-    stderr(o)
+/// Rules files of the three kinds another user could rewrite (world-writable, owned by
+/// `nobody`, in a 0777 directory) beside a good one: `check-config` and the daemon's
+/// start-up (before the kernel is touched) refuse them, naming each file and why.
+#[test]
+fn check_config_and_start_up_refuse_rules_files_another_user_could_rewrite() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give a file to another user");
+        return;
+    }
+    let dir = tempdir("rulesfiles");
+    let ok = dir.join("rules.d");
+    let open = dir.join("open");
+    std::fs::create_dir_all(&ok).unwrap();
+    std::fs::create_dir_all(&open).unwrap();
+    chmod(&open, 0o777);
+    for f in ["10-good.rules", "20-anyone.rules", "30-nobody.rules"] {
+        std::fs::write(
+            ok.join(f),
+            format!("-a always,exit -F arch=b64 -S execve -k {f}\n"),
+        )
+        .unwrap();
+        chmod(&ok.join(f), 0o644);
+    }
+    chmod(&ok.join("20-anyone.rules"), 0o666);
+    std::os::unix::fs::chown(ok.join("30-nobody.rules"), Some(65534), Some(65534)).unwrap();
+    std::fs::write(open.join("x.rules"), "-e 1\n").unwrap();
+    chmod(&open.join("x.rules"), 0o644);
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "output: {{stdout: {{enabled: true}}}}\nrules:\n  - -D\nrules_files: ['{}/*.rules', '{}/x.rules']\n",
+            ok.display(),
+            open.display()
+        ),
+    )
+    .unwrap();
+    chmod(&cfg, 0o600);
+    let c = cfg.to_str().unwrap();
+    for args in [vec!["check-config", c], vec!["-config", c]] {
+        let o = pauditd().args(&args).output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        for want in [
+            "20-anyone.rules is writable by everyone (mode 0666)",
+            "30-nobody.rules is owned by uid 65534",
+            "x.rules is in ",
+            "which anyone may write (mode 0777, no sticky bit)",
+        ] {
+            assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+        }
+        assert!(!err.contains("10-good.rules"), "{err}");
+        assert!(
+            !err.contains("audit daemon"),
+            "the kernel was not touched: {err}"
+        );
+    }
+    // Made safe, check-config accepts them.
+    chmod(&ok.join("20-anyone.rules"), 0o644);
+    std::os::unix::fs::chown(ok.join("30-nobody.rules"), Some(0), Some(0)).unwrap();
+    chmod(&open, 0o755);
+    let o = pauditd().args(["check-config", c]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2676,3 +2676,65 @@ fn a_pid_reused_while_the_daemon_lags_gets_no_wrong_parent_or_container() {
     assert!(log.contains("pid_reused="), "{log}");
     assert_released(&log);
 }
+
+/// Issue #22: a rules file made world-writable (and given `-e 0`) is refused at SIGHUP,
+/// naming the file and why; the running rules stay in force and auditing stays on. Owned by
+/// another user or in a 0777 directory is refused the same way (`check-config` and start-up
+/// refuse all three: tests/harden.rs and the engine's unit test).
+#[test]
+fn sighup_refuses_a_rules_file_another_user_could_rewrite_and_keeps_the_rules() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("unsaferules");
+    let rules_d = dir.join("rules.d");
+    std::fs::create_dir_all(&rules_d).unwrap();
+    let file = rules_d.join("50-file.rules");
+    std::fs::write(
+        &file,
+        "-a exit,always -F arch=b64 -S getppid -k from-file\n",
+    )
+    .unwrap();
+    let set_mode = |m: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    set_mode(0o644);
+    let mut d = Daemon::start(
+        &dir,
+        "unsaferules",
+        &format!(
+            "{}rules_files: ['{}/*.rules']\n",
+            echo_rules(),
+            rules_d.display()
+        ),
+    );
+    d.wait_ready();
+    let before = auditctl(&["-l"]);
+    assert!(
+        before.contains("key=from-file") && before.contains("key=e2e"),
+        "{before}"
+    );
+    // Anyone may now write it, and someone did.
+    set_mode(0o666);
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text += "-A exit,never -F uid=65534\n-e 0\n";
+    std::fs::write(&file, text).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("the reload to fail", 20, || {
+        d.log().contains("reload failed")
+    });
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "{} is writable by everyone (mode 0666)",
+            file.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(auditctl(&["-l"]), before, "the running rules, exactly");
+    assert_eq!(status_field("enabled"), 1, "auditing still on");
+    echo_seen_by(&d, "unsaferules");
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+}
