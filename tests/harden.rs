@@ -228,3 +228,61 @@ fn check_config_and_start_up_refuse_rules_files_another_user_could_rewrite() {
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An `output.file.path` that is a symlink to a root 0600 file: `check-config`, start-up and
+/// `replay` refuse it naming the path, and the target keeps its mode and contents (pauditd
+/// appended events to it and chmod'ed it to 0644). `follow_symlink: true` is the explicit
+/// way to write through a link.
+#[test]
+fn a_symlinked_output_file_changes_nothing_it_points_at() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempdir("outlink");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "root only\n").unwrap();
+    chmod(&secret, 0o600);
+    let link = dir.join("events.log");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let cfg = dir.join("c.yaml");
+    let write_cfg = |extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "rules: ['-a exit,always -S execve']\noutput:\n  file: {{enabled: true, path: {}, mode: 0644{extra}}}\n",
+                link.display()
+            ),
+        )
+        .unwrap();
+        chmod(&cfg, 0o600);
+    };
+    write_cfg("");
+    let input = b"type=SYSCALL msg=audit(1.0:1): arch=c000003e syscall=59 success=yes pid=1 uid=0 key=\"k\"\ntype=EOE msg=audit(1.0:1): \n";
+    let c = cfg.to_str().unwrap();
+    for args in [
+        vec!["check-config", c],
+        vec!["-config", c],
+        vec!["replay", "--config", c, "-"],
+    ] {
+        let o = bin::run_with_stdin(&args, input);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{} is a symbolic link: refused", link.display())),
+            "{args:?}: {err}"
+        );
+        let meta = std::fs::metadata(&secret).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o600, "{args:?}: mode changed");
+        assert_eq!(
+            std::fs::read_to_string(&secret).unwrap(),
+            "root only\n",
+            "{args:?}: contents changed"
+        );
+    }
+    // Explicitly allowed: written through the link (the operator's choice).
+    write_cfg(", follow_symlink: true");
+    let o = bin::run_with_stdin(&["replay", "--config", c, "-"], input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&secret)
+        .unwrap()
+        .contains("\"sequence\":1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
