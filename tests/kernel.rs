@@ -751,6 +751,11 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
+    // Root's and private (issue #22); its directory, which the daemon made, is nobody's so
+    // the socket can be removed at exit.
+    let sock = std::fs::symlink_metadata(dir.join("run/status.sock")).unwrap();
+    assert_eq!((sock.uid(), sock.mode() & 0o7777), (0, 0o600));
+    assert_eq!(std::fs::metadata(dir.join("run")).unwrap().uid(), 65534);
     let owners: Vec<(PathBuf, u32)> = segs()
         .into_iter()
         .map(|p| {
@@ -770,6 +775,10 @@ fn dropped_to_nobody_the_daemon_keeps_only_audit_control_and_still_works() {
         !log.lines()
             .any(|l| l.contains("ERROR") && !l.contains("http")),
         "{log}"
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.join("run/status.sock")).is_err(),
+        "the status socket is removed at exit after the privilege drop: {log}"
     );
     assert_released(&log);
     // auditctl -D at shutdown ran with the ambient capability.
