@@ -273,6 +273,36 @@ mod tests {
         );
     }
 
+    /// Execs of a 3,880-byte path (issue #22) filling the table four times over, with and
+    /// without the byte budget the daemon uses. Measurement: `--ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn long_paths_memory() {
+        const CAPACITY: usize = 32_768;
+        for budget in [crate::processor::PROCESS_TABLE_BYTES, usize::MAX] {
+            let before = rss_kib();
+            let mut t = ProcessTable::new(CAPACITY, budget);
+            let exe = "/p".repeat(1940);
+            for pid in 0..4 * CAPACITY as u32 {
+                t.insert(ProcessInfo {
+                    pid,
+                    ppid: Some(1),
+                    comm: Some("x".repeat(15)),
+                    exe: Some(exe.clone()),
+                    start_time: 1,
+                    exec_event: None,
+                });
+            }
+            eprintln!(
+                "budget {budget}: {} entries, {} bytes counted, +{} KiB RSS",
+                t.len(),
+                t.bytes(),
+                rss_kib().saturating_sub(before)
+            );
+            drop(t);
+        }
+    }
+
     #[test]
     fn an_exec_is_remembered_and_named_as_the_parent_of_its_children() {
         let me = std::process::id();
