@@ -101,6 +101,11 @@ impl StatusServer {
     /// and then a stale socket may stay after exit (the next start replaces it).
     pub fn allow_removal_by(&self, uid: u32, gid: u32) {
         let Some(dir) = &self.created_dir else {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            if std::fs::metadata(dir).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
+            {
+                return; // already theirs (handed over by a previous run)
+            }
             log::info!(
                 "status socket: {} was not created by us; after the privilege drop the socket cannot be removed at exit (the next start replaces it)",
                 self.path.parent().map_or(String::new(), |d| d.display().to_string())

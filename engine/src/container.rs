@@ -379,6 +379,10 @@ pub struct ContainerCache {
     entries: FxHashMap<(u32, u64), Arc<Attribution>>,
     capacity: usize,
     mounts: Mounts,
+    /// [`trusted_depth`] per (hierarchy, path): processes share a few cgroups, and the walk
+    /// stats every directory. Cleared with `entries`. A cgroup under a root-owned chain can
+    /// only be re-made by root, so a cached answer stays right.
+    depths: FxHashMap<(String, String), usize>,
     /// Lookups whose process was already gone (a short-lived process).
     pub misses: u64,
     /// Lookups whose pid now belongs to a process started after the event (reused).
@@ -393,6 +397,7 @@ impl ContainerCache {
             entries: FxHashMap::default(),
             capacity: capacity.max(1),
             mounts: Mounts::read(),
+            depths: FxHashMap::default(),
             misses: 0,
             reused: 0,
             untrusted: 0,
@@ -423,8 +428,12 @@ impl ContainerCache {
             self.misses += 1;
             return None;
         };
-        let mounts = &self.mounts;
-        let a = parse_cgroup_trusting(&text, |ctrl, path| trusted_depth(mounts, ctrl, path));
+        let (mounts, depths) = (&self.mounts, &mut self.depths);
+        let a = parse_cgroup_trusting(&text, |ctrl, path| {
+            *depths
+                .entry((ctrl.to_string(), path.to_string()))
+                .or_insert_with(|| trusted_depth(mounts, ctrl, path))
+        });
         // The pid may have been reused between the reads: check it is still the same.
         if start_time(pid) != Some(start) {
             self.misses += 1;
@@ -433,6 +442,9 @@ impl ContainerCache {
         if self.entries.len() >= self.capacity {
             // Simple and bounded: start over (entries are cheap to rebuild from procfs).
             self.entries.clear();
+        }
+        if self.depths.len() >= self.capacity {
+            self.depths.clear();
         }
         if a.untrusted.is_some() {
             self.untrusted += 1;

@@ -152,10 +152,10 @@ impl ProcessTable {
             StartedAt::Started(start) => Some(start),
             StartedAt::Gone => None,
             StartedAt::Later => {
-                // Not the event's process: learn nothing from it, and its parent now is
-                // not the event's parent either.
+                // Not the event's process: learn nothing from it (the record's ppid is still
+                // the event's parent, checked the same way below).
                 self.reused += 1;
-                return None;
+                None
             }
         };
         if let Some(start) = start {
