@@ -4,7 +4,8 @@
 //! printed": the sequence tracker, the reassembler, the filters, the user resolver and the
 //! counters. Both input forms enter here (netlink payloads and auditd log lines), so replay and
 //! live ingestion share every rule. It must never do I/O other than the user lookups of its
-//! resolver, and never decide how events are written.
+//! resolver and, with `enrichment` on (live only), the procfs and cgroupfs reads of
+//! attribution and lineage; and never decide how events are written.
 
 use crate::event::Event;
 use crate::filter::FilterSet;

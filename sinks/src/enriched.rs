@@ -8,7 +8,7 @@
 //! UPPERCASE beside the raw value, as auditd's ENRICHED format and laurel do (`ARCH`,
 //! `SYSCALL`, `EXIT`, `UID`, `AUID`, ..., and group names `GID`, `EGID`, ... when groups
 //! are resolved; `unset` for 4294967295); EXECVE and PROCTITLE give
-//! an `ARGV` array (EXECVE's rebuilt from every piece, bounded, `ARGV_TRUNCATED` when cut),
+//! an `ARGV` array (EXECVE's rebuilt from every piece; both bounded, `ARGV_TRUNCATED` when cut),
 //! SYSCALL's `a0`-`a3` an `ARGV` of hex strings, SOCKADDR a decoded `SADDR`. Bytes that are
 //! not UTF-8 are escaped reversibly (`%XX`, and `%` as `%25`). It must never change the
 //! pauditd format (that is `json`), and never look anything up itself: names come from the
