@@ -5,8 +5,9 @@
 //! podman, LXC), the Kubernetes pod uid and QoS class (systemd and cgroupfs drivers), and the
 //! systemd unit. A cgroup's name proves nothing by itself: a user with a delegated subtree
 //! (every systemd user session has one) can create `docker-<id>.scope` or `backup.service`
-//! in it. So a name is trusted only where a runtime could have made it: the cgroup directory
-//! and every ancestor up to its hierarchy's root owned by root ([`trusted_depth`]). What the
+//! in it. So a name is trusted only where a runtime could have made it: where its parent and
+//! every ancestor up to its hierarchy's root are owned by root and writable by no one else
+//! (making a cgroup takes write access to its parent; [`trusted_depth`]). What the
 //! trusted part of the path says is the [`Attribution`]; what only the rest says is kept
 //! apart ([`Attribution::untrusted`]) and never used by a filter. Results are cached per
 //! (pid, start time), and given only when the process started no later than its event
@@ -30,8 +31,8 @@ pub struct Attribution {
     pub qos: Option<&'static str>,
     /// The systemd unit (`nginx.service`, `session-3.scope`, `docker-<id>.scope`).
     pub unit: Option<String>,
-    /// What cgroups that are not root's all the way up claim (a container id or a unit that
-    /// a user could have named): reported as such, never trusted.
+    /// What cgroups someone other than root could have made claim (a container id or a unit
+    /// that a user could have named): reported as such, never trusted.
     pub untrusted: Option<Box<Untrusted>>,
 }
 
@@ -260,19 +261,22 @@ impl Mounts {
 }
 
 /// How many leading components of cgroup `path` (of hierarchy `ctrl`) only root could have
-/// made: the hierarchy's root and each directory down to the component owned by uid 0. A
-/// systemd-delegated subtree (`user@1000.service`, a container's own delegation) is owned by
-/// its user, so nothing at or below it counts; nor does anything that cannot be checked (a
-/// hierarchy not mounted here, a cgroup already gone).
+/// made: a component counts when its parent and every ancestor up to the hierarchy's root
+/// are owned by uid 0 and writable by no one else (making a cgroup, or renaming one, takes
+/// write access to its parent). Its own owner does not matter: systemd makes a delegated
+/// `user@1000.service` (or a runtime a user-namespaced container's scope) and then chowns
+/// it, and that name is theirs; what its user makes below it is not. Anything that cannot
+/// be checked (a hierarchy not mounted here, a directory already gone) ends the trusted part.
 pub fn trusted_depth(mounts: &Mounts, ctrl: &str, path: &str) -> usize {
     use std::os::unix::fs::MetadataExt;
     let Some(base) = mounts.base(ctrl) else {
         return 0;
     };
-    let owned_by_root = |p: &std::path::Path| {
-        std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == 0)
+    let root_only = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
     };
-    if !owned_by_root(base) {
+    if !root_only(base) {
         return 0;
     }
     let mut dir = base.to_path_buf();
@@ -281,11 +285,12 @@ pub fn trusted_depth(mounts: &Mounts, ctrl: &str, path: &str) -> usize {
         if part == ".." || part == "." {
             return depth;
         }
+        // Its parent (`dir`) is root's alone: only root could have made this one.
+        depth += 1;
         dir.push(part);
-        if !owned_by_root(&dir) {
+        if !root_only(&dir) {
             return depth;
         }
-        depth += 1;
     }
     depth
 }
@@ -570,11 +575,12 @@ mod tests {
     fn names_below_the_trusted_part_are_claims_not_attribution() {
         let forged =
             format!("0::/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{ID}.scope");
-        // Root's down to user-1000.slice; user@1000.service is delegated (the user's).
-        let a = parse_cgroup_trusting(&forged, |_, _| 2);
+        // Made by root down to user@1000.service (delegated: chowned to the user), so what
+        // is below it is the user's.
+        let a = parse_cgroup_trusting(&forged, |_, _| 3);
         assert_eq!(
             (a.container_id.as_deref(), a.runtime, a.unit.as_deref()),
-            (None, None, None)
+            (None, None, Some("user@1000.service"))
         );
         let u = a.untrusted.as_deref().unwrap();
         assert_eq!(u.container_id.as_deref(), Some(ID));
@@ -582,9 +588,9 @@ mod tests {
         assert_eq!(u.unit, Some(format!("docker-{ID}.scope")));
         let svc = parse_cgroup_trusting(
             "0::/user.slice/user-1000.slice/user@1000.service/backup.service",
-            |_, _| 2,
+            |_, _| 3,
         );
-        assert_eq!(svc.unit, None);
+        assert_eq!(svc.unit.as_deref(), Some("user@1000.service"));
         assert_eq!(
             svc.untrusted.unwrap().unit.as_deref(),
             Some("backup.service")
@@ -608,6 +614,42 @@ mod tests {
         assert_eq!(inner.container_id.as_deref(), Some(ID));
         assert_eq!(inner.unit, Some(format!("docker-{ID}.scope")));
         assert_eq!(inner.untrusted.unwrap().unit.as_deref(), Some("x.service"));
+    }
+
+    /// On a directory tree standing in for a hierarchy: a name counts while its parent is
+    /// root's alone; a chowned (delegated) directory's own name counts, its children don't;
+    /// a group-writable one ends the trusted part the same way.
+    #[test]
+    fn trust_ends_below_a_directory_someone_else_may_write() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("pauditd-cgtrust-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("sys.slice/user@1.service/app/x.service")).unwrap();
+        std::fs::create_dir_all(base.join("open/docker-x.scope")).unwrap();
+        for d in ["", "sys.slice", "open"] {
+            std::fs::set_permissions(base.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::os::unix::fs::chown(base.join("sys.slice/user@1.service"), Some(65534), None).unwrap();
+        std::fs::set_permissions(base.join("open"), std::fs::Permissions::from_mode(0o775))
+            .unwrap();
+        let m = Mounts {
+            v2: Some(base.clone()),
+            v1: Vec::new(),
+        };
+        assert_eq!(
+            trusted_depth(&m, "", "/sys.slice/user@1.service/app/x.service"),
+            2
+        );
+        assert_eq!(trusted_depth(&m, "", "/sys.slice"), 1);
+        assert_eq!(trusted_depth(&m, "", "/open/docker-x.scope"), 1);
+        assert_eq!(trusted_depth(&m, "", "/"), 0);
+        assert_eq!(trusted_depth(&m, "", "/sys.slice/../open"), 1);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -602,7 +602,7 @@ fn write_sockaddr(obj: &mut Object<'_>, sa: &SockAddr) {
 
 /// `"container":{id, runtime, pod_uid, qos}` and `"service"` (the systemd unit), each
 /// only when known and trusted; `"untrusted_attribution":{container_id, runtime, service}`
-/// for what only a cgroup not root's all the way up claims.
+/// for what only a cgroup someone other than root could have made claims.
 fn write_attribution(
     out: &mut Vec<u8>,
     keys: &mut Vec<u64>,
