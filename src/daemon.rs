@@ -252,6 +252,9 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             );
         }
         if let Some(id) = drop_to {
+            if let Some(server) = &status_server {
+                server.allow_removal_by(id.uid, id.gid);
+            }
             // Sockets, rules and outputs are set up: from here on only this thread's
             // netlink requests and auditctl need a capability (see engine::privileges).
             privileges::drop_to(id, &[privileges::CAP_AUDIT_CONTROL])?;

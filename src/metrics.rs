@@ -61,6 +61,8 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
         ("enrichment.lineage_misses".into(), e.lineage_misses),
         ("writer.lost.encode_failed".into(), s.encode_failed),
         ("writer.lost.not_handed".into(), s.not_handed),
+        ("enrichment.pid_reused".into(), e.pid_reused),
+        ("enrichment.untrusted".into(), e.untrusted_attributions),
     ];
     for r in DropReason::ALL {
         c.push((format!("records.dropped.{}", r.name()), e.dropped(r)));

@@ -46,7 +46,18 @@ pub fn check(cfg: &Config) -> Vec<FieldError> {
     let o = &cfg.output;
     if o.file.enabled && !o.file.path.is_empty() {
         let p = Path::new(&o.file.path);
-        if p.is_dir() {
+        let is_link = p
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink());
+        if is_link && !o.file.follow_symlink {
+            errs.push(err(
+                "output.file.path",
+                format!(
+                    "{} is a symbolic link: refused (someone who can write its directory could point it at another file); give the real path, or set output.file.follow_symlink: true",
+                    p.display()
+                ),
+            ));
+        } else if p.is_dir() {
             errs.push(err(
                 "output.file.path",
                 format!("{} is a directory", p.display()),

@@ -1,7 +1,10 @@
 //! `pauditd status`: the daemon's side (a root-only unix socket answering with a JSON
 //! snapshot) and the client's (ask, then print a few readable lines or the JSON).
 //!
-//! Owns the socket and the rendering. The snapshot itself is built by the main loop once a
+//! Owns the socket and the rendering. The socket is private from its first instant: bound
+//! inside a fresh 0700 directory, made 0600 there, then renamed into place; and it is
+//! removed at exit, also after a privilege drop (the directory we made is handed to the
+//! dropped user, who then may unlink it). The snapshot itself is built by the main loop once a
 //! second from counters it already reads for metrics, so answering costs the pipeline
 //! nothing. It must never block the main loop: the socket has its own thread, and a client
 //! that does not read is cut off after a second.
@@ -19,30 +22,60 @@ use serde_json::Value;
 /// The daemon's end: serves the latest snapshot to every connection.
 pub struct StatusServer {
     path: PathBuf,
+    /// The socket's directory, when we created it (then it is ours to hand over).
+    created_dir: Option<PathBuf>,
     latest: Arc<Mutex<String>>,
 }
 
 impl StatusServer {
-    /// Listen on `path` (its directory made 0700, the socket 0600: audit state is root's).
-    /// A stale socket from a crashed daemon is replaced; a live one is refused.
+    /// Listen on `path` (its directory made 0700 when we create it, the socket 0600 before
+    /// anyone can see it: audit state is root's). A stale socket from a crashed daemon is
+    /// replaced; a live one is refused.
     pub fn start(path: &Path) -> Result<StatusServer> {
-        if let Some(dir) = path.parent() {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let created_dir = if dir.exists() {
+            None
+        } else {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(dir)
+                .create(&dir)
                 .with_context(|| format!("creating {}", dir.display()))?;
-        }
-        if path.exists() {
+            Some(dir.clone())
+        };
+        if path.symlink_metadata().is_ok() {
             if UnixStream::connect(path).is_ok() {
                 bail!("{} is in use by another running daemon", path.display());
             }
             std::fs::remove_file(path)
                 .with_context(|| format!("removing the stale {}", path.display()))?;
         }
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        // Bound where only we can reach it, made 0600, then renamed into place (atomic):
+        // there is no moment at which the socket is visible with another mode.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let staging = dir.join(format!(".pauditd-status.{}.{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .with_context(|| format!("creating {}", staging.display()))?;
+        let bound = (|| -> Result<UnixListener> {
+            let inner = staging.join("s");
+            let listener = UnixListener::bind(&inner)
+                .with_context(|| format!("binding {}", path.display()))?;
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&inner, path)
+                .with_context(|| format!("moving the socket to {}", path.display()))?;
+            Ok(listener)
+        })();
+        let _ = std::fs::remove_file(staging.join("s"));
+        let _ = std::fs::remove_dir(&staging);
+        let listener = bound?;
         let latest = Arc::new(Mutex::new(String::from("{}")));
         let shared = latest.clone();
         std::thread::Builder::new()
@@ -57,8 +90,34 @@ impl StatusServer {
             })?;
         Ok(StatusServer {
             path: path.to_path_buf(),
+            created_dir,
             latest,
         })
+    }
+
+    /// Before dropping privileges to `uid`/`gid`: so that the socket can still be removed at
+    /// exit, hand them the directory we created for it (root reaches it whatever its owner;
+    /// the socket itself stays root's, 0600). A directory we did not create is left alone,
+    /// and then a stale socket may stay after exit (the next start replaces it).
+    pub fn allow_removal_by(&self, uid: u32, gid: u32) {
+        let Some(dir) = &self.created_dir else {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            if std::fs::metadata(dir).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
+            {
+                return; // already theirs (handed over by a previous run)
+            }
+            log::info!(
+                "status socket: {} was not created by us; after the privilege drop the socket cannot be removed at exit (the next start replaces it)",
+                self.path.parent().map_or(String::new(), |d| d.display().to_string())
+            );
+            return;
+        };
+        if let Err(e) = std::os::unix::fs::chown(dir, Some(uid), Some(gid)) {
+            log::warn!(
+                "status socket: cannot hand {} to uid {uid}: {e}",
+                dir.display()
+            );
+        }
     }
 
     pub fn publish(&self, snapshot: &Value) {
@@ -68,7 +127,11 @@ impl StatusServer {
 
 impl Drop for StatusServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("status socket: cannot remove {}: {e}", self.path.display());
+            }
+        }
     }
 }
 
@@ -233,4 +296,41 @@ fn render_kernel(k: &pauditd_engine::netlink::AuditStatus) -> String {
         k.backlog_wait_time,
         k.backlog_wait_time_actual
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// The socket is 0600 in a 0700 directory we made, nothing else is left beside it, it
+    /// answers, a second daemon is refused, and it is gone when the server is dropped.
+    #[test]
+    fn the_socket_is_private_answers_and_goes_away() {
+        let base = std::env::temp_dir().join(format!("pauditd-status-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let path = base.join("run/status.sock");
+        let server = StatusServer::start(&path).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        assert_eq!(
+            std::fs::metadata(base.join("run")).unwrap().mode() & 0o7777,
+            0o700
+        );
+        let names: Vec<_> = std::fs::read_dir(base.join("run"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("status.sock")]);
+        server.publish(&serde_json::json!({"pid": 7}));
+        assert_eq!(query(&path).unwrap()["pid"], 7);
+        let again = StatusServer::start(&path).err().unwrap().to_string();
+        assert!(
+            again.contains("in use by another running daemon"),
+            "{again}"
+        );
+        drop(server);
+        assert!(std::fs::symlink_metadata(&path).is_err(), "removed at exit");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

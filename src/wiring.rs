@@ -237,6 +237,7 @@ pub fn outputs(cfg: &Config, role: Role) -> Result<Vec<Output>> {
                 mode: o.file.mode,
                 user: o.file.user.clone(),
                 group: o.file.group.clone(),
+                follow_symlink: o.file.follow_symlink,
                 policy: ONE_TRY,
             })?),
             &o.file.delivery,

@@ -182,6 +182,10 @@ pub struct FileOutput {
     /// Owner to chown the file to; `None` leaves ownership alone.
     pub user: Option<String>,
     pub group: Option<String>,
+    /// `follow_symlink` (our extension, default false): open `path` even when it is a
+    /// symbolic link (e.g. `/dev/stdout`). Off, a link is refused, so no one who can write
+    /// the log's directory can point root's writes, chmod and chown at another file.
+    pub follow_symlink: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -921,6 +925,7 @@ fn read_outputs(r: &mut Reader, root: &mut Section<'_>) -> Outputs {
         mode: r.int(&mut f, "mode", 0o600, 1, 0o7777) as u32,
         user: f.has("user").then(|| r.string(&mut f, "user", "")),
         group: f.has("group").then(|| r.string(&mut f, "group", "")),
+        follow_symlink: r.bool(&mut f, "follow_symlink", false),
     };
     if file.enabled && file.path.is_empty() {
         r.report(

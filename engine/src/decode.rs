@@ -89,29 +89,64 @@ pub fn untrusted(v: Value<'_>) -> Option<std::borrow::Cow<'_, [u8]>> {
     }
 }
 
-/// A process title: the command line with NUL between arguments (decoded from hex).
-pub fn proctitle_argv(v: Value<'_>) -> Vec<Vec<u8>> {
+/// What each argument costs against an argument vector's byte limit beyond its own bytes:
+/// what an empty one costs in the JSON (`"",`). So a vector of `limit` bytes holds at most
+/// `limit / 3` arguments, however they are written.
+pub const ARG_COST: usize = 3;
+
+/// Arguments an EXECVE argument vector may hold that no record carried (the gaps a record
+/// with `a0` and `a5` leaves): at most this many in all, then indices past them are cut.
+pub const MAX_ARGV_GAPS: usize = 1024;
+
+/// A process title: the command line with NUL between arguments (decoded from hex), at most
+/// `limit` bytes counted as [`Argv`] counts them (each argument's bytes plus [`ARG_COST`]);
+/// the second value says whether it was cut.
+pub fn proctitle_argv(v: Value<'_>, limit: usize) -> (Vec<Vec<u8>>, bool) {
     let Some(bytes) = untrusted(v) else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(&bytes);
-    bytes.split(|&b| b == 0).map(<[u8]>::to_vec).collect()
+    let mut out = Vec::new();
+    let mut used = 0usize;
+    for arg in bytes.split(|&b| b == 0) {
+        let room = limit.saturating_sub(used + ARG_COST);
+        if used + ARG_COST > limit {
+            return (out, true);
+        }
+        let take = arg.len().min(room);
+        out.push(arg[..take].to_vec());
+        used += ARG_COST + take;
+        if take < arg.len() {
+            return (out, true);
+        }
+    }
+    (out, false)
 }
 
 /// An EXECVE argument vector being rebuilt from one or more EXECVE records.
+///
+/// Bounded whatever the records say: an index at or past `argc` (once `argc` is known; the
+/// kernel writes it first) is cut; arguments no record carried (gaps below a higher index)
+/// are made up to [`MAX_ARGV_GAPS`] in all; and every argument counts its bytes plus
+/// [`ARG_COST`] against the `limit` of [`Argv::add_record`]. So the vector holds at most
+/// `limit` bytes and `limit / ARG_COST` arguments (with 64 KiB: 21,845), and its JSON is at
+/// most `limit` plus the escaping of those bytes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Argv {
     /// `argc=` as the kernel counted.
     pub argc: Option<u64>,
     /// Arguments by index; an argument split into `aN[i]` pieces grows piece by piece.
     pub args: Vec<Vec<u8>>,
-    /// Total bytes kept; arguments past `limit` bytes are cut and `truncated` set.
+    /// Bytes counted against the limit: every argument's bytes plus [`ARG_COST`] each.
     bytes: usize,
+    /// Arguments made up for gaps so far.
+    gaps: usize,
     pub truncated: bool,
 }
 
 impl Argv {
-    /// Add one EXECVE record's fields, keeping at most `limit` bytes of arguments in all.
+    /// Add one EXECVE record's fields, keeping at most `limit` bytes of arguments in all
+    /// (counted as the type says).
     pub fn add_record(&mut self, data: &[u8], limit: usize) {
         for f in Fields::new(data) {
             let Field::Pair(key, value) = f else { continue };
@@ -143,12 +178,21 @@ impl Argv {
                 _ => None, // aN_len: the kernel's length, not needed to rebuild
             };
             let Some(piece) = piece else { continue };
-            // Bounded: a hostile index cannot make us allocate a huge vector.
+            // Bounded: a hostile index cannot make us allocate a huge vector, nor many
+            // arguments no record carried.
             if index >= self.args.len() {
-                if index > self.args.len() + 1024 || self.bytes >= limit {
+                let beyond_argc = self.argc.is_some_and(|n| index as u64 >= n);
+                let gaps = index - self.args.len();
+                let cost = (gaps + 1).saturating_mul(ARG_COST);
+                if beyond_argc
+                    || self.gaps + gaps > MAX_ARGV_GAPS
+                    || self.bytes.saturating_add(cost) > limit
+                {
                     self.truncated = true;
                     continue;
                 }
+                self.gaps += gaps;
+                self.bytes += cost;
                 self.args.resize(index + 1, Vec::new());
             }
             let room = limit.saturating_sub(self.bytes);
@@ -318,7 +362,7 @@ mod tests {
     #[test]
     fn proctitle_splits_on_nul() {
         // laurel's record-bind-ipv4-bigendian: proctitle=6E63002D6C002D70003535353535
-        let argv = proctitle_argv(Value::Bare(b"6E63002D6C002D70003535353535"));
+        let argv = proctitle_argv(Value::Bare(b"6E63002D6C002D70003535353535"), 1 << 20).0;
         assert_eq!(
             argv,
             vec![
@@ -329,7 +373,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            proctitle_argv(Value::Quoted(b"whoami")),
+            proctitle_argv(Value::Quoted(b"whoami"), 1 << 20).0,
             vec![b"whoami".to_vec()]
         );
     }
@@ -353,13 +397,50 @@ mod tests {
         );
         assert!(!a.truncated);
         let mut small = Argv::default();
-        small.add_record(b"argc=2 a0=\"/bin/echo\" a1=\"0123456789\"", 12);
+        // 9 + 3 for a0, 3 for a1 and 3 of its bytes: 18.
+        small.add_record(b"argc=2 a0=\"/bin/echo\" a1=\"0123456789\"", 18);
         assert_eq!(small.args, vec![b"/bin/echo".to_vec(), b"012".to_vec()]);
         assert!(small.truncated);
         // A hostile index does not allocate a huge vector.
         let mut hostile = Argv::default();
         hostile.add_record(b"a4000000000=\"x\"", 1 << 20);
         assert!(hostile.args.is_empty() && hostile.truncated);
+    }
+
+    /// The record that made the enriched encoder use 2.1 GB: `aN=""` with indices stepping
+    /// by 1,025 (each step was allowed, and made 1,024 empty arguments no record carried).
+    #[test]
+    fn stepped_indices_make_up_at_most_the_gap_limit() {
+        let mut rec = b"argc=999999999".to_vec();
+        for i in (0..100_000).map(|i| i * 1025) {
+            rec.extend_from_slice(format!(" a{i}=\"\"").as_bytes());
+        }
+        let mut a = Argv::default();
+        a.add_record(&rec, 1 << 20);
+        assert!(a.truncated);
+        assert_eq!(
+            a.args.len(),
+            MAX_ARGV_GAPS + 2,
+            "a0, the 1,024 between, a1025"
+        );
+        // Indices at or past argc are cut.
+        let mut b = Argv::default();
+        b.add_record(b"argc=2 a0=\"x\" a1=\"y\" a2=\"z\" a3=\"w\"", 1 << 20);
+        assert_eq!(b.args, vec![b"x".to_vec(), b"y".to_vec()]);
+        assert!(b.truncated);
+        // Many carried arguments: at most limit / ARG_COST of them.
+        let mut rec = b"argc=999999999".to_vec();
+        for i in 0..100_000 {
+            rec.extend_from_slice(format!(" a{i}=\"\"").as_bytes());
+        }
+        let mut c = Argv::default();
+        c.add_record(&rec, 64 << 10);
+        assert_eq!(c.args.len(), (64 << 10) / ARG_COST);
+        assert!(c.truncated);
+        // A process title of NULs: bounded the same way.
+        let nuls = "00".repeat(100_000);
+        let (t, cut) = proctitle_argv(Value::Bare(nuls.as_bytes()), 64 << 10);
+        assert!(cut && t.len() <= (64 << 10) / ARG_COST);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Owns the matching of a completed event against conditions on its decoded fields: the
 //! SYSCALL record's `exe`, `comm`, syscall name (for the event's arch), `uid`/`auid` (number
 //! or user name), the rule key (or no key), the container id (prefix) and systemd unit from
-//! attribution, and a SOCKADDR address (an address or a CIDR) and port. Every condition of
+//! attribution (only what it trusts: a claim by a cgroup a user could have named never
+//! matches, so it cannot make an event be dropped), and a SOCKADDR address (an address or a CIDR) and port. Every condition of
 //! a filter must hold; filters are tried in order and the first that matches decides (`drop`
 //! or `keep`); each counts its matches. They run after pauditd's own filters (an event those
 //! drop never reaches them). It must never change events.

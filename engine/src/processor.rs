@@ -4,7 +4,8 @@
 //! printed": the sequence tracker, the reassembler, the filters, the user resolver and the
 //! counters. Both input forms enter here (netlink payloads and auditd log lines), so replay and
 //! live ingestion share every rule. It must never do I/O other than the user lookups of its
-//! resolver, and never decide how events are written.
+//! resolver and, with `enrichment` on (live only), the procfs and cgroupfs reads of
+//! attribution and lineage; and never decide how events are written.
 
 use crate::event::Event;
 use crate::filter::FilterSet;
@@ -83,7 +84,7 @@ impl<U: UserResolver> Processor<U> {
                 .then(|| crate::container::ContainerCache::new(CONTAINER_CACHE)),
             lineage: cfg
                 .lineage
-                .then(|| crate::lineage::ProcessTable::new(PROCESS_TABLE)),
+                .then(|| crate::lineage::ProcessTable::new(PROCESS_TABLE, PROCESS_TABLE_BYTES)),
         }
     }
 
@@ -117,6 +118,9 @@ impl<U: UserResolver> Processor<U> {
         s.event_filter_hits = self.filters.event_filter_hits();
         s.container_misses = self.containers.as_ref().map_or(0, |c| c.misses);
         s.lineage_misses = self.lineage.as_ref().map_or(0, |t| t.misses);
+        s.pid_reused = self.containers.as_ref().map_or(0, |c| c.reused)
+            + self.lineage.as_ref().map_or(0, |t| t.reused);
+        s.untrusted_attributions = self.containers.as_ref().map_or(0, |c| c.untrusted);
         s
     }
 
@@ -253,6 +257,7 @@ impl<U: UserResolver> Processor<U> {
                     );
                 }
             }
+            let event_ms = crate::container::event_ms(event.timestamp());
             if let Some(cache) = &mut self.containers {
                 let pid = event
                     .messages()
@@ -260,12 +265,15 @@ impl<U: UserResolver> Processor<U> {
                     .and_then(|(_, d)| crate::record::get(d, b"pid"))
                     .and_then(|v| std::str::from_utf8(v.bytes()).ok()?.parse::<u32>().ok());
                 if let Some(pid) = pid {
-                    let a = cache.lookup(pid).filter(|a| !a.is_empty());
+                    let a = cache.lookup(pid, event_ms).filter(|a| !a.is_empty());
                     event.set_attribution(a);
                 }
             }
             if let Some(table) = &mut self.lineage {
-                let parent = seen_in(&event).and_then(|s| table.observe(&s));
+                let parent = seen_in(&event).and_then(|mut s| {
+                    s.event_ms = event_ms;
+                    table.observe(&s)
+                });
                 event.set_parent(parent);
             }
             if self.filters.drops(&event) {
@@ -283,6 +291,9 @@ impl<U: UserResolver> Processor<U> {
 const CONTAINER_CACHE: usize = 16_384;
 /// Processes the lineage table holds (the oldest go first).
 const PROCESS_TABLE: usize = 32_768;
+/// Bytes the lineage table holds at most (comm and exe counted, plus a fixed cost per
+/// entry): 32,768 processes with typical names take ~7 MB; execs of 4 KiB paths stop here.
+pub const PROCESS_TABLE_BYTES: usize = 16 << 20;
 
 /// What an event's SYSCALL record says about its process, for the lineage table.
 fn seen_in(e: &Event) -> Option<crate::lineage::Seen<'_>> {
@@ -317,6 +328,7 @@ fn seen_in(e: &Event) -> Option<crate::lineage::Seen<'_>> {
         exec: success && matches!(name, Some("execve" | "execveat")),
         exit: matches!(name, Some("exit" | "exit_group")),
         serial: e.serial,
+        event_ms: None,
     })
 }
 

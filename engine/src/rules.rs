@@ -1,7 +1,8 @@
 //! The kernel's audit rules as the daemon owns them: read, planned, applied, watched.
 //!
 //! Owns the rule lines (the YAML `rules:` list, then `rules_files` in sorted order, as
-//! augenrules concatenates `rules.d`), their plan (the rule list the kernel must end up with,
+//! augenrules concatenates `rules.d`; a file another user could rewrite is refused, as
+//! `auditctl -R` refuses it: [`unsafe_rules_file`]), their plan (the rule list the kernel must end up with,
 //! simulated line by line as `auditctl -R` would apply it: `-D`, `-a`, `-A`, `-W`, `-c`),
 //! and the two ways to get there: natively ([`plan_changes`]: add what is new, delete what
 //! went, never flush, so an unchanged rule is never out of force) or through `auditctl`
@@ -30,6 +31,8 @@ pub enum RuleError {
     Empty,
     #[error("rules_files {pattern:?}: {message}")]
     File { pattern: String, message: String },
+    #[error("refusing rules file(s) another user could rewrite (as auditctl -R does): {}", .0.join("; "))]
+    Unsafe(Vec<String>),
     #[error("{} rule line(s) are invalid: {}", .0.len(), .0.join("; "))]
     Invalid(Vec<String>),
     #[error("cannot list the kernel's audit rules: {0}")]
@@ -49,9 +52,102 @@ impl RuleSource {
     }
 }
 
+/// Why a rules file (already opened as `file`, so what is checked is what is read) could
+/// be rewritten by someone other than root or the user running us, or `None`: a file that
+/// is not regular, writable by its group or by others, or owned by another user; or one in
+/// a directory (the one named, the one it resolves to, and each of their ancestors) that is
+/// owned by another user, or writable by its group or by others without the sticky bit
+/// (they could replace the file). auditctl -R refuses a rules file not owned by root or
+/// writable by others; this is that, plus the directories.
+pub fn unsafe_rules_file(path: &Path, file: &std::fs::File) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{}: cannot stat it: {e}", path.display())),
+    };
+    let mode = meta.mode() & 0o7777;
+    if !meta.is_file() {
+        return Some(format!("{} is not a regular file", path.display()));
+    }
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "{} is writable by {} (mode {mode:04o}); run `chmod go-w {}`",
+            path.display(),
+            if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            path.display()
+        ));
+    }
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Some(format!(
+            "{} is owned by uid {}, neither root nor the user running pauditd (uid {euid})",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let named = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for start in [
+        std::fs::canonicalize(named).ok(),
+        std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut d = Some(start.as_path());
+        while let Some(dir) = d {
+            if !dirs.iter().any(|x| x == dir) {
+                dirs.push(dir.to_path_buf());
+            }
+            d = dir.parent();
+        }
+    }
+    if dirs.is_empty() {
+        return Some(format!("{}: cannot resolve its directory", path.display()));
+    }
+    for dir in &dirs {
+        let Ok(d) = std::fs::metadata(dir) else {
+            return Some(format!(
+                "{}: cannot stat its directory {}",
+                path.display(),
+                dir.display()
+            ));
+        };
+        let dmode = d.mode() & 0o7777;
+        if dmode & 0o022 != 0 && dmode & 0o1000 == 0 {
+            return Some(format!(
+                "{} is in {}, which {} may write (mode {dmode:04o}, no sticky bit): they could replace it",
+                path.display(),
+                dir.display(),
+                if dmode & 0o002 != 0 { "anyone" } else { "its group" }
+            ));
+        }
+        if d.uid() != 0 && d.uid() != euid {
+            return Some(format!(
+                "{} is in {}, owned by uid {} (neither root nor uid {euid}): they could replace it",
+                path.display(),
+                dir.display(),
+                d.uid()
+            ));
+        }
+    }
+    None
+}
+
 /// The rule lines of a config: `rules:` first (blank entries kept out but counted, so
 /// `rule #N` is the N-th entry), then each of `files` (a path or a glob; a glob's matches in
-/// sorted order), comments and blank lines skipped.
+/// sorted order), comments and blank lines skipped. Every file another user could rewrite
+/// ([`unsafe_rules_file`]) is refused, all of them named in one error.
 pub fn sources(rules: &[String], files: &[String]) -> Result<Vec<RuleSource>, RuleError> {
     let mut out: Vec<RuleSource> = rules
         .iter()
@@ -62,6 +158,7 @@ pub fn sources(rules: &[String], files: &[String]) -> Result<Vec<RuleSource>, Ru
             text: r.trim().to_string(),
         })
         .collect();
+    let mut refused = Vec::new();
     for pattern in files {
         let err = |message: String| RuleError::File {
             pattern: pattern.clone(),
@@ -80,8 +177,14 @@ pub fn sources(rules: &[String], files: &[String]) -> Result<Vec<RuleSource>, Ru
             log::warn!("rules_files {pattern:?} matches no file");
         }
         for path in paths {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+            let read_err = |e: std::io::Error| err(format!("cannot read {}: {e}", path.display()));
+            let mut file = std::fs::File::open(&path).map_err(read_err)?;
+            if let Some(why) = unsafe_rules_file(&path, &file) {
+                refused.push(why);
+                continue;
+            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut file, &mut text).map_err(read_err)?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
@@ -93,6 +196,9 @@ pub fn sources(rules: &[String], files: &[String]) -> Result<Vec<RuleSource>, Ru
                 });
             }
         }
+    }
+    if !refused.is_empty() {
+        return Err(RuleError::Unsafe(refused));
     }
     Ok(out)
 }
@@ -838,6 +944,82 @@ mod tests {
         );
         let missing = sources(&[], &[format!("{d}/none.rules")]).unwrap_err();
         assert!(missing.to_string().contains("none.rules"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What auditctl -R refuses, and the directories: each kind named with its reason, all
+    /// of them in one error; a root file in a sticky world-writable directory is fine.
+    #[test]
+    fn rules_files_another_user_could_rewrite_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to chown to another user");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("pauditd-rulesafe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ok = dir.join("ok");
+        let open = dir.join("open");
+        let sticky = dir.join("sticky");
+        for d in [&ok, &open, &sticky] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        chmod(&dir, 0o755);
+        chmod(&ok, 0o755);
+        chmod(&open, 0o777);
+        chmod(&sticky, 0o1777);
+        for f in [
+            ok.join("10-a.rules"),
+            ok.join("20-w.rules"),
+            ok.join("30-u.rules"),
+            open.join("x.rules"),
+            sticky.join("s.rules"),
+        ] {
+            std::fs::write(&f, "-a always,exit -S execve\n").unwrap();
+            chmod(&f, 0o644);
+        }
+        chmod(&ok.join("20-w.rules"), 0o666);
+        std::os::unix::fs::chown(ok.join("30-u.rules"), Some(65534), None).unwrap();
+        let files = [
+            format!("{}/*.rules", ok.display()),
+            format!("{}/x.rules", open.display()),
+            format!("{}/s.rules", sticky.display()),
+        ];
+        let e = sources(&[], &files).unwrap_err().to_string();
+        for want in [
+            "20-w.rules is writable by everyone (mode 0666)",
+            "30-u.rules is owned by uid 65534",
+            &format!(
+                "x.rules is in {}, which anyone may write (mode 0777, no sticky bit)",
+                open.display()
+            ),
+        ] {
+            assert!(e.contains(want), "{want:?} not in {e}");
+        }
+        assert!(!e.contains("10-a.rules") && !e.contains("s.rules"), "{e}");
+        // Group-writable and a symlink to a user's file are refused too.
+        chmod(&ok.join("20-w.rules"), 0o664);
+        std::fs::remove_file(ok.join("30-u.rules")).unwrap();
+        let e = sources(&[], &files[..1]).unwrap_err().to_string();
+        assert!(
+            e.contains("20-w.rules is writable by its group (mode 0664)"),
+            "{e}"
+        );
+        chmod(&ok.join("20-w.rules"), 0o644);
+        let theirs = open.join("theirs.rules");
+        std::fs::write(&theirs, "-e 0\n").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        std::os::unix::fs::symlink(&theirs, ok.join("40-link.rules")).unwrap();
+        let e = sources(&[], &files[..1]).unwrap_err().to_string();
+        assert!(e.contains("40-link.rules is owned by uid 65534"), "{e}");
+        std::fs::remove_file(ok.join("40-link.rules")).unwrap();
+        // What is left is safe: read.
+        assert_eq!(sources(&[], &files[..1]).unwrap().len(), 2);
+        assert_eq!(sources(&[], &files[2..]).unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

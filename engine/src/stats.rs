@@ -97,6 +97,12 @@ pub struct Stats {
     /// Attribution / lineage lookups whose process was already gone.
     pub container_misses: u64,
     pub lineage_misses: u64,
+    /// Attribution / lineage lookups whose pid had been reused by a process started after
+    /// the event (nothing attached).
+    pub pid_reused: u64,
+    /// Events whose cgroup path claimed a container or unit only a non-root-owned cgroup
+    /// named (reported as untrusted, never attributed).
+    pub untrusted_attributions: u64,
     /// `(name, matches)` of each filter on decoded fields (`event_filters`).
     pub event_filter_hits: Vec<(String, u64)>,
 }
@@ -137,6 +143,8 @@ impl Stats {
             ("uid_maps_truncated", self.uid_maps_truncated),
             ("container_misses", self.container_misses),
             ("lineage_misses", self.lineage_misses),
+            ("pid_reused", self.pid_reused),
+            ("untrusted_attributions", self.untrusted_attributions),
         ] {
             if n > 0 {
                 s.push_str(&format!(" {name}={n}"));

@@ -55,6 +55,7 @@ fn main() {
             user: None,
             group: None,
             policy: Attempts::new(1),
+            follow_symlink: false,
         })
         .unwrap();
         let mut oc = OutputConfig::new(

@@ -8,7 +8,7 @@
 //! UPPERCASE beside the raw value, as auditd's ENRICHED format and laurel do (`ARCH`,
 //! `SYSCALL`, `EXIT`, `UID`, `AUID`, ..., and group names `GID`, `EGID`, ... when groups
 //! are resolved; `unset` for 4294967295); EXECVE and PROCTITLE give
-//! an `ARGV` array (EXECVE's rebuilt from every piece, bounded, `ARGV_TRUNCATED` when cut),
+//! an `ARGV` array (EXECVE's rebuilt from every piece; both bounded, `ARGV_TRUNCATED` when cut),
 //! SYSCALL's `a0`-`a3` an `ARGV` of hex strings, SOCKADDR a decoded `SADDR`. Bytes that are
 //! not UTF-8 are escaped reversibly (`%XX`, and `%` as `%25`). It must never change the
 //! pauditd format (that is `json`), and never look anything up itself: names come from the
@@ -23,8 +23,9 @@ use crate::json::write_str;
 
 /// The schema's version, written in every event.
 pub const VERSION: u32 = 1;
-/// EXECVE arguments kept per event, in bytes (the kernel allows up to 128 KiB per argument
-/// and 2 MiB in all).
+/// EXECVE arguments kept per event (and PROCTITLE's), in bytes, each argument counting 3
+/// more (`decode::ARG_COST`): at most 21,845 arguments (the kernel allows up to 128 KiB per
+/// argument and 2 MiB in all). See `decode::Argv` for the other bounds.
 pub const ARGV_LIMIT: usize = 64 << 10;
 
 use pauditd_engine::types::{EXECVE, PATH, PROCTITLE, SOCKADDR, SYSCALL};
@@ -430,8 +431,12 @@ fn write_record(
                 continue;
             }
             (PROCTITLE, b"proctitle") => {
+                let (argv, cut) = decode::proctitle_argv(v, ARGV_LIMIT);
                 if obj.key(b"ARGV") {
-                    write_argv(obj.out, &decode::proctitle_argv(v));
+                    write_argv(obj.out, &argv);
+                }
+                if cut {
+                    obj.raw(b"ARGV_TRUNCATED", b"true");
                 }
                 continue;
             }
@@ -596,7 +601,8 @@ fn write_sockaddr(obj: &mut Object<'_>, sa: &SockAddr) {
 }
 
 /// `"container":{id, runtime, pod_uid, qos}` and `"service"` (the systemd unit), each
-/// only when known.
+/// only when known and trusted; `"untrusted_attribution":{container_id, runtime, service}`
+/// for what only a cgroup someone other than root could have made claims.
 fn write_attribution(
     out: &mut Vec<u8>,
     keys: &mut Vec<u64>,
@@ -622,6 +628,21 @@ fn write_attribution(
     if let Some(unit) = &a.unit {
         out.extend_from_slice(b",\"service\":");
         write_text(out, unit.as_bytes());
+    }
+    if let Some(u) = &a.untrusted {
+        // A cgroup a user could have named claims these: said, never taken as the truth.
+        out.extend_from_slice(b",\"untrusted_attribution\":");
+        let mut obj = Object::new(out, keys);
+        if let Some(id) = &u.container_id {
+            obj.string(b"container_id", id.as_bytes());
+        }
+        if let Some(r) = u.runtime {
+            obj.string(b"runtime", r.as_bytes());
+        }
+        if let Some(unit) = &u.unit {
+            obj.string(b"service", unit.as_bytes());
+        }
+        obj.close();
     }
 }
 

@@ -1,8 +1,12 @@
 //! The file sink: appends JSON lines to `output.file.path`.
 //!
 //! Owns opening the file as pauditd does (append, create with `mode`, chmod, chown to
-//! `user`/`group`) and reopening it on request (SIGUSR1 after logrotate moved it). It must
-//! never truncate: the file is only ever appended to.
+//! `user`/`group`) and reopening it on request (SIGUSR1 after logrotate moved it). Unlike
+//! pauditd it never follows a symbolic link at `path` (`O_NOFOLLOW`; refused with a clear
+//! error unless `follow_symlink` says so), refuses a regular file with other hard links, and
+//! changes mode and owner only through the open file (`fchmod`, `fchown`), never by path:
+//! whoever can write the log's directory cannot point root at another file. It must never
+//! truncate: the file is only ever appended to.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -18,6 +22,8 @@ pub struct FileConfig {
     /// Owner to chown to (pauditd's `user`/`group`); `None` leaves it as created.
     pub user: Option<String>,
     pub group: Option<String>,
+    /// Open `path` even if it is a symbolic link (`output.file.follow_symlink`).
+    pub follow_symlink: bool,
     pub policy: Attempts,
 }
 
@@ -45,12 +51,38 @@ fn open_file(cfg: &FileConfig) -> Result<File, SinkError> {
         .append(true)
         .create(true)
         .mode(cfg.mode)
+        .custom_flags(if cfg.follow_symlink {
+            libc::O_CLOEXEC
+        } else {
+            libc::O_CLOEXEC | libc::O_NOFOLLOW
+        })
         .open(&cfg.path)
-        .map_err(|error| SinkError::Open {
-            sink: "file",
-            path: cfg.path.display().to_string(),
-            error,
+        .map_err(|error| {
+            if error.raw_os_error() == Some(libc::ELOOP) && !cfg.follow_symlink {
+                setup(format!(
+                    "{} is a symbolic link: refused (someone who can write its directory could point it at another file); give the real path, or set output.file.follow_symlink: true",
+                    cfg.path.display()
+                ))
+            } else {
+                SinkError::Open {
+                    sink: "file",
+                    path: cfg.path.display().to_string(),
+                    error,
+                }
+            }
         })?;
+    // A hard link to another file is a link all the same (protected_hardlinks may be off).
+    let meta = file
+        .metadata()
+        .map_err(|e| setup(format!("cannot stat {}: {e}", cfg.path.display())))?;
+    if meta.is_file() && std::os::unix::fs::MetadataExt::nlink(&meta) > 1 && !cfg.follow_symlink {
+        return Err(setup(format!(
+            "{} has {} hard links: refused (it may be another file's name); give a file of its own",
+            cfg.path.display(),
+            std::os::unix::fs::MetadataExt::nlink(&meta)
+        )));
+    }
+    // fchmod on the open file: never by path.
     file.set_permissions(std::fs::Permissions::from_mode(cfg.mode))
         .map_err(|e| {
             setup(format!(
@@ -141,8 +173,48 @@ mod tests {
             mode: 0o640,
             user: Some("root".into()),
             group: Some("root".into()),
+            follow_symlink: false,
             policy: Attempts::new(1),
         }
+    }
+
+    /// A symlink at the log path to a root 0600 file: refused, the target's mode and contents
+    /// unchanged; a hard link likewise. With `follow_symlink` the link is followed (and the
+    /// operator asked for it).
+    #[test]
+    fn a_link_at_the_path_changes_nothing_it_points_at() {
+        let dir = tempdir();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "root only\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("out.log");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let mut c = cfg(link.clone());
+        c.mode = 0o644;
+        let e = FileSink::open(c.clone()).err().unwrap().to_string();
+        assert!(e.contains("is a symbolic link: refused"), "{e}");
+        assert!(e.contains(&link.display().to_string()), "{e}");
+        let meta = std::fs::metadata(&secret).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only\n");
+        // A hard link: refused the same way.
+        std::fs::remove_file(&link).unwrap();
+        std::fs::hard_link(&secret, &link).unwrap();
+        let e = FileSink::open(c.clone()).err().unwrap().to_string();
+        assert!(e.contains("has 2 hard links: refused"), "{e}");
+        assert_eq!(std::fs::metadata(&secret).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only\n");
+        // Asked for: followed.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        c.follow_symlink = true;
+        c.mode = 0o600;
+        let mut sink = FileSink::open(c).unwrap();
+        sink.write_batch(&batch(&[7])).unwrap();
+        assert!(std::fs::read_to_string(&secret)
+            .unwrap()
+            .contains("\"sequence\":7"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn batch(serials: &[i64]) -> Batch {

@@ -637,17 +637,6 @@ impl Output {
         true
     }
 
-    // Minimal version added on the `control` branch until the buffer rewrite brings its own.
-    /// Set the deadline without closing the queue: past it the thread stops trying and keeps
-    /// (spool) or counts what it holds, and a `block` offer waiting on it returns.
-    pub fn set_deadline(&self, deadline: Deadline) {
-        *self
-            .shared
-            .deadline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
-    }
-
     /// [`set_deadline`](Self::set_deadline) from another thread (the daemon's main loop at
     /// SIGTERM, while the writer may be waiting in [`offer`](Self::offer)). It holds the
     /// output weakly: it never keeps a stopped output's state (its spool) alive.

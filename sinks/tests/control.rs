@@ -41,6 +41,7 @@ fn file_output(path: &Path) -> Output {
         user: None,
         group: None,
         policy: Attempts::new(1),
+        follow_symlink: false,
     })
     .unwrap();
     Output::start(Box::new(sink), OutputConfig::new(Overflow::Drop, 3)).unwrap()

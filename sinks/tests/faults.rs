@@ -192,6 +192,7 @@ fn full_disk_is_counted_logged_and_writing_resumes_when_space_returns() {
         mode: 0o600,
         user: None,
         group: None,
+        follow_symlink: false,
         policy: Attempts {
             attempts: 2,
             pause: Duration::from_millis(10),

@@ -65,6 +65,7 @@ fn file_output(path: &Path) -> Output {
         mode: 0o600,
         user: None,
         group: None,
+        follow_symlink: false,
         policy: Attempts::new(1),
     })
     .unwrap();
@@ -268,6 +269,7 @@ fn a_corrupt_spool_from_an_earlier_run_is_cut_counted_and_the_rest_delivered_fir
         mode: 0o600,
         user: None,
         group: None,
+        follow_symlink: false,
         policy: Attempts::new(1),
     })
     .unwrap();

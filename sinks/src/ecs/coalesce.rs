@@ -4,8 +4,9 @@
 //!
 //! Owns the meaning auditbeat gives an event; the document written from it is the parent
 //! module's. It follows aucoalesce step for step (including its quirks, listed in the
-//! README) so that an `ecs` event agrees with auditbeat's on the same records. It must never
-//! look anything up itself: names come from the resolver it is handed.
+//! README) so that an `ecs` event agrees with auditbeat's on the same records, with one bound
+//! auditbeat lacks: `process.args` is cut at [`ARGS_LIMIT`] bytes, with a warning. It must
+//! never look anything up itself: names come from the resolver it is handed.
 
 use std::borrow::Cow;
 
@@ -284,6 +285,9 @@ fn add_sockaddr<'a>(ev: &mut Coalesced<'a>, m: Message<'a>) {
     }
 }
 
+/// `process.args` kept per event, in bytes (the enriched format's `ARGV_LIMIT`).
+pub const ARGS_LIMIT: usize = crate::enriched::ARGV_LIMIT;
+
 fn add_execve<'a>(ev: &mut Coalesced<'a>, m: Message<'a>) {
     let mut d = match m.data {
         Ok(d) => d,
@@ -305,10 +309,23 @@ fn add_execve<'a>(ev: &mut Coalesced<'a>, m: Message<'a>) {
         return;
     };
     let mut args = Vec::with_capacity(count.min(4096) as usize);
+    // Bounded by argc, by the arguments the records carried (a missing one ends the list, as
+    // auditbeat does) and by ARGS_LIMIT bytes (each argument counting 3 more, as the
+    // enriched format counts them): past it the list is cut and a warning says so.
+    let mut bytes = 0usize;
     for i in 0..count {
         let key = format!("a{i}");
         match d.remove(key.as_bytes()) {
-            Some(a) => args.push(a),
+            Some(a) => {
+                bytes += a.len() + pauditd_engine::decode::ARG_COST;
+                if bytes > ARGS_LIMIT {
+                    ev.warnings.push(format!(
+                        "process.args cut at {i} of {count} arguments ({ARGS_LIMIT} bytes)"
+                    ));
+                    break;
+                }
+                args.push(a)
+            }
             None => {
                 ev.warnings.push(format!("failed to find arg {key}"));
                 return;

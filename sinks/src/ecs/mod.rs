@@ -373,7 +373,8 @@ fn document<'a>(b: &'a Bump, e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
 /// process table (`process.parent.{pid,name,executable}`, and the exec event's sequence as
 /// `auditd.parent.exec_sequence`), the container (`container.id`, `container.runtime`),
 /// the pod (`kubernetes.pod.uid`, `kubernetes.pod.qos_class`) and the systemd unit
-/// (`systemd.unit`).
+/// (`systemd.unit`); what only a cgroup a user could have named claims goes under
+/// `auditd.untrusted.*` instead.
 fn enrichment<'a>(doc: &mut J<'a>, e: &'a Event) {
     if let Some(p) = e.parent() {
         // The process table knows the parent of the SYSCALL record's process: the same pid
@@ -404,6 +405,17 @@ fn enrichment<'a>(doc: &mut J<'a>, e: &'a Event) {
         }
         if let Some(u) = &a.unit {
             doc.put("systemd.unit", J::s(u.as_bytes()));
+        }
+        if let Some(u) = &a.untrusted {
+            if let Some(id) = &u.container_id {
+                doc.put("auditd.untrusted.container.id", J::s(id.as_bytes()));
+            }
+            if let Some(r) = u.runtime {
+                doc.put("auditd.untrusted.container.runtime", J::s(r.as_bytes()));
+            }
+            if let Some(unit) = &u.unit {
+                doc.put("auditd.untrusted.systemd.unit", J::s(unit.as_bytes()));
+            }
         }
     }
 }
@@ -585,6 +597,7 @@ mod tests {
             pod_uid: Some("0b0e-11".into()),
             qos: Some("Burstable"),
             unit: Some("kubepods.slice".into()),
+            untrusted: None,
         })));
         let v = encode(&e);
         assert_eq!(v["@timestamp"], "2023-11-14T22:13:20.250Z");
