@@ -26,6 +26,12 @@ pub struct Completion {
     pub after: u64,
     /// Whether each new record restarts the deadline (replay) or not (live, as pauditd).
     pub restart_on_record: bool,
+    /// Whether records of one serial also need the same timestamp and the same origin
+    /// (auditd's own DAEMON_* records or the kernel's) to share an event (replay: a log holds
+    /// auditd's records, numbered by the daemon, beside the kernel's, and serials that come
+    /// back after a restart). Live, as pauditd, the serial alone groups: the kernel stamps
+    /// every record of an event alike.
+    pub apart_by_time_and_origin: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -75,20 +81,45 @@ pub enum Pushed {
 struct Open {
     event: Event,
     deadline: u64,
+    /// The event holds auditd's own records (DAEMON_*), not the kernel's.
+    daemon: bool,
+}
+
+/// An open event's key: its serial and, when events are told apart by time and origin, a
+/// fingerprint of its timestamp and origin (0 otherwise). Two events that share both move
+/// apart by probing (the next fingerprint), so the fingerprint never merges events; it only
+/// finds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    serial: i64,
+    tag: u64,
+}
+
+fn is_daemon(rtype: u16) -> bool {
+    types::DAEMON_TYPES.contains(&rtype)
+}
+
+/// FNV-1a of the timestamp, with the origin folded in.
+fn fingerprint(timestamp: &[u8], daemon: bool) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(daemon);
+    for &b in timestamp {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 pub struct Reassembler {
     cfg: ReassemblerConfig,
-    open: FxHashMap<i64, Open>,
+    open: FxHashMap<Key, Open>,
     /// `(deadline, serial)` in non-decreasing deadline order (ticks never go backwards). An
     /// entry is stale when its event completed or got a later deadline; stale entries are
     /// skipped when they reach the front.
-    deadlines: VecDeque<(u64, i64)>,
+    deadlines: VecDeque<(u64, Key)>,
     /// Sum of the open events' costs.
     open_bytes: usize,
     /// Serials completed without their EOE, oldest first, and the same as a set.
-    recent: VecDeque<i64>,
-    recent_set: rustc_hash::FxHashSet<i64>,
+    recent: VecDeque<Key>,
+    recent_set: rustc_hash::FxHashSet<Key>,
     /// Where new events come from: recycled ones first.
     spares: crate::pool::Spares,
 }
@@ -120,9 +151,9 @@ impl Reassembler {
         self.open_bytes
     }
 
-    fn remember_completed(&mut self, serial: i64) {
-        if self.recent_set.insert(serial) {
-            self.recent.push_back(serial);
+    fn remember_completed(&mut self, key: Key) {
+        if self.recent_set.insert(key) {
+            self.recent.push_back(key);
             if self.recent.len() > RECENT_SERIALS {
                 if let Some(old) = self.recent.pop_front() {
                     self.recent_set.remove(&old);
@@ -133,6 +164,30 @@ impl Reassembler {
 
     pub fn open_events(&self) -> usize {
         self.open.len()
+    }
+
+    /// Where the record's event is (open or to be opened): its serial, and when events are
+    /// told apart by time and origin, the first fingerprint whose slot is free or holds an
+    /// event of the same timestamp and origin.
+    fn key_of(&self, rtype: u16, h: &Header<'_>) -> Key {
+        if !self.cfg.completion.apart_by_time_and_origin {
+            return Key {
+                serial: h.serial,
+                tag: 0,
+            };
+        }
+        let daemon = is_daemon(rtype);
+        let mut key = Key {
+            serial: h.serial,
+            tag: fingerprint(h.timestamp, daemon),
+        };
+        while let Some(o) = self.open.get(&key) {
+            if o.daemon == daemon && o.event.timestamp() == h.timestamp {
+                break;
+            }
+            key.tag = key.tag.wrapping_add(1);
+        }
+        key
     }
 
     /// Take one record. Completed events are appended to `out`; an error says why the record
@@ -151,8 +206,9 @@ impl Reassembler {
         if rtype < self.cfg.min_type || rtype > self.cfg.max_type {
             return Err(DropReason::TypeOutOfRange);
         }
+        let key = self.key_of(rtype, h);
         if rtype == types::EOE {
-            return Ok(match self.open.remove(&h.serial) {
+            return Ok(match self.open.remove(&key) {
                 Some(o) => {
                     self.open_bytes -= cost(&o.event);
                     let mut event = o.event;
@@ -160,13 +216,13 @@ impl Reassembler {
                     out.push((event, CompletedBy::Eoe));
                     Pushed::Joined
                 }
-                None if self.recent_set.contains(&h.serial) => Pushed::AfterCompletion,
+                None if self.recent_set.contains(&key) => Pushed::AfterCompletion,
                 None => Pushed::Joined,
             });
         }
         let deadline = now.saturating_add(self.cfg.completion.after);
         let added = h.data.len() + RECORD_COST;
-        let pushed = match self.open.get_mut(&h.serial) {
+        let pushed = match self.open.get_mut(&key) {
             Some(o) => {
                 if cost(&o.event) + added > self.cfg.max_event_bytes {
                     return Err(DropReason::EventTooLarge);
@@ -174,7 +230,7 @@ impl Reassembler {
                 enrich::add_record(&mut o.event, rtype, h.data, users);
                 if self.cfg.completion.restart_on_record && o.deadline != deadline {
                     o.deadline = deadline;
-                    self.deadlines.push_back((deadline, h.serial));
+                    self.deadlines.push_back((deadline, key));
                 }
                 self.open_bytes += added;
                 Pushed::Joined
@@ -186,9 +242,16 @@ impl Reassembler {
                 let mut event = self.spares.event(h.serial, h.timestamp);
                 enrich::add_record(&mut event, rtype, h.data, users);
                 self.open_bytes += cost(&event);
-                self.open.insert(h.serial, Open { event, deadline });
-                self.deadlines.push_back((deadline, h.serial));
-                if self.recent_set.contains(&h.serial) {
+                self.open.insert(
+                    key,
+                    Open {
+                        event,
+                        deadline,
+                        daemon: is_daemon(rtype),
+                    },
+                );
+                self.deadlines.push_back((deadline, key));
+                if self.recent_set.contains(&key) {
                     Pushed::AfterCompletion
                 } else {
                     Pushed::Joined
@@ -207,8 +270,8 @@ impl Reassembler {
 
     /// Complete the open event with the earliest deadline; false if none is open.
     fn evict_oldest(&mut self, out: &mut Vec<(Event, CompletedBy)>) -> bool {
-        while let Some((deadline, serial)) = self.deadlines.pop_front() {
-            if self.complete_if_current(deadline, serial, CompletedBy::Evicted, out) {
+        while let Some((deadline, key)) = self.deadlines.pop_front() {
+            if self.complete_if_current(deadline, key, CompletedBy::Evicted, out) {
                 return true;
             }
         }
@@ -217,23 +280,19 @@ impl Reassembler {
 
     /// Complete every event whose deadline is at or before `now`.
     pub fn expire(&mut self, now: u64, out: &mut Vec<(Event, CompletedBy)>) {
-        while let Some(&(deadline, serial)) = self.deadlines.front() {
+        while let Some(&(deadline, key)) = self.deadlines.front() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop_front();
-            self.complete_if_current(deadline, serial, CompletedBy::Deadline, out);
+            self.complete_if_current(deadline, key, CompletedBy::Deadline, out);
         }
     }
 
     /// The earliest tick at which [`expire`](Self::expire) has work, if any.
     pub fn next_deadline(&mut self) -> Option<u64> {
-        while let Some(&(deadline, serial)) = self.deadlines.front() {
-            if self
-                .open
-                .get(&serial)
-                .is_some_and(|o| o.deadline == deadline)
-            {
+        while let Some(&(deadline, key)) = self.deadlines.front() {
+            if self.open.get(&key).is_some_and(|o| o.deadline == deadline) {
                 return Some(deadline);
             }
             self.deadlines.pop_front();
@@ -243,31 +302,27 @@ impl Reassembler {
 
     /// Complete everything still open (end of input, shutdown), in deadline order.
     pub fn flush(&mut self, out: &mut Vec<(Event, CompletedBy)>) {
-        while let Some((deadline, serial)) = self.deadlines.pop_front() {
-            self.complete_if_current(deadline, serial, CompletedBy::Deadline, out);
+        while let Some((deadline, key)) = self.deadlines.pop_front() {
+            self.complete_if_current(deadline, key, CompletedBy::Deadline, out);
         }
         debug_assert!(self.open.is_empty());
     }
 
-    /// Complete `serial` if `deadline` is still its current one (the queue holds stale
-    /// entries); whether it did.
+    /// Complete the event at `key` if `deadline` is still its current one (the queue holds
+    /// stale entries); whether it did.
     fn complete_if_current(
         &mut self,
         deadline: u64,
-        serial: i64,
+        key: Key,
         by: CompletedBy,
         out: &mut Vec<(Event, CompletedBy)>,
     ) -> bool {
-        if self
-            .open
-            .get(&serial)
-            .is_none_or(|o| o.deadline != deadline)
-        {
+        if self.open.get(&key).is_none_or(|o| o.deadline != deadline) {
             return false;
         }
-        let o = self.open.remove(&serial).expect("checked above");
+        let o = self.open.remove(&key).expect("checked above");
         self.open_bytes -= cost(&o.event);
-        self.remember_completed(serial);
+        self.remember_completed(key);
         let mut event = o.event;
         event.finish();
         out.push((event, by));
@@ -288,6 +343,7 @@ mod tests {
             completion: Completion {
                 after,
                 restart_on_record: restart,
+                apart_by_time_and_origin: restart,
             },
             max_event_bytes: 1 << 20,
             max_open_events: DEFAULT_MAX_OPEN_EVENTS,
@@ -376,6 +432,84 @@ mod tests {
         r.flush(&mut out);
         assert_eq!(serials(&out)[1], (10, CompletedBy::Deadline));
         assert_eq!(out[1].0.message_count(), 2);
+    }
+
+    #[test]
+    fn replay_keeps_daemon_records_and_far_apart_times_out_of_kernel_events() {
+        // auditd's DAEMON_START numbered 48 by the daemon; a kernel event 48 13 s later, whose
+        // records interleave with a second DAEMON record of serial 48 and its own EOE.
+        let mut r = reassembler(100, true);
+        let mut out = vec![];
+        push(
+            &mut r,
+            1200,
+            "audit(1700000000.000:48): op=start ver=3.0 res=success",
+            0,
+            &mut out,
+        )
+        .unwrap();
+        push(
+            &mut r,
+            1300,
+            "audit(1700000013.250:48): arch=c000003e syscall=59",
+            1,
+            &mut out,
+        )
+        .unwrap();
+        push(
+            &mut r,
+            1203,
+            "audit(1700000013.250:48): op=reconfigure",
+            2,
+            &mut out,
+        )
+        .unwrap();
+        push(
+            &mut r,
+            1302,
+            "audit(1700000013.250:48): item=0 name=\"/bin/ls\"",
+            3,
+            &mut out,
+        )
+        .unwrap();
+        push(&mut r, 1320, "audit(1700000013.250:48): ", 4, &mut out).unwrap();
+        // The same serial again hours later (serials restart with the daemon).
+        push(
+            &mut r,
+            1300,
+            "audit(1700090000.000:48): arch=c000003e syscall=2",
+            5,
+            &mut out,
+        )
+        .unwrap();
+        r.flush(&mut out);
+        let got: Vec<(i64, String, Vec<u16>)> = out
+            .iter()
+            .map(|(e, _)| {
+                (
+                    e.serial,
+                    String::from_utf8_lossy(e.timestamp()).into_owned(),
+                    e.messages().map(|(t, _)| t).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (48, "1700000013.250".into(), vec![1300, 1302]),
+                (48, "1700000000.000".into(), vec![1200]),
+                (48, "1700000013.250".into(), vec![1203]),
+                (48, "1700090000.000".into(), vec![1300]),
+            ]
+        );
+        // Live (pauditd), the serial alone groups.
+        let mut r = reassembler(100, false);
+        let mut out = vec![];
+        push(&mut r, 1300, "audit(1.000:48): a", 0, &mut out).unwrap();
+        push(&mut r, 1302, "audit(2.000:48): b", 0, &mut out).unwrap();
+        r.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0.message_count(), 2);
     }
 
     #[test]
