@@ -60,7 +60,13 @@ fn map_gids(event: &mut Event, i: usize, users: &mut dyn UserResolver) {
     if !users.resolves_groups() {
         return;
     }
-    map_ids(event, i, users);
+    // The kernel's own hot records never hold an `id=` field.
+    if !matches!(
+        event.message(i).0,
+        types::SYSCALL | types::PATH | types::PROCTITLE
+    ) {
+        map_ids(event, i, users);
+    }
     let base = event.message_range(i).start;
     let mut pos = 0;
     let mut seen = 0;

@@ -24,8 +24,9 @@ pub enum GapLog {
     /// One error line per gap (the daemon: a gap is records the kernel lost).
     #[default]
     EachGap,
-    /// A warning for the 1st, 2nd, 4th, 8th... gap and a summary at the end ([`SeqTracker::summary`]):
-    /// replay, where a log filtered by type, key or time has a gap between most events.
+    /// A warning for the 1st, 2nd, 4th, 8th... gap and a summary at the end
+    /// ([`SeqTracker::summary`]): replay, where a log filtered by type, key or time has a gap
+    /// between most events. `log_out_of_order` lines are sampled the same way.
     Sampled,
 }
 
@@ -110,7 +111,8 @@ impl SeqTracker {
         let lag = self.last - seq;
         self.worst_lag = self.worst_lag.max(lag);
         self.late += 1;
-        if self.cfg.log_out_of_order {
+        let sampled_out = self.cfg.gap_log == GapLog::Sampled && !self.late.is_power_of_two();
+        if self.cfg.log_out_of_order && !sampled_out {
             log::error!(
                 "Got sequence {seq} after {lag} messages. Worst lag so far {} messages",
                 self.worst_lag

@@ -40,11 +40,6 @@ use pauditd_engine::types::{EXECVE, PATH, PROCTITLE, SOCKADDR, SYSCALL};
 /// field of the input with one of these names goes under `RAW`, so each keeps its one type.
 const RESERVED: &[&[u8]] = &[b"ARGV", b"ARGV_TRUNCATED", b"SADDR", b"RAW"];
 
-/// The key a translation goes under: the field's name in upper case (`auid` -> `AUID`).
-fn upper(k: &[u8]) -> Vec<u8> {
-    k.to_ascii_uppercase()
-}
-
 thread_local! {
     /// Keys of the objects being written (by hash), reused from event to event.
     static KEYS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -370,7 +365,16 @@ impl<'o> Object<'o> {
             None => None,
         };
         if let Some(name) = name {
-            self.string(&upper(key), name);
+            // Upper-cased on the stack: id keys are short.
+            let mut buf = [0u8; 32];
+            match buf.get_mut(..key.len()) {
+                Some(b) => {
+                    b.copy_from_slice(key);
+                    b.make_ascii_uppercase();
+                    self.string(b, name);
+                }
+                None => self.string(&key.to_ascii_uppercase(), name),
+            }
         }
     }
 

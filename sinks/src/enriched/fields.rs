@@ -17,7 +17,10 @@
 //! `id` is a user id (a group id in ADD_GROUP, DEL_GROUP and GRP_MGMT), never hex. It must
 //! never look at a value to decide a type: only the record type and the field name.
 
+use std::sync::LazyLock;
+
 use pauditd_engine::types;
+use rustc_hash::FxHashMap;
 
 /// A field's JSON type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,22 +217,34 @@ fn is_arg(k: &[u8]) -> bool {
     k.len() > 1 && k[0] == b'a' && k[1..].iter().all(u8::is_ascii_digit)
 }
 
+/// A field's kind, and what it names when it is an id.
+type Entry = (Kind, Option<Id>);
+
+/// The table as one map (a field is looked up once per value written: one hash of a short
+/// key, not a scan of the lists).
+static TABLE: LazyLock<FxHashMap<&'static [u8], Entry>> = LazyLock::new(|| {
+    let mut m = FxHashMap::default();
+    for &k in ESCAPED {
+        m.insert(k, (Kind::Escaped, None));
+    }
+    for &k in AUPARSE_DECIMAL.iter().chain(DECIMAL) {
+        m.insert(k, (Kind::Int, None));
+    }
+    for &k in UIDS {
+        m.insert(k, (Kind::Int, Some(Id::User)));
+    }
+    for &k in GIDS {
+        m.insert(k, (Kind::Int, Some(Id::Group)));
+    }
+    m
+});
+
 /// What an id field names, if `key` is one (in a record of type `rtype`).
 pub fn id_kind(rtype: u16, key: &[u8]) -> Option<Id> {
-    if key == b"id" {
-        return Some(if types::id_is_gid(rtype) {
-            Id::Group
-        } else {
-            Id::User
-        });
+    if key == b"id" && types::id_is_gid(rtype) {
+        return Some(Id::Group);
     }
-    if UIDS.contains(&key) {
-        Some(Id::User)
-    } else if GIDS.contains(&key) {
-        Some(Id::Group)
-    } else {
-        None
-    }
+    TABLE.get(key).and_then(|e| e.1)
 }
 
 /// The JSON type of field `key` in a record of type `rtype` (a field of a user-space
@@ -244,17 +259,10 @@ pub fn kind(rtype: u16, key: &[u8]) -> Kind {
     if rtype == types::EXECVE && is_arg(key) {
         return Kind::Escaped;
     }
-    if (rtype == types::EXECVE && key.ends_with(b"_len") && is_arg(&key[..key.len() - 4]))
-        || id_kind(rtype, key).is_some()
-        || AUPARSE_DECIMAL.contains(&key)
-        || DECIMAL.contains(&key)
-    {
-        Kind::Int
-    } else if ESCAPED.contains(&key) {
-        Kind::Escaped
-    } else {
-        Kind::Text
+    if rtype == types::EXECVE && key.ends_with(b"_len") && is_arg(&key[..key.len() - 4]) {
+        return Kind::Int;
     }
+    TABLE.get(key).map_or(Kind::Text, |e| e.0)
 }
 
 /// A decimal integer as written (`-` allowed) that fits in 64 bits (signed; a uid of
@@ -294,6 +302,14 @@ mod tests {
         assert_eq!(kind(types::AVC, b"key"), Kind::Text);
         assert_eq!(kind(types::SYSCALL, b"key"), Kind::Escaped);
         assert_eq!(kind(types::USER_TTY, b"msg"), Kind::Escaped);
+    }
+
+    #[test]
+    fn no_field_is_in_two_lists() {
+        let mut seen = std::collections::HashSet::new();
+        for k in int_fields().chain(ESCAPED.iter().copied()) {
+            assert!(seen.insert(k), "{} twice", String::from_utf8_lossy(k));
+        }
     }
 
     #[test]
