@@ -99,13 +99,20 @@ fn is_daemon(rtype: u16) -> bool {
     types::DAEMON_TYPES.contains(&rtype)
 }
 
-/// FNV-1a of the timestamp, with the origin folded in.
+/// A hash of the timestamp (eight bytes at a time), with the origin folded in.
 fn fingerprint(timestamp: &[u8], daemon: bool) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(daemon);
-    for &b in timestamp {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h = (timestamp.len() as u64) << 1 | u64::from(daemon);
+    let mut chunks = timestamp.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        h = (h ^ w).wrapping_mul(K).rotate_left(26);
     }
-    h
+    let mut tail = 0u64;
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        tail |= u64::from(b) << (8 * i);
+    }
+    (h ^ tail).wrapping_mul(K).rotate_left(26).wrapping_mul(K)
 }
 
 pub struct Reassembler {

@@ -311,11 +311,17 @@ impl<'o> Object<'o> {
     /// `key`'s value as the field table types it in a record of type `rtype`; the value's
     /// text when it is not of its field's type (the field is then null; the caller keeps the
     /// text under `RAW`).
-    fn value<'v>(&mut self, e: &Event, rtype: u16, key: &[u8], v: Value<'v>) -> Option<&'v [u8]> {
+    fn value<'v>(
+        &mut self,
+        e: &Event,
+        rtype: u16,
+        key: &[u8],
+        kind: Kind,
+        v: Value<'v>,
+    ) -> Option<&'v [u8]> {
         if !self.key(key) {
             return None;
         }
-        let kind = fields::kind(rtype, key);
         if key == b"msg" && kind != Kind::Escaped {
             // A user-space record's message: always an object (its fields, its words under
             // `text`).
@@ -358,8 +364,8 @@ impl<'o> Object<'o> {
     }
 
     /// The translation of id field `key` (its user or group name, under `KEY`), if known.
-    fn translate(&mut self, e: &Event, rtype: u16, key: &[u8], v: Value<'_>) {
-        let name = match fields::id_kind(rtype, key) {
+    fn translate(&mut self, e: &Event, id: Option<Id>, key: &[u8], v: Value<'_>) {
+        let name = match id {
             Some(Id::User) => uid_name(e, v.bytes()),
             Some(Id::Group) => e.group_name(v.bytes()),
             None => None,
@@ -386,15 +392,16 @@ impl<'o> Object<'o> {
         let mut raw: Vec<(&[u8], &[u8])> = Vec::new();
         for f in Fields::new(data) {
             match f {
-                Field::Pair(b"text", v) if !matches!(v, Value::Absent(_)) => {
-                    add_word(&mut text, v.bytes())
-                }
+                // `text=?` adds nothing: `text` is always a string.
+                Field::Pair(b"text", Value::Absent(_)) => {}
+                Field::Pair(b"text", v) => add_word(&mut text, v.bytes()),
                 Field::Pair(k, v) if RESERVED.contains(&k) => raw.push((k, v.bytes())),
                 Field::Pair(k, v) => {
-                    if let Some(r) = self.value(e, rtype, k, v) {
+                    let (kind, id) = fields::lookup(rtype, k);
+                    if let Some(r) = self.value(e, rtype, k, kind, v) {
                         raw.push((k, r));
                     }
-                    self.translate(e, rtype, k, v);
+                    self.translate(e, id, k, v);
                 }
                 Field::Text(w) => add_word(&mut text, w),
             }
@@ -413,11 +420,11 @@ impl<'o> Object<'o> {
         let mut text: Vec<u8> = Vec::new();
         for f in Fields::new(data) {
             match f {
-                Field::Pair(k, _) if RESERVED.contains(&k) => {}
+                Field::Pair(k, _) if RESERVED.contains(&k) || k == b"text" => {}
                 Field::Pair(k, Value::Absent(_)) => self.raw(k, b"null"),
                 Field::Pair(k, v) if fields::kind(rtype, k) == Kind::Int => {
                     // Not of its type: left out (the kernel's part has the field itself).
-                    let _ = self.value(e, rtype, k, v);
+                    let _ = self.value(e, rtype, k, Kind::Int, v);
                 }
                 Field::Pair(k, v) => self.string(k, v.bytes()),
                 Field::Text(w) => add_word(&mut text, w),
@@ -471,8 +478,10 @@ fn write_record(
     for f in Fields::new(kernel) {
         let (k, v) = match f {
             // `text=job-7: activity start`: the field's value and the words after it.
-            Field::Pair(b"text", v) if !matches!(v, Value::Absent(_)) => {
-                add_word(&mut text, v.bytes());
+            Field::Pair(b"text", v) => {
+                if !matches!(v, Value::Absent(_)) {
+                    add_word(&mut text, v.bytes());
+                }
                 continue;
             }
             Field::Pair(k, v) if RESERVED.contains(&k) => {
@@ -498,7 +507,8 @@ fn write_record(
             }
             _ => {}
         }
-        if let Some(r) = obj.value(e, rtype, k, v) {
+        let (kind, id) = fields::lookup(rtype, k);
+        if let Some(r) = obj.value(e, rtype, k, kind, v) {
             raw.push((k, r));
         }
         let b = v.bytes();
@@ -546,7 +556,7 @@ fn write_record(
                     }
                 }
             }
-            _ => obj.translate(e, rtype, k, v),
+            _ => obj.translate(e, id, k, v),
         }
     }
     if !args.is_empty() && obj.key(b"ARGV") {
@@ -801,6 +811,33 @@ mod tests {
         assert_eq!(r["X"], "a");
         let p = encode(&[(PROCTITLE, b"proctitle=6C73 proctitle=7077 ARGV=x")]);
         assert_eq!(p["records"]["PROCTITLE"]["ARGV"], serde_json::json!(["ls"]));
+    }
+
+    #[test]
+    fn each_field_keeps_one_type_and_text_keeps_its_words() {
+        let v = encode(&[(
+            SYSCALL,
+            b"arch=40000003 syscall=11 per=400000 auid=vagrant uid=0 n=7 text=? a0=0x1f",
+        )]);
+        let r = &v["records"]["SYSCALL"];
+        assert_eq!(r["arch"], "40000003");
+        assert_eq!(r["per"], "400000");
+        assert_eq!(r["syscall"], 11);
+        assert_eq!(r["n"], "7");
+        assert!(r["auid"].is_null());
+        assert_eq!(r["RAW"], serde_json::json!({"auid": "vagrant"}));
+        assert!(r.get("text").is_none(), "text=? adds no text");
+        assert_eq!(r["ARGV"], serde_json::json!(["0x1f"]));
+        let v = encode(&[(
+            1114,
+            b"pid=1 uid=0 msg='op=add-user id=1002 text=job-7: activity start RAW=x res=success'",
+        )]);
+        let m = &v["records"]["ADD_USER"]["msg"];
+        assert_eq!(m["id"], 1002, "a user id, not hex");
+        assert_eq!(m["text"], "job-7: activity start");
+        assert_eq!(m["RAW"], serde_json::json!({"RAW": "x"}));
+        let v = encode(&[(SOCKADDR, b"saddr=1100\x1dSADDR={ saddr_fam=17 } text=x")]);
+        assert_eq!(v["records"]["SOCKADDR"]["SADDR"]["family"], "17");
     }
 
     #[test]
