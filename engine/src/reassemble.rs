@@ -81,28 +81,31 @@ pub enum Pushed {
 struct Open {
     event: Event,
     deadline: u64,
-    /// The event holds auditd's own records (DAEMON_*), not the kernel's.
-    daemon: bool,
 }
 
-/// An open event's key: its serial and, when events are told apart by time and origin, a
-/// fingerprint of its timestamp and origin (0 otherwise). Two events that share both move
-/// apart by probing (the next fingerprint), so the fingerprint never merges events; it only
-/// finds them.
+/// An open event's key: its serial and, when events are told apart by time and origin,
+/// its origin and timestamp (zeros otherwise). A timestamp of up to [`TS_KEPT`] bytes (every
+/// real one: `1700000013.250`) is kept whole, so the key is exact; a longer one keeps its
+/// first 16 bytes and a hash of the whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     serial: i64,
-    tag: u64,
+    daemon: bool,
+    ts_len: u8,
+    ts: [u8; TS_KEPT],
 }
+
+/// Timestamp bytes a key holds.
+const TS_KEPT: usize = 24;
 
 fn is_daemon(rtype: u16) -> bool {
     types::DAEMON_TYPES.contains(&rtype)
 }
 
-/// A hash of the timestamp (eight bytes at a time), with the origin folded in.
-fn fingerprint(timestamp: &[u8], daemon: bool) -> u64 {
+/// A hash of a long timestamp (eight bytes at a time).
+fn fingerprint(timestamp: &[u8]) -> u64 {
     const K: u64 = 0xf135_7aea_2e62_a9c5;
-    let mut h = (timestamp.len() as u64) << 1 | u64::from(daemon);
+    let mut h = timestamp.len() as u64;
     let mut chunks = timestamp.chunks_exact(8);
     for c in &mut chunks {
         let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
@@ -174,25 +177,26 @@ impl Reassembler {
     }
 
     /// Where the record's event is (open or to be opened): its serial, and when events are
-    /// told apart by time and origin, the first fingerprint whose slot is free or holds an
-    /// event of the same timestamp and origin.
+    /// told apart by time and origin, those too.
     fn key_of(&self, rtype: u16, h: &Header<'_>) -> Key {
-        if !self.cfg.completion.apart_by_time_and_origin {
-            return Key {
-                serial: h.serial,
-                tag: 0,
-            };
-        }
-        let daemon = is_daemon(rtype);
         let mut key = Key {
             serial: h.serial,
-            tag: fingerprint(h.timestamp, daemon),
+            daemon: false,
+            ts_len: 0,
+            ts: [0; TS_KEPT],
         };
-        while let Some(o) = self.open.get(&key) {
-            if o.daemon == daemon && o.event.timestamp() == h.timestamp {
-                break;
-            }
-            key.tag = key.tag.wrapping_add(1);
+        if !self.cfg.completion.apart_by_time_and_origin {
+            return key;
+        }
+        key.daemon = is_daemon(rtype);
+        let t = h.timestamp;
+        if t.len() <= TS_KEPT {
+            key.ts[..t.len()].copy_from_slice(t);
+            key.ts_len = t.len() as u8;
+        } else {
+            key.ts[..16].copy_from_slice(&t[..16]);
+            key.ts[16..].copy_from_slice(&fingerprint(t).to_le_bytes());
+            key.ts_len = u8::MAX;
         }
         key
     }
@@ -249,14 +253,7 @@ impl Reassembler {
                 let mut event = self.spares.event(h.serial, h.timestamp);
                 enrich::add_record(&mut event, rtype, h.data, users);
                 self.open_bytes += cost(&event);
-                self.open.insert(
-                    key,
-                    Open {
-                        event,
-                        deadline,
-                        daemon: is_daemon(rtype),
-                    },
-                );
+                self.open.insert(key, Open { event, deadline });
                 self.deadlines.push_back((deadline, key));
                 if self.recent_set.contains(&key) {
                     Pushed::AfterCompletion
@@ -509,6 +506,16 @@ mod tests {
                 (48, "1700090000.000".into(), vec![1300]),
             ]
         );
+        // Timestamps longer than a key holds are told apart too (by their hash).
+        let mut r = reassembler(100, true);
+        let mut out = vec![];
+        let long = "1".repeat(30);
+        push(&mut r, 1300, &format!("audit({long}.1:7): a"), 0, &mut out).unwrap();
+        push(&mut r, 1300, &format!("audit({long}.2:7): b"), 0, &mut out).unwrap();
+        push(&mut r, 1302, &format!("audit({long}.1:7): c"), 0, &mut out).unwrap();
+        r.flush(&mut out);
+        let counts: Vec<usize> = out.iter().map(|(e, _)| e.message_count()).collect();
+        assert_eq!(counts, vec![2, 1]);
         // Live (pauditd), the serial alone groups.
         let mut r = reassembler(100, false);
         let mut out = vec![];
