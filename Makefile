@@ -22,7 +22,7 @@ lint:
 
 # Regenerate golden outputs; review with `git diff tests/data`.
 goldens:
-	UPDATE_GOLDENS=1 $(CARGO) test --test golden
+	UPDATE_GOLDENS=1 $(CARGO) test --test golden --test enriched_schema
 
 # Run the daemon with the shipped example config (root: it becomes the audit daemon).
 # Events go to /var/log/pauditd/pauditd.log, as in the package (`tail -f` it).

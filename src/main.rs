@@ -178,6 +178,24 @@ fn replay(
         },
     };
     let mut processor = wiring::processor(cfg, wiring::Clock::Records { window }, names)?;
+    let ecs = match format {
+        Some(f) => f == pauditd_sinks::Format::Ecs,
+        None => cfg
+            .output
+            .enabled()
+            .any(|(_, d)| d.format == pauditd_config::OutputFormat::Ecs),
+    };
+    if ecs {
+        // auditbeat reads LOGIN and 1100-2999 (its filterRecordType): say once when the
+        // configured range leaves such records out, rather than drop them silently.
+        processor.note_range_drops(
+            |t| t == 1006 || (1100..=2999).contains(&t),
+            format!(
+                "format ecs: records such as {{type}} are outside events.min..max ({}..{}) and are dropped, while auditbeat reads LOGIN and types 1100-2999 (user-space records: USER_*, CRED_*, ADD_USER, ...); to keep them replay with a config holding `events: {{min: 1006, max: 2999}}` (said once; the total is dropped.type_out_of_range in the summary)",
+                cfg.events_min, cfg.events_max
+            ),
+        );
+    }
     // Measured on 2 cores: encoder threads add CPU and no speed (perf/RESULTS.md), so the
     // reading thread encodes unless the config asks for threads.
     let encoders = cfg.engine.encode_workers.unwrap_or(0) as usize;

@@ -59,10 +59,12 @@ pub fn processor(cfg: &Config, clock: Clock, names: Names<'_>) -> Result<Process
         Clock::Millis => Completion {
             after: cfg.event_timeout.as_millis() as u64,
             restart_on_record: false,
+            apart_by_time_and_origin: false,
         },
         Clock::Records { window } => Completion {
             after: window,
             restart_on_record: true,
+            apart_by_time_and_origin: true,
         },
     };
     let filters = filters(cfg)?;
@@ -89,6 +91,10 @@ pub fn processor(cfg: &Config, clock: Clock, names: Names<'_>) -> Result<Process
     let tracking = cfg.message_tracking.enabled.then_some(TrackerConfig {
         max_out_of_order: cfg.message_tracking.max_out_of_order,
         log_out_of_order: cfg.message_tracking.log_out_of_order,
+        gap_log: match clock {
+            Clock::Millis => pauditd_engine::tracking::GapLog::EachGap,
+            Clock::Records { .. } => pauditd_engine::tracking::GapLog::Sampled,
+        },
     });
     Ok(Processor::new(
         ProcessorConfig {

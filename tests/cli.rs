@@ -312,7 +312,7 @@ fn each_output_takes_its_own_format() {
             "the same events, in order"
         );
         assert!(
-            text.lines().all(|l| l.starts_with("{\"version\":1,")),
+            text.lines().all(|l| l.starts_with("{\"version\":2,")),
             "{text}"
         );
         enriched_runs.push(text);

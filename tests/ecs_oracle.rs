@@ -7,7 +7,7 @@
 //! document auditbeat's auditd module writes (its `buildMetricbeatEvent`, rule for rule,
 //! written here from auditbeat's source rather than from ours) and compares every field:
 //! `@timestamp`, `event.*`, `user.*`, `group.*`, `related.user`, `process.*`, `file.*`,
-//! `source`, `destination`, `network`, `tags`, and `auditd.*` (data, summary, paths, session,
+//! `source`, `destination`, `network`, `tags`, `service.type`, and `auditd.*` (data, summary, paths, session,
 //! result, message type, sequence). Nothing may differ.
 
 use std::collections::BTreeMap;
@@ -274,6 +274,10 @@ fn auditbeat_document(g: &Value) -> Value {
             }
         }
     }
+    // libbeat's `mb.Event.BeatEvent` (metricbeat/mb/event.go), which turns the module's event
+    // into the published one: `service.type` is the module's name when the event names no
+    // service (auditbeat's never does), on every document.
+    put(&mut doc, "service.type", json!("auditd"));
     put(&mut doc, "ecs.version", json!("8.0.0"));
     doc
 }

@@ -2271,7 +2271,7 @@ fn an_event_names_the_container_its_process_runs_in() {
         .find(|l| l.contains("\"rule_key\":\"ctr\""))
         .unwrap();
     let v = parse(&line);
-    assert_eq!(v["version"], 1, "{line}");
+    assert_eq!(v["version"], 2, "{line}");
     assert_eq!(v["container"]["id"], id.as_str(), "{line}");
     assert_eq!(v["container"]["runtime"], "docker", "{line}");
     assert_eq!(v["records"]["SYSCALL"]["SYSCALL"], "execve", "{line}");

@@ -31,7 +31,7 @@ pub fn is_untrusted(field: &[u8]) -> bool {
             | b"root_dir"
             | b"new_group"
             | b"grp"
-            | b"id"
+            // Not `id`: a user (or group) id in decimal (audit-userspace's typetab.h).
             | b"ocomm"
             | b"watch"
             | b"vm"
@@ -357,6 +357,10 @@ mod tests {
         assert_eq!(untrusted(Value::Bare(b"xyz")).unwrap().as_ref(), b"xyz");
         assert_eq!(untrusted(Value::Absent(b"(null)")), None);
         assert!(is_untrusted(b"a12") && is_untrusted(b"proctitle") && !is_untrusted(b"pid"));
+        assert!(
+            !is_untrusted(b"id"),
+            "id=1002 is a uid, not the bytes 0x10 0x02"
+        );
     }
 
     #[test]

@@ -60,6 +60,13 @@ fn map_gids(event: &mut Event, i: usize, users: &mut dyn UserResolver) {
     if !users.resolves_groups() {
         return;
     }
+    // The kernel's own hot records never hold an `id=` field.
+    if !matches!(
+        event.message(i).0,
+        types::SYSCALL | types::PATH | types::PROCTITLE
+    ) {
+        map_ids(event, i, users);
+    }
     let base = event.message_range(i).start;
     let mut pos = 0;
     let mut seen = 0;
@@ -81,7 +88,51 @@ fn map_gids(event: &mut Event, i: usize, users: &mut dyn UserResolver) {
     }
 }
 
+/// Name every `id=` value in message `i` (the id of user-management records such as
+/// ADD_USER, USER_CHAUTHTOK or ADD_GROUP, usually inside `msg='...'`), as a user and as a
+/// group: auditbeat looks the value up as a user for the actor and the target user and as a
+/// group for the group entity, and the enriched format picks by record type. Only when the
+/// resolver resolves groups (the enriched and ecs formats); the names stay out of pauditd's
+/// `uid_map`. At most [`MAX_GIDS_PER_EVENT`] values per record are looked up.
+fn map_ids(event: &mut Event, i: usize, users: &mut dyn UserResolver) {
+    let base = event.message_range(i).start;
+    let mut pos = 0;
+    let mut seen = 0;
+    while let Some(f) = ID_FIELD.find(&event.message(i).1[pos..]) {
+        let at = pos + f;
+        let start = at + 3;
+        let data = event.message(i).1;
+        let len = data[start..]
+            .iter()
+            .position(|&b| b == b' ' || b == b'\'')
+            .unwrap_or(data.len() - start);
+        pos = start + len;
+        // The key must be `id` itself (not `uid`, `pid`, `ses_id`...).
+        let key_starts = at == 0 || matches!(data[at - 1], b' ' | b'\'');
+        let id = &data[start..start + len];
+        if !key_starts || id.is_empty() || !id.iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        seen += 1;
+        if seen > MAX_GIDS_PER_EVENT {
+            return;
+        }
+        let range = base + start..base + start + len;
+        if !event.has_id_user(id) && !event.has_uid(id) {
+            let name = users.resolve(id);
+            event.insert_id_user(range.clone(), name);
+        }
+        let id = &event.message(i).1[start..start + len];
+        if event.group_name(id).is_none() {
+            if let Some(name) = users.resolve_group(id) {
+                event.insert_gid(range, name);
+            }
+        }
+    }
+}
+
 // Built once: building a searcher costs more than searching one record.
+static ID_FIELD: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"id="));
 static SYSCALL_FIELD: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"syscall="));
 static KEY_FIELD: LazyLock<memmem::Finder<'static>> =
@@ -278,6 +329,35 @@ mod tests {
         assert_eq!(e.group_name(b"0"), Some(&b"root"[..]));
         assert_eq!(e.group_name(b"77"), None);
         assert_eq!(e.gid_count(), 2, "distinct named gids, each once");
+    }
+
+    #[test]
+    fn id_values_are_named_apart_from_the_uid_map_only_when_groups_are_resolved() {
+        let rec: &[u8] = b"pid=1 uid=0 auid=1000 ses=1 msg='op=adding user id=10 exe=\"/usr/sbin/useradd\" pid=7 res=success'";
+        let e = event_of(&[(1114, rec)]);
+        assert_eq!(e.user_name(b"10"), None, "pauditd's format looks up no ids");
+        let mut e = Event::new(1, b"1.0");
+        add_record(&mut e, 1114, rec, &mut WithGroups);
+        e.finish();
+        // FixedUsers names 0 root, 1000 alice, others UNKNOWN_USER; WithGroups 10 wheel.
+        assert_eq!(
+            uid_keys(&e),
+            vec!["0=root", "1000=alice"],
+            "uid_map unchanged"
+        );
+        assert_eq!(e.user_name(b"10"), None, "no such user");
+        assert_eq!(e.group_name(b"10"), Some(&b"wheel"[..]));
+        assert_eq!(e.user_name(b"1000"), Some(&b"alice"[..]));
+        let mut e = Event::new(1, b"1.0");
+        add_record(
+            &mut e,
+            1114,
+            b"msg='op=x id=1000 ses_id=0 xid=10'",
+            &mut WithGroups,
+        );
+        assert_eq!(e.user_name(b"1000"), Some(&b"alice"[..]));
+        assert_eq!(e.group_name(b"10"), None, "xid= is not id=");
+        assert!(e.uid_map().is_empty());
     }
 
     /// Every gid has a name here: only the per-event bound limits the lookups.

@@ -47,6 +47,10 @@ pub struct Event {
     uids_sorted: bool,
     /// Distinct gids with a group name, when the resolver resolves groups (first-seen order).
     gids: Vec<UidEntry>,
+    /// User names of ids given only as `id=` (user-management records), when the resolver
+    /// resolves groups (only the enriched and ecs formats print them): kept apart from `uids`
+    /// so pauditd's `uid_map` stays as pauditd prints it.
+    id_users: Vec<UidEntry>,
     /// The `syscall=` value of the last SYSCALL record, as a range of `buf`.
     syscall: Option<Range<u32>>,
     /// pauditd's `rule_key`: from the SYSCALL record's `key=`, or `tty` for TTY records.
@@ -72,6 +76,7 @@ impl Event {
             uids_truncated: false,
             uids_sorted: true,
             gids: Vec::new(),
+            id_users: Vec::new(),
             syscall: None,
             rule_key: Vec::new(),
             attribution: None,
@@ -103,6 +108,7 @@ impl Event {
         self.uids_truncated = false;
         self.uids_sorted = true;
         self.gids.clear();
+        self.id_users.clear();
         self.syscall = None;
         self.attribution = None;
         self.parent = None;
@@ -192,6 +198,37 @@ impl Event {
     pub(crate) fn insert_gid(&mut self, range: Range<usize>, name: Arc<[u8]>) {
         let gid = range.start as u32..range.end as u32;
         self.gids.push(UidEntry { uid: gid, name });
+    }
+
+    /// Record that `range` (a slice of the buffer holding an `id=` value) names user `name`.
+    pub(crate) fn insert_id_user(&mut self, range: Range<usize>, name: Arc<[u8]>) {
+        let uid = range.start as u32..range.end as u32;
+        self.id_users.push(UidEntry { uid, name });
+    }
+
+    /// Whether an `id=` value was looked up as a user already (named or not).
+    pub(crate) fn has_id_user(&self, uid: &[u8]) -> bool {
+        self.id_users.iter().any(|e| self.slice(&e.uid) == uid)
+    }
+
+    /// The user name of `uid`: from the uid map (pauditd's), or else from the names of ids
+    /// given only as `id=`; `None` when unknown (`UNKNOWN_USER`) or not looked up.
+    pub fn user_name(&self, uid: &[u8]) -> Option<&[u8]> {
+        let name = match self.sorted_uids() {
+            Some(mut it) => it.find(|(u, _)| *u == uid).map(|(_, n)| n),
+            None => self
+                .uids
+                .iter()
+                .find(|e| self.slice(&e.uid) == uid)
+                .map(|e| &*e.name),
+        }
+        .or_else(|| {
+            self.id_users
+                .iter()
+                .find(|e| self.slice(&e.uid) == uid)
+                .map(|e| &*e.name)
+        })?;
+        (name != crate::users::UNKNOWN_USER).then_some(name)
     }
 
     /// Distinct gids looked up so far (with or without a name).

@@ -39,6 +39,7 @@ impl ProcessorConfig {
                 completion: crate::reassemble::Completion {
                     after: window,
                     restart_on_record: true,
+                    apart_by_time_and_origin: true,
                 },
                 max_event_bytes: 16 << 20,
                 max_open_events: crate::reassemble::DEFAULT_MAX_OPEN_EVENTS,
@@ -47,6 +48,7 @@ impl ProcessorConfig {
             tracking: Some(TrackerConfig {
                 max_out_of_order: 500,
                 log_out_of_order: false,
+                gap_log: crate::tracking::GapLog::Sampled,
             }),
             containers: false,
             lineage: false,
@@ -67,7 +69,12 @@ pub struct Processor<U: UserResolver> {
     containers: Option<crate::container::ContainerCache>,
     /// The process table (`enrichment.lineage`), live only.
     lineage: Option<crate::lineage::ProcessTable>,
+    /// Said once, the first time a record of one of these types is dropped as out of range.
+    range_note: Option<RangeNote>,
 }
+
+/// Record types worth a note when dropped as out of range, and the note.
+type RangeNote = (fn(u16) -> bool, String);
 
 impl<U: UserResolver> Processor<U> {
     pub fn new(cfg: ProcessorConfig, filters: FilterSet, users: U) -> Self {
@@ -85,7 +92,16 @@ impl<U: UserResolver> Processor<U> {
             lineage: cfg
                 .lineage
                 .then(|| crate::lineage::ProcessTable::new(PROCESS_TABLE, PROCESS_TABLE_BYTES)),
+            range_note: None,
         }
+    }
+
+    /// Log `note` once, the first time a record whose type `wanted` accepts is dropped as
+    /// outside `events.min..=events.max` (e.g. replay in the ecs format, whose documents are
+    /// made from user-space records the default range leaves out). `{type}` in the note is
+    /// replaced by the record type's name and number.
+    pub fn note_range_drops(&mut self, wanted: fn(u16) -> bool, note: String) {
+        self.range_note = Some((wanted, note));
     }
 
     /// Replace the filters (SIGHUP); open events are kept and meet the new filters.
@@ -137,7 +153,8 @@ impl<U: UserResolver> Processor<U> {
         }
         let result = match header::parse(payload) {
             Ok(h) => {
-                if h.serial != 0 {
+                // auditd's own records are numbered by the daemon, not in the kernel's sequence.
+                if h.serial != 0 && !crate::types::DAEMON_TYPES.contains(&rtype) {
                     if let Some(t) = &mut self.tracker {
                         t.observe(h.serial);
                     }
@@ -163,7 +180,12 @@ impl<U: UserResolver> Processor<U> {
         match result {
             Ok(crate::types::EOE) => self.stats.records_eoe += 1,
             Ok(_) => self.stats.records_grouped += 1,
-            Err(reason) => self.drop_record(reason, payload),
+            Err(reason) => {
+                if reason == DropReason::TypeOutOfRange {
+                    self.note_range_drop(rtype);
+                }
+                self.drop_record(reason, payload);
+            }
         }
         self.reassembler.expire(now, &mut self.completed);
         self.drain(out);
@@ -191,6 +213,23 @@ impl<U: UserResolver> Processor<U> {
         }
     }
 
+    fn note_range_drop(&mut self, rtype: u16) {
+        if !self
+            .range_note
+            .as_ref()
+            .is_some_and(|(wanted, _)| wanted(rtype))
+        {
+            return;
+        }
+        if let Some((_, note)) = self.range_note.take() {
+            let name = match crate::types::name_of(rtype) {
+                Some(n) => format!("{n} ({rtype})"),
+                None => format!("UNKNOWN[{rtype}]"),
+            };
+            log::warn!("{}", note.replace("{type}", &name));
+        }
+    }
+
     /// Count a record the reader had to discard before parsing (e.g. an overlong line).
     pub fn reject(&mut self, reason: DropReason, sample: &[u8]) {
         self.stats.records += 1;
@@ -211,6 +250,11 @@ impl<U: UserResolver> Processor<U> {
     pub fn finish(&mut self, out: &mut Vec<Event>) {
         self.reassembler.flush(&mut self.completed);
         self.drain(out);
+        if let Some(t) = &self.tracker {
+            if let Some(line) = t.summary() {
+                log::info!("{line}");
+            }
+        }
     }
 
     fn drop_record(&mut self, reason: DropReason, sample: &[u8]) {
@@ -347,6 +391,32 @@ mod tests {
         fn resolve(&mut self, _uid: &[u8]) -> std::sync::Arc<[u8]> {
             std::sync::Arc::from(&b"UNKNOWN_USER"[..])
         }
+    }
+
+    #[test]
+    fn a_range_note_is_said_once_and_daemon_serials_are_not_tracked() {
+        let mut p = Processor::new(
+            ProcessorConfig::replay_defaults(100),
+            FilterSet::new(&[]).unwrap(),
+            NoUsers,
+        );
+        p.note_range_drops(|t| t == 1112, "dropped {type}".into());
+        let mut out = Vec::new();
+        for (t, text) in [
+            (1112, "audit(1.0:10): pid=1 msg='op=login res=success'"),
+            (1112, "audit(1.0:11): pid=1 msg='op=login res=success'"),
+            (1200, "audit(1.0:5000): op=start res=success"),
+            (1300, "audit(1.0:12): arch=c000003e syscall=59"),
+        ] {
+            p.push_netlink(t, text.as_bytes(), 0, &mut out);
+        }
+        assert!(p.range_note.is_none(), "said, then forgotten");
+        assert_eq!(p.stats().dropped(DropReason::TypeOutOfRange), 3);
+        // 5000 (the daemon's own numbering) opened no gap.
+        assert_eq!(
+            p.stats().seq_missed + p.tracker.as_ref().unwrap().pending(),
+            0
+        );
     }
 
     #[test]

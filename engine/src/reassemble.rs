@@ -26,6 +26,12 @@ pub struct Completion {
     pub after: u64,
     /// Whether each new record restarts the deadline (replay) or not (live, as pauditd).
     pub restart_on_record: bool,
+    /// Whether records of one serial also need the same timestamp and the same origin
+    /// (auditd's own DAEMON_* records or the kernel's) to share an event (replay: a log holds
+    /// auditd's records, numbered by the daemon, beside the kernel's, and serials that come
+    /// back after a restart). Live, as pauditd, the serial alone groups: the kernel stamps
+    /// every record of an event alike.
+    pub apart_by_time_and_origin: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -77,18 +83,53 @@ struct Open {
     deadline: u64,
 }
 
+/// An open event's key: its serial and, when events are told apart by time and origin,
+/// its origin and timestamp (zeros otherwise). A timestamp of up to [`TS_KEPT`] bytes (every
+/// real one: `1700000013.250`) is kept whole, so the key is exact; a longer one keeps its
+/// first 16 bytes and a hash of the whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    serial: i64,
+    daemon: bool,
+    ts_len: u8,
+    ts: [u8; TS_KEPT],
+}
+
+/// Timestamp bytes a key holds.
+const TS_KEPT: usize = 24;
+
+fn is_daemon(rtype: u16) -> bool {
+    types::DAEMON_TYPES.contains(&rtype)
+}
+
+/// A hash of a long timestamp (eight bytes at a time).
+fn fingerprint(timestamp: &[u8]) -> u64 {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h = timestamp.len() as u64;
+    let mut chunks = timestamp.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        h = (h ^ w).wrapping_mul(K).rotate_left(26);
+    }
+    let mut tail = 0u64;
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        tail |= u64::from(b) << (8 * i);
+    }
+    (h ^ tail).wrapping_mul(K).rotate_left(26).wrapping_mul(K)
+}
+
 pub struct Reassembler {
     cfg: ReassemblerConfig,
-    open: FxHashMap<i64, Open>,
+    open: FxHashMap<Key, Open>,
     /// `(deadline, serial)` in non-decreasing deadline order (ticks never go backwards). An
     /// entry is stale when its event completed or got a later deadline; stale entries are
     /// skipped when they reach the front.
-    deadlines: VecDeque<(u64, i64)>,
+    deadlines: VecDeque<(u64, Key)>,
     /// Sum of the open events' costs.
     open_bytes: usize,
     /// Serials completed without their EOE, oldest first, and the same as a set.
-    recent: VecDeque<i64>,
-    recent_set: rustc_hash::FxHashSet<i64>,
+    recent: VecDeque<Key>,
+    recent_set: rustc_hash::FxHashSet<Key>,
     /// Where new events come from: recycled ones first.
     spares: crate::pool::Spares,
 }
@@ -120,9 +161,9 @@ impl Reassembler {
         self.open_bytes
     }
 
-    fn remember_completed(&mut self, serial: i64) {
-        if self.recent_set.insert(serial) {
-            self.recent.push_back(serial);
+    fn remember_completed(&mut self, key: Key) {
+        if self.recent_set.insert(key) {
+            self.recent.push_back(key);
             if self.recent.len() > RECENT_SERIALS {
                 if let Some(old) = self.recent.pop_front() {
                     self.recent_set.remove(&old);
@@ -133,6 +174,31 @@ impl Reassembler {
 
     pub fn open_events(&self) -> usize {
         self.open.len()
+    }
+
+    /// Where the record's event is (open or to be opened): its serial, and when events are
+    /// told apart by time and origin, those too.
+    fn key_of(&self, rtype: u16, h: &Header<'_>) -> Key {
+        let mut key = Key {
+            serial: h.serial,
+            daemon: false,
+            ts_len: 0,
+            ts: [0; TS_KEPT],
+        };
+        if !self.cfg.completion.apart_by_time_and_origin {
+            return key;
+        }
+        key.daemon = is_daemon(rtype);
+        let t = h.timestamp;
+        if t.len() <= TS_KEPT {
+            key.ts[..t.len()].copy_from_slice(t);
+            key.ts_len = t.len() as u8;
+        } else {
+            key.ts[..16].copy_from_slice(&t[..16]);
+            key.ts[16..].copy_from_slice(&fingerprint(t).to_le_bytes());
+            key.ts_len = u8::MAX;
+        }
+        key
     }
 
     /// Take one record. Completed events are appended to `out`; an error says why the record
@@ -151,8 +217,9 @@ impl Reassembler {
         if rtype < self.cfg.min_type || rtype > self.cfg.max_type {
             return Err(DropReason::TypeOutOfRange);
         }
+        let key = self.key_of(rtype, h);
         if rtype == types::EOE {
-            return Ok(match self.open.remove(&h.serial) {
+            return Ok(match self.open.remove(&key) {
                 Some(o) => {
                     self.open_bytes -= cost(&o.event);
                     let mut event = o.event;
@@ -160,13 +227,13 @@ impl Reassembler {
                     out.push((event, CompletedBy::Eoe));
                     Pushed::Joined
                 }
-                None if self.recent_set.contains(&h.serial) => Pushed::AfterCompletion,
+                None if self.recent_set.contains(&key) => Pushed::AfterCompletion,
                 None => Pushed::Joined,
             });
         }
         let deadline = now.saturating_add(self.cfg.completion.after);
         let added = h.data.len() + RECORD_COST;
-        let pushed = match self.open.get_mut(&h.serial) {
+        let pushed = match self.open.get_mut(&key) {
             Some(o) => {
                 if cost(&o.event) + added > self.cfg.max_event_bytes {
                     return Err(DropReason::EventTooLarge);
@@ -174,7 +241,7 @@ impl Reassembler {
                 enrich::add_record(&mut o.event, rtype, h.data, users);
                 if self.cfg.completion.restart_on_record && o.deadline != deadline {
                     o.deadline = deadline;
-                    self.deadlines.push_back((deadline, h.serial));
+                    self.deadlines.push_back((deadline, key));
                 }
                 self.open_bytes += added;
                 Pushed::Joined
@@ -186,9 +253,9 @@ impl Reassembler {
                 let mut event = self.spares.event(h.serial, h.timestamp);
                 enrich::add_record(&mut event, rtype, h.data, users);
                 self.open_bytes += cost(&event);
-                self.open.insert(h.serial, Open { event, deadline });
-                self.deadlines.push_back((deadline, h.serial));
-                if self.recent_set.contains(&h.serial) {
+                self.open.insert(key, Open { event, deadline });
+                self.deadlines.push_back((deadline, key));
+                if self.recent_set.contains(&key) {
                     Pushed::AfterCompletion
                 } else {
                     Pushed::Joined
@@ -207,8 +274,8 @@ impl Reassembler {
 
     /// Complete the open event with the earliest deadline; false if none is open.
     fn evict_oldest(&mut self, out: &mut Vec<(Event, CompletedBy)>) -> bool {
-        while let Some((deadline, serial)) = self.deadlines.pop_front() {
-            if self.complete_if_current(deadline, serial, CompletedBy::Evicted, out) {
+        while let Some((deadline, key)) = self.deadlines.pop_front() {
+            if self.complete_if_current(deadline, key, CompletedBy::Evicted, out) {
                 return true;
             }
         }
@@ -217,23 +284,19 @@ impl Reassembler {
 
     /// Complete every event whose deadline is at or before `now`.
     pub fn expire(&mut self, now: u64, out: &mut Vec<(Event, CompletedBy)>) {
-        while let Some(&(deadline, serial)) = self.deadlines.front() {
+        while let Some(&(deadline, key)) = self.deadlines.front() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop_front();
-            self.complete_if_current(deadline, serial, CompletedBy::Deadline, out);
+            self.complete_if_current(deadline, key, CompletedBy::Deadline, out);
         }
     }
 
     /// The earliest tick at which [`expire`](Self::expire) has work, if any.
     pub fn next_deadline(&mut self) -> Option<u64> {
-        while let Some(&(deadline, serial)) = self.deadlines.front() {
-            if self
-                .open
-                .get(&serial)
-                .is_some_and(|o| o.deadline == deadline)
-            {
+        while let Some(&(deadline, key)) = self.deadlines.front() {
+            if self.open.get(&key).is_some_and(|o| o.deadline == deadline) {
                 return Some(deadline);
             }
             self.deadlines.pop_front();
@@ -243,31 +306,27 @@ impl Reassembler {
 
     /// Complete everything still open (end of input, shutdown), in deadline order.
     pub fn flush(&mut self, out: &mut Vec<(Event, CompletedBy)>) {
-        while let Some((deadline, serial)) = self.deadlines.pop_front() {
-            self.complete_if_current(deadline, serial, CompletedBy::Deadline, out);
+        while let Some((deadline, key)) = self.deadlines.pop_front() {
+            self.complete_if_current(deadline, key, CompletedBy::Deadline, out);
         }
         debug_assert!(self.open.is_empty());
     }
 
-    /// Complete `serial` if `deadline` is still its current one (the queue holds stale
-    /// entries); whether it did.
+    /// Complete the event at `key` if `deadline` is still its current one (the queue holds
+    /// stale entries); whether it did.
     fn complete_if_current(
         &mut self,
         deadline: u64,
-        serial: i64,
+        key: Key,
         by: CompletedBy,
         out: &mut Vec<(Event, CompletedBy)>,
     ) -> bool {
-        if self
-            .open
-            .get(&serial)
-            .is_none_or(|o| o.deadline != deadline)
-        {
+        if self.open.get(&key).is_none_or(|o| o.deadline != deadline) {
             return false;
         }
-        let o = self.open.remove(&serial).expect("checked above");
+        let o = self.open.remove(&key).expect("checked above");
         self.open_bytes -= cost(&o.event);
-        self.remember_completed(serial);
+        self.remember_completed(key);
         let mut event = o.event;
         event.finish();
         out.push((event, by));
@@ -288,6 +347,7 @@ mod tests {
             completion: Completion {
                 after,
                 restart_on_record: restart,
+                apart_by_time_and_origin: restart,
             },
             max_event_bytes: 1 << 20,
             max_open_events: DEFAULT_MAX_OPEN_EVENTS,
@@ -376,6 +436,94 @@ mod tests {
         r.flush(&mut out);
         assert_eq!(serials(&out)[1], (10, CompletedBy::Deadline));
         assert_eq!(out[1].0.message_count(), 2);
+    }
+
+    #[test]
+    fn replay_keeps_daemon_records_and_far_apart_times_out_of_kernel_events() {
+        // auditd's DAEMON_START numbered 48 by the daemon; a kernel event 48 13 s later, whose
+        // records interleave with a second DAEMON record of serial 48 and its own EOE.
+        let mut r = reassembler(100, true);
+        let mut out = vec![];
+        push(
+            &mut r,
+            1200,
+            "audit(1700000000.000:48): op=start ver=3.0 res=success",
+            0,
+            &mut out,
+        )
+        .unwrap();
+        push(
+            &mut r,
+            1300,
+            "audit(1700000013.250:48): arch=c000003e syscall=59",
+            1,
+            &mut out,
+        )
+        .unwrap();
+        push(
+            &mut r,
+            1203,
+            "audit(1700000013.250:48): op=reconfigure",
+            2,
+            &mut out,
+        )
+        .unwrap();
+        push(
+            &mut r,
+            1302,
+            "audit(1700000013.250:48): item=0 name=\"/bin/ls\"",
+            3,
+            &mut out,
+        )
+        .unwrap();
+        push(&mut r, 1320, "audit(1700000013.250:48): ", 4, &mut out).unwrap();
+        // The same serial again hours later (serials restart with the daemon).
+        push(
+            &mut r,
+            1300,
+            "audit(1700090000.000:48): arch=c000003e syscall=2",
+            5,
+            &mut out,
+        )
+        .unwrap();
+        r.flush(&mut out);
+        let got: Vec<(i64, String, Vec<u16>)> = out
+            .iter()
+            .map(|(e, _)| {
+                (
+                    e.serial,
+                    String::from_utf8_lossy(e.timestamp()).into_owned(),
+                    e.messages().map(|(t, _)| t).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (48, "1700000013.250".into(), vec![1300, 1302]),
+                (48, "1700000000.000".into(), vec![1200]),
+                (48, "1700000013.250".into(), vec![1203]),
+                (48, "1700090000.000".into(), vec![1300]),
+            ]
+        );
+        // Timestamps longer than a key holds are told apart too (by their hash).
+        let mut r = reassembler(100, true);
+        let mut out = vec![];
+        let long = "1".repeat(30);
+        push(&mut r, 1300, &format!("audit({long}.1:7): a"), 0, &mut out).unwrap();
+        push(&mut r, 1300, &format!("audit({long}.2:7): b"), 0, &mut out).unwrap();
+        push(&mut r, 1302, &format!("audit({long}.1:7): c"), 0, &mut out).unwrap();
+        r.flush(&mut out);
+        let counts: Vec<usize> = out.iter().map(|(e, _)| e.message_count()).collect();
+        assert_eq!(counts, vec![2, 1]);
+        // Live (pauditd), the serial alone groups.
+        let mut r = reassembler(100, false);
+        let mut out = vec![];
+        push(&mut r, 1300, "audit(1.000:48): a", 0, &mut out).unwrap();
+        push(&mut r, 1302, "audit(2.000:48): b", 0, &mut out).unwrap();
+        r.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0.message_count(), 2);
     }
 
     #[test]

@@ -237,6 +237,20 @@ pub const TTY: u16 = 1319;
 pub const EOE: u16 = 1320;
 pub const PROCTITLE: u16 = 1327;
 pub const CONFIG_CHANGE: u16 = 1305;
+pub const ADD_GROUP: u16 = 1116;
+pub const DEL_GROUP: u16 = 1117;
+pub const USER_TTY: u16 = 1124;
+pub const GRP_MGMT: u16 = 1132;
+pub const AVC: u16 = 1400;
+/// auditd's own records (DAEMON_START, DAEMON_END, ...): written by the daemon with its own
+/// serials, never sent by the kernel.
+pub const DAEMON_TYPES: std::ops::RangeInclusive<u16> = 1200..=1299;
+
+/// Record types whose `id=` is a group id (audit-userspace's `auparse_interp_adjust_type`);
+/// elsewhere `id=` is a user id.
+pub fn id_is_gid(rtype: u16) -> bool {
+    matches!(rtype, ADD_GROUP | DEL_GROUP | GRP_MGMT)
+}
 
 /// The libaudit name of a record type, if it has one.
 pub fn name_of(rtype: u16) -> Option<&'static str> {

@@ -21,5 +21,5 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(out.last(), Some(&b'\n'));
     assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
-    assert_eq!(v["version"], 1);
+    assert_eq!(v["version"], pauditd_sinks::enriched::VERSION);
 });

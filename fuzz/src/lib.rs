@@ -32,6 +32,7 @@ pub fn live_processor() -> Processor<Users> {
                 completion: Completion {
                     after: 2000,
                     restart_on_record: false,
+                    apart_by_time_and_origin: false,
                 },
                 max_event_bytes: 64 << 10,
                 max_open_events: 64,
@@ -40,6 +41,7 @@ pub fn live_processor() -> Processor<Users> {
             tracking: Some(TrackerConfig {
                 max_out_of_order: 500,
                 log_out_of_order: false,
+                gap_log: pauditd_engine::tracking::GapLog::EachGap,
             }),
             containers: false,
             lineage: false,

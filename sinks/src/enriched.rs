@@ -1,10 +1,13 @@
-//! `format: enriched`: one JSON object per event with every record decoded (schema v1).
+//! `format: enriched`: one JSON object per event with every record decoded (schema v2).
 //!
-//! Owns the enriched schema (documented in the README): `version`, `sequence`, `timestamp`
-//! (as the kernel wrote it), `time` (RFC 3339, UTC), `rule_key`, and `records`: one key per
-//! record type, in first-seen order; an object per record, or an array when the type occurs
-//! more than once (always for `PATH`). Values keep their type (numbers as numbers, `(null)`,
-//! `(none)`, `?` as null); untrusted strings are decoded from hex; translations are added in
+//! Owns the enriched schema (documented in the README and `docs/formats.md`, checked by the
+//! JSON Schema `docs/enriched.schema.json`): `version`, `sequence`, `timestamp` (as the
+//! kernel wrote it), `time` (RFC 3339, UTC), `rule_key`, and `records`: one key per record
+//! type, in first-seen order; an object per record, or an array when the type occurs more
+//! than once (always for `PATH`). Each field has one JSON type whatever its value
+//! ([`fields`]: numbers for decimal fields, strings for the rest, `(null)`, `(none)`, `?` as
+//! null, a value that is not of its field's type under `RAW`); escaped strings are decoded
+//! from hex; translations are added in
 //! UPPERCASE beside the raw value, as auditd's ENRICHED format and laurel do (`ARCH`,
 //! `SYSCALL`, `EXIT`, `UID`, `AUID`, ..., and group names `GID`, `EGID`, ... when groups
 //! are resolved; `unset` for 4294967295); EXECVE and PROCTITLE give
@@ -21,8 +24,12 @@ use pauditd_engine::{types, Event};
 
 use crate::json::write_str;
 
-/// The schema's version, written in every event.
-pub const VERSION: u32 = 1;
+pub mod fields;
+use fields::{Id, Kind};
+
+/// The schema's version, written in every event. 2: every field has one type (version 1
+/// wrote decimal-looking values of any field as numbers, and hex-decoded `id`).
+pub const VERSION: u32 = 2;
 /// EXECVE arguments kept per event (and PROCTITLE's), in bytes, each argument counting 3
 /// more (`decode::ARG_COST`): at most 21,845 arguments (the kernel allows up to 128 KiB per
 /// argument and 2 MiB in all). See `decode::Argv` for the other bounds.
@@ -30,42 +37,9 @@ pub const ARGV_LIMIT: usize = 64 << 10;
 
 use pauditd_engine::types::{EXECVE, PATH, PROCTITLE, SOCKADDR, SYSCALL};
 
-/// The key a uid field's user name goes under (`auid` -> `AUID`).
-fn uid_translation(k: &[u8]) -> Option<&'static [u8]> {
-    Some(match k {
-        b"uid" => b"UID",
-        b"euid" => b"EUID",
-        b"suid" => b"SUID",
-        b"fsuid" => b"FSUID",
-        b"auid" => b"AUID",
-        b"ouid" => b"OUID",
-        b"loginuid" => b"LOGINUID",
-        b"old-auid" => b"OLD-AUID",
-        b"oauid" => b"OAUID",
-        b"obj_uid" => b"OBJ_UID",
-        b"sauid" => b"SAUID",
-        b"inode_uid" => b"INODE_UID",
-        b"old-uid" => b"OLD-UID",
-        b"new-uid" => b"NEW-UID",
-        _ => return None,
-    })
-}
-
-/// The key a gid field's group name goes under (`egid` -> `EGID`).
-fn gid_translation(k: &[u8]) -> Option<&'static [u8]> {
-    Some(match k {
-        b"gid" => b"GID",
-        b"egid" => b"EGID",
-        b"sgid" => b"SGID",
-        b"fsgid" => b"FSGID",
-        b"ogid" => b"OGID",
-        b"obj_gid" => b"OBJ_GID",
-        b"inode_gid" => b"INODE_GID",
-        b"old-gid" => b"OLD-GID",
-        b"new-gid" => b"NEW-GID",
-        _ => return None,
-    })
-}
+/// Keys of the structures we write (`ARGV` arrays, the `SADDR` object, the `RAW` object): a
+/// field of the input with one of these names goes under `RAW`, so each keeps its one type.
+const RESERVED: &[&[u8]] = &[b"ARGV", b"ARGV_TRUNCATED", b"SADDR", b"RAW"];
 
 thread_local! {
     /// Keys of the objects being written (by hash), reused from event to event.
@@ -237,16 +211,6 @@ fn write_text(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-/// A decimal integer as written (`-` allowed), if it is one that fits in 64 bits.
-fn integer(b: &[u8]) -> Option<&[u8]> {
-    let digits = b.strip_prefix(b"-").unwrap_or(b);
-    let ok = !digits.is_empty()
-        && digits.len() <= 19
-        && digits.iter().all(u8::is_ascii_digit)
-        && (digits.len() == 1 || digits[0] != b'0');
-    ok.then_some(b)
-}
-
 /// One JSON object being written, refusing a key twice (the ENRICHED part repeats ours).
 /// Keys are remembered by hash in a stack shared with nested objects (no allocation once it
 /// has grown).
@@ -345,49 +309,126 @@ impl<'o> Object<'o> {
         }
     }
 
-    fn value(&mut self, key: &[u8], v: Value<'_>) {
+    /// `key`'s value as the field table types it in a record of type `rtype`; the value's
+    /// text when it is not of its field's type (the field is then null; the caller keeps the
+    /// text under `RAW`).
+    fn value<'v>(
+        &mut self,
+        e: &Event,
+        rtype: u16,
+        key: &[u8],
+        kind: Kind,
+        v: Value<'v>,
+    ) -> Option<&'v [u8]> {
         if !self.key(key) {
-            return;
+            return None;
         }
-        match v {
-            Value::Absent(_) => self.out.extend_from_slice(b"null"),
-            Value::Quoted(b) => write_text(self.out, b),
-            Value::Bare(b) => {
-                let untrusted = decode::is_untrusted(key);
-                match integer(b) {
-                    Some(n) if !untrusted => self.out.extend_from_slice(n),
-                    _ if untrusted => DECODED.with(|d| {
-                        let mut d = d.borrow_mut();
-                        d.clear();
-                        if decode::hex_into(b, &mut d) {
-                            write_text(self.out, &d);
-                        } else {
-                            write_text(self.out, b);
-                        }
-                    }),
-                    _ => write_text(self.out, b),
+        if key == b"msg" && kind != Kind::Escaped {
+            // A user-space record's message: always an object (its fields, its words under
+            // `text`).
+            match v {
+                Value::Absent(_) => self.out.extend_from_slice(b"null"),
+                Value::Nested(b) => {
+                    let mut inner = self.nested();
+                    inner.fields(e, rtype, b);
+                    inner.close();
+                }
+                Value::Quoted(b) | Value::Bare(b) => {
+                    let mut inner = self.nested();
+                    inner.string(b"text", b);
+                    inner.close();
                 }
             }
-            Value::Nested(b) => {
-                let mut inner = self.nested();
-                inner.fields(b);
-                inner.close();
+            return None;
+        }
+        match (kind, v) {
+            (_, Value::Absent(_)) => self.out.extend_from_slice(b"null"),
+            (Kind::Int, v) => match fields::integer(v.bytes()) {
+                Some(n) => self.out.extend_from_slice(n),
+                None => {
+                    self.out.extend_from_slice(b"null");
+                    return Some(v.bytes());
+                }
+            },
+            (Kind::Escaped, Value::Bare(b)) => DECODED.with(|d| {
+                let mut d = d.borrow_mut();
+                d.clear();
+                if decode::hex_into(b, &mut d) {
+                    write_text(self.out, &d);
+                } else {
+                    write_text(self.out, b);
+                }
+            }),
+            (_, v) => write_text(self.out, v.bytes()),
+        }
+        None
+    }
+
+    /// The translation of id field `key` (its user or group name, under `KEY`), if known.
+    fn translate(&mut self, e: &Event, id: Option<Id>, key: &[u8], v: Value<'_>) {
+        let name = match id {
+            Some(Id::User) => uid_name(e, v.bytes()),
+            Some(Id::Group) => e.group_name(v.bytes()),
+            None => None,
+        };
+        if let Some(name) = name {
+            // Upper-cased on the stack: id keys are short.
+            let mut buf = [0u8; 32];
+            match buf.get_mut(..key.len()) {
+                Some(b) => {
+                    b.copy_from_slice(key);
+                    b.make_ascii_uppercase();
+                    self.string(b, name);
+                }
+                None => self.string(&key.to_ascii_uppercase(), name),
             }
         }
     }
 
-    /// Every field of `data`; words without `=` gathered under `text`.
-    fn fields(&mut self, data: &[u8]) {
+    /// Every field of a user-space record's message (of a record of type `rtype`), with the
+    /// translations of its ids; words without `=` (and a `text=` field's value) gathered
+    /// under `text`; values not of their field's type under `RAW`.
+    fn fields(&mut self, e: &Event, rtype: u16, data: &[u8]) {
+        let mut text: Vec<u8> = Vec::new();
+        let mut raw: Vec<(&[u8], &[u8])> = Vec::new();
+        for f in Fields::new(data) {
+            match f {
+                // `text=?` adds nothing: `text` is always a string.
+                Field::Pair(b"text", Value::Absent(_)) => {}
+                Field::Pair(b"text", v) => add_word(&mut text, v.bytes()),
+                Field::Pair(k, v) if RESERVED.contains(&k) => raw.push((k, v.bytes())),
+                Field::Pair(k, v) => {
+                    let (kind, id) = fields::lookup(rtype, k);
+                    if let Some(r) = self.value(e, rtype, k, kind, v) {
+                        raw.push((k, r));
+                    }
+                    self.translate(e, id, k, v);
+                }
+                Field::Text(w) => add_word(&mut text, w),
+            }
+        }
+        if !text.is_empty() {
+            self.string(b"text", &text);
+        }
+        self.raw_values(&raw);
+    }
+
+    /// auditd's ENRICHED part: its translations (upper-case keys), strings; keys already
+    /// written (ours) are skipped, and a key of ours (`SADDR`, `ARGV`...) is never taken by
+    /// one of its values (`SADDR={ saddr_fam=inet ... }` is a string, ours an object). A
+    /// lower-case field there is typed as in the kernel's part.
+    fn translations(&mut self, e: &Event, rtype: u16, data: &[u8]) {
         let mut text: Vec<u8> = Vec::new();
         for f in Fields::new(data) {
             match f {
-                Field::Pair(k, v) => self.value(k, v),
-                Field::Text(w) => {
-                    if !text.is_empty() {
-                        text.push(b' ');
-                    }
-                    text.extend_from_slice(w);
+                Field::Pair(k, _) if RESERVED.contains(&k) || k == b"text" => {}
+                Field::Pair(k, Value::Absent(_)) => self.raw(k, b"null"),
+                Field::Pair(k, v) if fields::kind(rtype, k) == Kind::Int => {
+                    // Not of its type: left out (the kernel's part has the field itself).
+                    let _ = self.value(e, rtype, k, Kind::Int, v);
                 }
+                Field::Pair(k, v) => self.string(k, v.bytes()),
+                Field::Text(w) => add_word(&mut text, w),
             }
         }
         if !text.is_empty() {
@@ -395,10 +436,30 @@ impl<'o> Object<'o> {
         }
     }
 
+    /// `"RAW":{field: text}` for values that are not of their field's type.
+    fn raw_values(&mut self, raw: &[(&[u8], &[u8])]) {
+        if raw.is_empty() || !self.key(b"RAW") {
+            return;
+        }
+        let mut inner = self.nested();
+        for (k, v) in raw {
+            inner.string(k, v);
+        }
+        inner.close();
+    }
+
     fn close(self) {
         self.out.push(b'}');
         self.keys.truncate(self.start);
     }
+}
+
+/// `w` appended to free text, a space between words.
+fn add_word(text: &mut Vec<u8>, w: &[u8]) {
+    if !text.is_empty() {
+        text.push(b' ');
+    }
+    text.extend_from_slice(w);
 }
 
 fn write_record(
@@ -414,14 +475,23 @@ fn write_record(
     let mut args: Vec<&[u8]> = Vec::new();
     let mut arch: Option<Arch> = None;
     let mut text: Vec<u8> = Vec::new();
+    let mut raw: Vec<(&[u8], &[u8])> = Vec::new();
     for f in Fields::new(kernel) {
         let (k, v) = match f {
+            // `text=job-7: activity start`: the field's value and the words after it.
+            Field::Pair(b"text", v) => {
+                if !matches!(v, Value::Absent(_)) {
+                    add_word(&mut text, v.bytes());
+                }
+                continue;
+            }
+            Field::Pair(k, v) if RESERVED.contains(&k) => {
+                raw.push((k, v.bytes()));
+                continue;
+            }
             Field::Pair(k, v) => (k, v),
             Field::Text(w) => {
-                if !text.is_empty() {
-                    text.push(b' ');
-                }
-                text.extend_from_slice(w);
+                add_word(&mut text, w);
                 continue;
             }
         };
@@ -442,7 +512,10 @@ fn write_record(
             }
             _ => {}
         }
-        obj.value(k, v);
+        let (kind, id) = fields::lookup(rtype, k);
+        if let Some(r) = obj.value(e, rtype, k, kind, v) {
+            raw.push((k, r));
+        }
         let b = v.bytes();
         match (rtype, k) {
             (SYSCALL, b"arch") => {
@@ -488,17 +561,7 @@ fn write_record(
                     }
                 }
             }
-            _ => {
-                if let Some(upper) = uid_translation(k) {
-                    if let Some(name) = uid_name(e, b) {
-                        obj.string(upper, name);
-                    }
-                } else if let Some(upper) = gid_translation(k) {
-                    if let Some(name) = e.group_name(b) {
-                        obj.string(upper, name);
-                    }
-                }
-            }
+            _ => obj.translate(e, id, k, v),
         }
     }
     if !args.is_empty() && obj.key(b"ARGV") {
@@ -507,8 +570,9 @@ fn write_record(
             if i > 0 {
                 obj.out.push(b',');
             }
+            // `ausearch -i` logs already write `0x1fd05c0`.
             let mut s = b"0x".to_vec();
-            s.extend_from_slice(a);
+            s.extend_from_slice(a.strip_prefix(b"0x").unwrap_or(a));
             write_text(obj.out, &s);
         }
         obj.out.push(b']');
@@ -516,20 +580,20 @@ fn write_record(
     if !text.is_empty() {
         obj.string(b"text", &text);
     }
+    obj.raw_values(&raw);
     if let Some(extra) = enriched {
-        obj.fields(extra);
+        obj.translations(e, rtype, extra);
     }
     obj.close();
 }
 
-/// The user name the event's uid map gives `uid`; `unset` for 4294967295 (and -1).
+/// The user name of `uid` (from the event's uid map, or the names of `id=` values);
+/// `unset` for 4294967295 (and -1).
 fn uid_name<'e>(e: &'e Event, uid: &[u8]) -> Option<&'e [u8]> {
     if uid == b"4294967295" || uid == b"-1" {
         return Some(b"unset");
     }
-    // A finished event's uids are sorted: found without allocating.
-    let name = e.sorted_uids()?.find(|(u, _)| *u == uid).map(|(_, n)| n)?;
-    (name != b"UNKNOWN_USER").then_some(name)
+    e.user_name(uid)
 }
 
 fn write_argv(out: &mut Vec<u8>, argv: &[Vec<u8>]) {
@@ -594,8 +658,9 @@ fn write_sockaddr(obj: &mut Object<'_>, sa: &SockAddr) {
             obj.raw(b"pid", num.format(*pid).as_bytes());
             obj.raw(b"groups", num.format(*groups).as_bytes());
         }
+        // The family's number, as a string: `family` is a string whatever the family.
         SockAddr::Other { family, .. } => {
-            obj.raw(b"family", num.format(*family).as_bytes());
+            obj.string(b"family", num.format(*family).as_bytes());
         }
     }
 }
@@ -763,10 +828,37 @@ mod tests {
         )]);
         let r = &v["records"]["SOCKADDR"];
         assert_eq!(r["SADDR"]["addr"], "127.0.0.1");
-        assert_eq!(r["x"], 1);
+        assert_eq!(r["x"], "1", "an unknown field is a string");
         assert_eq!(r["X"], "a");
         let p = encode(&[(PROCTITLE, b"proctitle=6C73 proctitle=7077 ARGV=x")]);
         assert_eq!(p["records"]["PROCTITLE"]["ARGV"], serde_json::json!(["ls"]));
+    }
+
+    #[test]
+    fn each_field_keeps_one_type_and_text_keeps_its_words() {
+        let v = encode(&[(
+            SYSCALL,
+            b"arch=40000003 syscall=11 per=400000 auid=vagrant uid=0 n=7 text=? a0=0x1f",
+        )]);
+        let r = &v["records"]["SYSCALL"];
+        assert_eq!(r["arch"], "40000003");
+        assert_eq!(r["per"], "400000");
+        assert_eq!(r["syscall"], 11);
+        assert_eq!(r["n"], "7");
+        assert!(r["auid"].is_null());
+        assert_eq!(r["RAW"], serde_json::json!({"auid": "vagrant"}));
+        assert!(r.get("text").is_none(), "text=? adds no text");
+        assert_eq!(r["ARGV"], serde_json::json!(["0x1f"]));
+        let v = encode(&[(
+            1114,
+            b"pid=1 uid=0 msg='op=add-user id=1002 text=job-7: activity start RAW=x res=success'",
+        )]);
+        let m = &v["records"]["ADD_USER"]["msg"];
+        assert_eq!(m["id"], 1002, "a user id, not hex");
+        assert_eq!(m["text"], "job-7: activity start");
+        assert_eq!(m["RAW"], serde_json::json!({"RAW": "x"}));
+        let v = encode(&[(SOCKADDR, b"saddr=1100\x1dSADDR={ saddr_fam=17 } text=x")]);
+        assert_eq!(v["records"]["SOCKADDR"]["SADDR"]["family"], "17");
     }
 
     #[test]

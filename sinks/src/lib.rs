@@ -31,7 +31,7 @@ pub enum Format {
     /// pauditd's JSON, byte for byte (the default).
     #[default]
     Pauditd,
-    /// Every record decoded ([`enriched`], schema v1).
+    /// Every record decoded ([`enriched`], schema v2).
     Enriched,
     /// Elastic Common Schema, as auditbeat's auditd module writes it ([`ecs`]).
     Ecs,

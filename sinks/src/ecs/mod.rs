@@ -167,23 +167,13 @@ impl<'a> J<'a> {
 }
 
 /// Names from the event itself: its uid map (pauditd's, resolved when the event was
-/// assembled) and its gid names, when groups were resolved.
+/// assembled), the names of ids given only as `id=` (user-management records), and its gid
+/// names, when groups were resolved.
 struct EventNames<'e>(&'e Event);
 
 impl<'e> Names<'e> for EventNames<'e> {
     fn user(&self, uid: &[u8]) -> Option<&'e [u8]> {
-        let e = self.0;
-        let name = match e.sorted_uids() {
-            Some(mut it) => it.find(|(u, _)| *u == uid).map(|(_, n)| n),
-            // Events are finished (uids sorted) before they are written; this is the
-            // fallback for one that is not.
-            None => e
-                .uid_map()
-                .into_iter()
-                .find(|(u, _)| *u == uid)
-                .map(|(_, n)| n),
-        }?;
-        (name != pauditd_engine::users::UNKNOWN_USER).then_some(name)
+        self.0.user_name(uid)
     }
 
     fn group(&self, gid: &[u8]) -> Option<&'e [u8]> {
@@ -250,6 +240,8 @@ fn error_document<'a>(b: &'a Bump, e: &'a Event, why: &str) -> J<'a> {
         .collect();
     doc.put("event.original", J::arr(b, original.into_iter()));
     doc.put("error.message", J::Str(Cow::Owned(why.as_bytes().to_vec())));
+    // libbeat's `mb.Event.BeatEvent` adds it to every document, errors included.
+    doc.put("service.type", J::s(b"auditd"));
     doc.put("ecs.version", J::s(ECS_VERSION.as_bytes()));
     doc
 }
@@ -365,6 +357,8 @@ fn document<'a>(b: &'a Bump, e: &'a Event, c: &'a Coalesced<'_>) -> J<'a> {
     }
     doc.put("auditd", a);
     enrichment(&mut doc, e);
+    // libbeat's `mb.Event.BeatEvent`: the module's name, on every document.
+    doc.put("service.type", J::s(b"auditd"));
     doc.put("ecs.version", J::s(ECS_VERSION.as_bytes()));
     doc
 }
@@ -621,5 +615,6 @@ mod tests {
         let v = encode(&e);
         assert_eq!(v["error"]["message"], "messages is empty");
         assert_eq!(v["event"]["module"], "auditd");
+        assert_eq!(v["service"]["type"], "auditd");
     }
 }
