@@ -78,9 +78,13 @@ pub enum Command {
         json: bool,
     },
     /// Validate a config file and exit: 0 if the daemon would start with it, 1 otherwise.
+    /// Rule lines that `-c`/`-i` let the daemon skip (as `auditctl -R` does) are warnings.
     CheckConfig {
         /// Config file to check.
         file: PathBuf,
+        /// Count the rule lines skipped after `-c`/`-i` as errors.
+        #[arg(long)]
+        strict: bool,
     },
 }
 

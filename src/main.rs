@@ -48,7 +48,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::CheckConfig { file, strict }) => check_config(&file, strict),
         Some(Command::Status { socket, json }) => {
             let v = status::query(&socket)?;
             if json {
@@ -84,7 +84,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let cfg = load_config(&path)?;
             let mut errs = cfg.daemon_errors();
-            errs.extend(preflight::check(&cfg));
+            // Warnings (rule lines skipped after -c/-i) are logged when the rules are applied.
+            errs.extend(preflight::check(&cfg).errors);
             if !errs.is_empty() {
                 bail!("{}", pauditd_config::ConfigError::Invalid(errs));
             }
@@ -108,7 +109,7 @@ fn default_replay_config() -> Config {
     cfg
 }
 
-fn check_config(path: &Path) -> Result<ExitCode> {
+fn check_config(path: &Path, strict: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let mut errs = cfg.daemon_errors();
     if cfg.output.enabled_names().is_empty() {
@@ -117,16 +118,29 @@ fn check_config(path: &Path) -> Result<ExitCode> {
             message: "No outputs were configured".into(),
         });
     }
-    errs.extend(preflight::check(&cfg));
+    let found = preflight::check(&cfg);
+    errs.extend(found.errors);
+    let warnings = found.warnings.len();
+    if strict {
+        errs.extend(found.warnings);
+    } else {
+        for w in &found.warnings {
+            log::warn!("{}: {w}", path.display());
+        }
+    }
     if !errs.is_empty() {
         bail!("{}", pauditd_config::ConfigError::Invalid(errs));
     }
     println!(
-        "{}: OK (outputs: {}; {} rule line(s), {} filter(s))",
+        "{}: OK (outputs: {}; {} rule line(s), {} filter(s){})",
         path.display(),
         cfg.output.enabled_names().join(", "),
         pauditd_engine::rules::sources(&cfg.rules, &cfg.rule_policy.files).map_or(0, |s| s.len()),
-        cfg.filters.len()
+        cfg.filters.len(),
+        match warnings {
+            0 => String::new(),
+            n => format!("; {n} rule line(s) skipped after -c/-i, as auditctl would: see the warnings, or --strict"),
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
