@@ -1591,6 +1591,118 @@ fn the_native_rule_loader_loads_what_auditctl_would_and_cleans_up() {
     assert!(auditctl(&["-l"]).contains("No rules"), "{err}");
 }
 
+/// A rule the kernel refuses at start (an `exe=` that does not exist) after `-D` and a rule
+/// that loads: start-up fails naming it, and the kernel's rules are exactly as found, a rule
+/// another process had loaded included (the start-failure path used to delete every rule).
+#[test]
+fn a_rule_the_kernel_refuses_at_start_leaves_the_kernels_rules_exactly_as_found() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("foreign");
+    auditctl(&["-D"]);
+    let out = auditctl(&[
+        "-a",
+        "always,exit",
+        "-F",
+        "arch=b64",
+        "-S",
+        "getppid",
+        "-k",
+        "foreign-pauditd",
+    ]);
+    assert!(out.trim().is_empty(), "{out}");
+    auditctl(&["-w", "/etc/hostname", "-p", "wa", "-k", "foreign-watch"]);
+    let before = auditctl(&["-l"]);
+    assert_eq!(before.lines().count(), 2, "{before}");
+    let cfg = dir.join("refused.yaml");
+    std::fs::write(
+        &cfg,
+        "output: { stdout: { enabled: true } }\nrules:\n  - -D\n  - -a exit,always -F arch=b64 -S execve -k fine\n  - -a exit,always -F arch=b64 -S execve -F exe=/no/such/pauditd-exe -k missing\n  - -e 1\n",
+    )
+    .unwrap();
+    let err = start_fails(&cfg);
+    assert!(
+        err.contains("failed to add rule #3: -a exit,always -F arch=b64 -S execve -F exe=/no/such/pauditd-exe -k missing: a path it names (exe=, dir=) does not exist (ENOENT); the previous rules were restored"),
+        "{err}"
+    );
+    assert_eq!(auditctl(&["-l"]), before, "{err}");
+}
+
+/// A locked kernel (`-e 2`), as the daemon sees it with `PAUDITD_TEST_ASSUME_LOCKED=1` (the
+/// machine itself is never locked: that lasts until reboot; the decision is a unit test in
+/// engine/src/rules.rs): pauditd starts and becomes the audit daemon, applies nothing,
+/// reports how the kernel's rules differ from its config (log and `pauditd status`), keeps
+/// receiving the events of the rules in force, and deletes nothing at exit.
+#[test]
+fn on_a_locked_kernel_the_daemon_runs_applies_nothing_and_reports_the_difference() {
+    let Some(_k) = kernel() else { return };
+    let dir = tempdir("locked");
+    auditctl(&["-D"]);
+    let exe = format!("exe={}", echo_exe());
+    auditctl(&[
+        "-a",
+        "always,exit",
+        "-F",
+        "arch=b64",
+        "-S",
+        "execve",
+        "-F",
+        &exe,
+        "-k",
+        "foreign-locked",
+    ]);
+    let before = auditctl(&["-l"]);
+    assert!(before.contains("foreign-locked"), "{before}");
+    let socket = dir.join("run/status.sock");
+    let cfg = format!(
+        "status: {{ socket: {} }}\nrules:\n  - -D\n  - -a exit,always -F arch=b64 -S getppid -k ours-locked\n  - -e 2\n",
+        socket.display()
+    );
+    let mut d =
+        Daemon::start_with_env(&dir, "locked", &cfg, &[("PAUDITD_TEST_ASSUME_LOCKED", "1")]);
+    d.wait_ready();
+    assert_eq!(auditctl(&["-l"]), before, "nothing applied: {}", d.log());
+    assert_eq!(
+        status_field("pid"),
+        u64::from(d.child.id()),
+        "the audit daemon"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("the kernel's audit rules are locked (enabled 2, set by `-e 2`, until reboot): none applied, none deleted at exit; 1 rule(s) in force as the kernel has them"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the kernel's locked audit rules differ from the config: 1 rule(s) missing, 1 unexpected; missing: -a always,exit -F arch=b64 -S getppid -F key=ours-locked; unexpected: -a always,exit -F arch=b64 -S execve -F exe="),
+        "{log}"
+    );
+    // The rules in force are the kernel's: their events reach us.
+    echo_seen_by(&d, "locked");
+    let mut text = String::new();
+    wait_for("the status snapshot", 20, || {
+        let o = Command::new(env!("CARGO_BIN_EXE_pauditd"))
+            .arg("status")
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .unwrap();
+        text = String::from_utf8_lossy(&o.stdout).into_owned();
+        o.status.success() && text.contains("LOCKED")
+    });
+    assert!(
+        text.contains("rules: LOCKED by the kernel (enabled 2, `-e 2`, until reboot): none applied; the config's differ by 1 missing, 1 unexpected"),
+        "{text}"
+    );
+    assert!(text.contains("rules: 1 in force, drift 1"), "{text}");
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+    assert!(
+        log.contains("the kernel's audit rules are locked (`-e 2`): left as they are"),
+        "{log}"
+    );
+    assert_eq!(auditctl(&["-l"]), before, "nothing deleted: {log}");
+}
+
 /// The status fields a rules file may change, to put back after loading one.
 fn kernel_settings() -> Vec<(&'static str, u64)> {
     ["-f", "-r", "-b", "--backlog_wait_time"]
