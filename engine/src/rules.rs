@@ -663,15 +663,23 @@ impl KernelRules {
     /// failure the previous rules are put back and the error says whether that worked. On a
     /// locked kernel (`-e 2`) nothing is changed: its rules are compared with the config's.
     pub fn apply(&mut self, sources: Vec<RuleSource>) -> Result<Applied, RuleError> {
-        let plan = plan(&sources)?;
+        // auditctl judges its own lines (ours may not parse what it takes): its plan serves
+        // only the comparison on a locked kernel.
+        let plan = match (&self.loader, plan(&sources)) {
+            (RuleLoader::Native, p) => Some(p?),
+            (RuleLoader::Auditctl(_), p) => p.ok(),
+        };
         let status = self.kernel_status()?;
-        let decision = decide(&status, &plan);
+        let decision = decide(&status, plan.as_ref().unwrap_or(&Plan::default()));
         if decision.locked {
-            return self.adopt_locked(sources, &plan);
+            return self.adopt_locked(sources, plan.as_ref());
         }
         self.locked = None;
         let applied = match &self.loader {
-            RuleLoader::Native => self.apply_native(&plan, &decision)?,
+            RuleLoader::Native => {
+                let plan = plan.ok_or(RuleError::Empty)?;
+                self.apply_native(&plan, &decision)?
+            }
             RuleLoader::Auditctl(path) => {
                 if sources == self.sources && !self.sources.is_empty() {
                     Applied {
@@ -704,9 +712,24 @@ impl KernelRules {
     fn adopt_locked(
         &mut self,
         sources: Vec<RuleSource>,
-        plan: &Plan,
+        plan: Option<&Plan>,
     ) -> Result<Applied, RuleError> {
         let kernel = self.list()?;
+        let Some(plan) = plan else {
+            log::warn!(
+                "the kernel's audit rules are locked (enabled 2, set by `-e 2`, until reboot): none applied, none deleted at exit; {} rule(s) in force as the kernel has them (not compared: the rules do not parse natively)",
+                kernel.len()
+            );
+            self.locked = Some(None);
+            self.in_force = kernel;
+            self.sources = sources;
+            return Ok(Applied {
+                in_force: self.in_force.len(),
+                unchanged: true,
+                locked: true,
+                ..Applied::default()
+            });
+        };
         let desired: Vec<RuleData> = plan.rules.iter().map(|p| p.rule.clone()).collect();
         let diff = drift(&desired, &kernel);
         log::warn!(
