@@ -410,7 +410,7 @@ fn log_applied(a: &rules::Applied) {
     }
     if !a.skipped.is_empty() {
         log::warn!(
-            "{} rule(s) refused by the kernel and skipped (-c/-i)",
+            "{} rule line(s) skipped after -c/-i, as auditctl -R would (each logged above)",
             a.skipped.len()
         );
     }

@@ -1182,6 +1182,7 @@ fn pauditd_status_reports_the_running_daemon_and_fails_when_it_is_gone() {
     assert_eq!(v["kernel"]["pid"].as_u64(), Some(pid), "{v}");
     assert_eq!(v["kernel"]["enabled"].as_u64(), Some(1), "{v}");
     assert_eq!(v["rules"].as_u64(), Some(1), "{v}");
+    assert!(v["rules_locked"].is_null(), "not locked: {v}");
     assert_eq!(v["outputs"][0]["name"], "file");
     assert_eq!(v["outputs"][0]["overflow"], "drop");
     assert!(v["events"]["emitted"].as_u64().unwrap() >= 1, "{v}");
@@ -1589,6 +1590,52 @@ fn the_native_rule_loader_loads_what_auditctl_would_and_cleans_up() {
         "{err}"
     );
     assert!(auditctl(&["-l"]).contains("No rules"), "{err}");
+}
+
+/// The daemon on a widely used public rule set that starts with `-i` (issue 23: it used to
+/// refuse the whole config and start with no rule): it starts, the kernel lists exactly what
+/// `auditctl -R` loads from the same file, the skipped lines are logged and counted, and
+/// SIGTERM removes every rule.
+#[test]
+fn the_daemon_loads_a_public_rule_set_with_i_as_auditctl_r_does() {
+    let Some(_k) = kernel() else { return };
+    let settings = kernel_settings();
+    let dir = tempdir("publicdaemon");
+    let file =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/rules/neo23x0-audit.rules");
+    auditctl(&["-D"]);
+    let out = Command::new("auditctl")
+        .arg("-R")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let theirs = auditctl(&["-l"]);
+    let skipped_by_auditctl = String::from_utf8_lossy(&out.stderr)
+        .matches("There was an error in line ")
+        .count();
+    auditctl(&["-D"]);
+    restore_settings(&settings);
+    let cfg = format!("rules_files: ['{}']\n", file.display());
+    let mut d = Daemon::start(&dir, "publicdaemon", &cfg);
+    d.wait_ready();
+    assert_eq!(auditctl(&["-l"]), theirs, "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "{skipped_by_auditctl} rule line(s) skipped after -c/-i, as auditctl -R would"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("neo23x0-audit.rules:718: -a always,exit -F arch=b32 -S connect -F dir=+ -F obj=/opt/CrowdStrike/falcon-sensor -F key=crowdstrike_network: -F \"obj\": unknown field; skipped (-c/-i)"),
+        "{log}"
+    );
+    let (st, log) = d.terminate();
+    assert!(st.success(), "{log}");
+    assert_released(&log);
+    assert!(auditctl(&["-l"]).contains("No rules"), "{log}");
+    restore_settings(&settings);
 }
 
 /// A rule the kernel refuses at start (an `exe=` that does not exist) after `-D` and a rule
