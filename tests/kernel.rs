@@ -1740,6 +1740,22 @@ fn on_a_locked_kernel_the_daemon_runs_applies_nothing_and_reports_the_difference
         "{text}"
     );
     assert!(text.contains("rules: 1 in force, drift 1"), "{text}");
+    // A reload compares again: now the config asks for exactly the kernel's rule.
+    let cfg_path = dir.join("locked.yaml");
+    let text = std::fs::read_to_string(&cfg_path).unwrap().replace(
+        "  - -a exit,always -F arch=b64 -S getppid -k ours-locked\n",
+        &format!("  - -a always,exit -F arch=b64 -S execve -F {exe} -k foreign-locked\n"),
+    );
+    std::fs::write(&cfg_path, text).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("the reload", 20, || d.log().contains("reloaded "));
+    let log = d.log();
+    assert!(
+        log.contains("the kernel's locked audit rules are exactly the config's"),
+        "{log}"
+    );
+    assert_eq!(auditctl(&["-l"]), before, "{log}");
     let (st, log) = d.terminate();
     assert!(st.success(), "{log}");
     assert_released(&log);
