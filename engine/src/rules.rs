@@ -433,23 +433,44 @@ fn run(auditctl: &Path, args: &[&str]) -> Result<Result<(), String>, RuleError> 
 }
 
 /// pauditd's way: flush, then each line through auditctl in turn, stopping at the first
-/// failure with the line's origin and auditctl's message. Returns how many ran.
-fn auditctl_load(auditctl: &Path, sources: &[RuleSource]) -> Result<usize, RuleError> {
+/// failure with the line's origin and auditctl's message; after a `-i` or `-c` line a line
+/// that fails is logged and skipped instead (each line is its own auditctl run, so auditctl
+/// cannot carry the option from one line to the next: we do). Returns how many ran, and the
+/// skipped lines (`origin: text: auditctl's message`).
+fn auditctl_load(
+    auditctl: &Path,
+    sources: &[RuleSource],
+) -> Result<(usize, Vec<String>), RuleError> {
     if sources.is_empty() {
         return Err(RuleError::Empty);
     }
     run(auditctl, &["-D"])?.map_err(RuleError::Flush)?;
     log::info!("Flushed existing audit rules");
-    let mut added = 0;
+    let (mut added, mut skipped, mut tolerant) = (0, Vec::new(), false);
     for src in sources {
-        run(auditctl, &src.args())?.map_err(|message| RuleError::Rule {
-            origin: src.origin.clone(),
-            message,
-        })?;
-        log::info!("Added audit {}", src.origin);
-        added += 1;
+        let args = src.args();
+        if matches!(args.as_slice(), ["-i"] | ["-c"]) {
+            tolerant = true;
+        }
+        match run(auditctl, &args)? {
+            Ok(()) => {
+                log::info!("Added audit {}", src.origin);
+                added += 1;
+            }
+            Err(message) if tolerant => {
+                let why = format!("{}: {}: {message}", src.origin, src.text);
+                log::warn!("{why}; skipped (-c/-i)");
+                skipped.push(why);
+            }
+            Err(message) => {
+                return Err(RuleError::Rule {
+                    origin: src.origin.clone(),
+                    message,
+                })
+            }
+        }
     }
-    Ok(added)
+    Ok((added, skipped))
 }
 
 /// The kernel's answer to a rule, in words.
@@ -686,16 +707,20 @@ impl KernelRules {
                         unchanged: true,
                         ..Applied::default()
                     }
-                } else if let Err(e) = auditctl_load(path, &sources) {
-                    if self.sources.is_empty() {
-                        return Err(e);
-                    }
-                    return match auditctl_load(path, &self.sources) {
-                        Ok(_) => Err(rolled_back(e, "the previous rules were restored")),
-                        Err(e2) => Err(rolled_back(e, &format!("restoring the previous rules failed too ({e2}): the kernel holds part of a rule set, check `auditctl -l`"))),
-                    };
                 } else {
-                    Applied::default()
+                    match auditctl_load(path, &sources) {
+                        Ok((_, skipped)) => Applied {
+                            skipped,
+                            ..Applied::default()
+                        },
+                        Err(e) if self.sources.is_empty() => return Err(e),
+                        Err(e) => {
+                            return match auditctl_load(path, &self.sources) {
+                                Ok(_) => Err(rolled_back(e, "the previous rules were restored")),
+                                Err(e2) => Err(rolled_back(e, &format!("restoring the previous rules failed too ({e2}): the kernel holds part of a rule set, check `auditctl -l`"))),
+                            };
+                        }
+                    }
                 }
             }
         };
@@ -1106,7 +1131,7 @@ mod tests {
                 pwned.display()
             ),
         ]);
-        assert_eq!(auditctl_load(&exe, &rules).unwrap(), 2);
+        assert_eq!(auditctl_load(&exe, &rules).unwrap(), (2, Vec::new()));
         let argv = std::fs::read_to_string(&log).unwrap();
         let p = pwned.display();
         assert_eq!(
@@ -1116,6 +1141,50 @@ mod tests {
             )
         );
         assert!(!pwned.exists(), "a shell ran the rule");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// With the auditctl loader each line is its own auditctl run, so -i/-c is carried by
+    /// us: after it a line auditctl refuses is skipped and listed; before it, fatal.
+    #[test]
+    fn through_auditctl_a_failing_line_after_i_is_skipped_and_before_it_fatal() {
+        let dir = std::env::temp_dir().join(format!("pauditd-rules-i-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("auditctl");
+        // A stand-in auditctl that refuses any line naming `bad`, as auditctl would.
+        std::fs::write(
+            &exe,
+            "#!/bin/sh\nfor a in \"$@\"; do case $a in *bad*) echo \"Unknown user: $a\" >&2; exit 1;; esac; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (added, skipped) = auditctl_load(
+            &exe,
+            &src(&[
+                "-i",
+                "-a always,exit -F uid=bad",
+                "-a always,exit -S execve",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(added, 2);
+        assert_eq!(
+            skipped,
+            vec!["rule #2: -a always,exit -F uid=bad: Unknown user: uid=bad"]
+        );
+        let e = auditctl_load(
+            &exe,
+            &src(&[
+                "-a always,exit -F uid=bad",
+                "-i",
+                "-a always,exit -S execve",
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "failed to add rule #1: Unknown user: uid=bad"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
