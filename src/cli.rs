@@ -79,11 +79,13 @@ pub enum Command {
         json: bool,
     },
     /// Validate a config file and exit: 0 if the daemon would start with it, 1 otherwise.
-    /// Runs every check the daemon runs before it starts (users and groups, files, rules).
+    /// Runs every check the daemon runs before it starts (users and groups, files, rules);
+    /// rule lines that `-c`/`-i` let the daemon skip (as `auditctl -R` does) are warnings.
     CheckConfig {
         /// Config file to check.
         file: PathBuf,
-        /// Refuse keys the schema does not know (otherwise a warning each).
+        /// Refuse keys the schema does not know, and count the rule lines skipped after
+        /// `-c`/`-i` as errors (otherwise a warning each).
         #[arg(long)]
         strict: bool,
     },

@@ -108,11 +108,8 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     if unicast {
         // Before anything changes: a clear refusal naming the other daemon.
         session::check_free(&initial)?;
-        if initial.enabled == 2 {
-            bail!(
-                "the kernel's audit rules are locked (enabled=2, set by `-e 2`): they cannot be loaded or deleted until reboot"
-            );
-        }
+        // A locked kernel (`-e 2`) is no reason to refuse: the rules then say so, apply
+        // nothing and report how the kernel's differ from ours (rules::decide).
     }
     let mut kernel_rules = rules::KernelRules::new(if cfg.rule_policy.native {
         rules::RuleLoader::Native
@@ -461,7 +458,12 @@ fn rule_sources(cfg: &Config) -> Result<Vec<rules::RuleSource>> {
 }
 
 fn log_applied(a: &rules::Applied) {
-    if a.unchanged {
+    if a.locked {
+        log::warn!(
+            "audit rules locked: {} in force as the kernel has them, none applied",
+            a.in_force
+        );
+    } else if a.unchanged {
         log::info!("audit rules unchanged ({} in force)", a.in_force);
     } else {
         log::info!(
@@ -481,7 +483,7 @@ fn log_applied(a: &rules::Applied) {
     }
     if !a.skipped.is_empty() {
         log::warn!(
-            "{} rule(s) refused by the kernel and skipped (-c/-i)",
+            "{} rule line(s) skipped after -c/-i, as auditctl -R would (each logged above)",
             a.skipped.len()
         );
     }
@@ -556,6 +558,11 @@ fn snapshot(
             "truncated": r.truncated,
         },
         "rules": rules.in_force(),
+        // Locked (`-e 2`): how the kernel's rules differ from the config's.
+        "rules_locked": rules.locked().map(|d| json!({
+            "missing": d.as_ref().map_or(0, |d| d.missing.len()),
+            "unexpected": d.as_ref().map_or(0, |d| d.extra.len()),
+        })),
         "rules_drift": {
             "count": rules.drifts,
             "last_s_ago": rules.last_drift.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs()),
@@ -821,8 +828,9 @@ fn shutdown(
         // Rules with no daemon make the kernel log to the console and, once its backlog is
         // full, slow audited processes down: leave the kernel as we found it (pauditd flushes
         // at start too, so the rules were ours). Then the pid goes back.
-        if let Err(e) = loader.remove_all() {
-            log::error!("could not delete the audit rules: {e}");
+        match loader.remove_all() {
+            Ok(n) => log::info!("deleted our {n} audit rule(s)"),
+            Err(e) => log::error!("could not delete the audit rules: {e}"),
         }
         session.end(poller);
     }

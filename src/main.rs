@@ -92,7 +92,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(e) => return Ok(config_error(e)),
             };
             let mut errs = cfg.daemon_errors();
-            errs.extend(preflight::check(&cfg));
+            // Warnings (rule lines skipped after -c/-i) are logged when the rules are applied.
+            errs.extend(preflight::check(&cfg).errors);
             if !errs.is_empty() {
                 let e = anyhow::anyhow!("{}", pauditd_config::ConfigError::Invalid(errs));
                 return Ok(config_error(e));
@@ -144,7 +145,16 @@ fn check_config(path: &Path, strict: bool) -> Result<ExitCode> {
             message: "No outputs were configured".into(),
         });
     }
-    errs.extend(preflight::check(&cfg));
+    let found = preflight::check(&cfg);
+    errs.extend(found.errors);
+    let warnings = found.warnings.len();
+    if strict {
+        errs.extend(found.warnings);
+    } else {
+        for w in &found.warnings {
+            log::warn!("{}: {w}", path.display());
+        }
+    }
     if !errs.is_empty() {
         bail!("{}", pauditd_config::ConfigError::Invalid(errs));
     }
@@ -152,11 +162,15 @@ fn check_config(path: &Path, strict: bool) -> Result<ExitCode> {
         log::warn!("{}: {}", w.path, w.message);
     }
     println!(
-        "{}: OK (outputs: {}; {} rule line(s), {} filter(s))",
+        "{}: OK (outputs: {}; {} rule line(s), {} filter(s){})",
         path.display(),
         cfg.output.enabled_names().join(", "),
         pauditd_engine::rules::sources(&cfg.rules, &cfg.rule_policy.files).map_or(0, |s| s.len()),
-        cfg.filters.len()
+        cfg.filters.len(),
+        match warnings {
+            0 => String::new(),
+            n => format!("; {n} rule line(s) skipped after -c/-i, as auditctl would: see the warnings, or --strict"),
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

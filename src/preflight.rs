@@ -40,9 +40,20 @@ pub fn warnings(cfg: &Config) -> Vec<FieldError> {
     w
 }
 
+/// What the checks found, each with its key path.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// The daemon would not start.
+    pub errors: Vec<FieldError>,
+    /// It would start, leaving these out: rule lines after `-c`/`-i` that auditctl would
+    /// skip too (`check-config --strict` counts them as errors).
+    pub warnings: Vec<FieldError>,
+}
+
 /// Every problem found, each with its key path.
-pub fn check(cfg: &Config) -> Vec<FieldError> {
+pub fn check(cfg: &Config) -> Findings {
     let mut errs = Vec::new();
+    let mut warnings = Vec::new();
     let o = &cfg.output;
     if o.file.enabled && !o.file.path.is_empty() {
         let p = Path::new(&o.file.path);
@@ -97,10 +108,15 @@ pub fn check(cfg: &Config) -> Vec<FieldError> {
         }
     }
     if cfg.netlink_mode == pauditd_config::NetlinkMode::Unicast {
-        errs.extend(rules(cfg));
+        let (e, w) = rules(cfg);
+        errs.extend(e);
+        warnings = w;
     }
     errs.extend(identities(cfg));
-    errs
+    Findings {
+        errors: errs,
+        warnings,
+    }
 }
 
 /// Users and groups the daemon will look up: `privileges.*` (resolved before anything
@@ -132,21 +148,29 @@ fn identities(cfg: &Config) -> Vec<FieldError> {
 }
 
 /// The rule lines read and, for the native loader, parsed and planned (every bad line at
-/// once); auditctl's own checks happen only when it runs.
-fn rules(cfg: &Config) -> Vec<FieldError> {
+/// once; after `-c`/`-i` the lines auditctl would skip are warnings); auditctl's own checks
+/// happen only when it runs.
+fn rules(cfg: &Config) -> (Vec<FieldError>, Vec<FieldError>) {
     use pauditd_engine::rules;
     let sources = match rules::sources(&cfg.rules, &cfg.rule_policy.files) {
         Ok(s) => s,
-        Err(e) => return vec![err("rules_files", e.to_string())],
+        Err(e) => return (vec![err("rules_files", e.to_string())], Vec::new()),
     };
     if !cfg.rule_policy.native || sources.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     match rules::plan(&sources) {
-        Ok(_) => Vec::new(),
-        Err(rules::RuleError::Invalid(lines)) => {
-            lines.into_iter().map(|l| err("rules", l)).collect()
-        }
-        Err(e) => vec![err("rules", e.to_string())],
+        Ok(p) => (
+            Vec::new(),
+            p.skipped
+                .into_iter()
+                .map(|l| err("rules", format!("{l}; skipped (-c/-i)")))
+                .collect(),
+        ),
+        Err(rules::RuleError::Invalid(lines)) => (
+            lines.into_iter().map(|l| err("rules", l)).collect(),
+            Vec::new(),
+        ),
+        Err(e) => (vec![err("rules", e.to_string())], Vec::new()),
     }
 }

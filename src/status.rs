@@ -182,6 +182,13 @@ pub fn render(v: &Value) -> String {
             None => String::new(),
         }
     );
+    if let Some(l) = v["rules_locked"].as_object() {
+        s += &format!(
+            "rules: LOCKED by the kernel (enabled 2, `-e 2`, until reboot): none applied; the config's differ by {} missing, {} unexpected\n",
+            l.get("missing").map_or(0, n),
+            l.get("unexpected").map_or(0, n)
+        );
+    }
     let mut dropped = String::new();
     if let Some(m) = e["dropped"].as_object() {
         for (reason, c) in m {

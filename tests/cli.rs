@@ -20,6 +20,62 @@ fn tempdir(tag: &str) -> PathBuf {
 const EVENT: &str =
     "type=SYSCALL msg=audit(1.000:5): syscall=59 uid=0 key=\"k\"\ntype=EOE msg=audit(1.000:5): \n";
 
+/// A widely used public rule set (tests/data/rules): after its `-i`, the lines auditctl
+/// would skip (an unknown user, `-k -F ...`, an unknown field) are warnings that name the
+/// line; `--strict` makes them errors. A bad line before `-i` stays an error.
+#[test]
+fn check_config_warns_of_lines_skipped_after_i_and_strict_refuses_them() {
+    let dir = tempdir("skipped");
+    let rules = root().join("tests/data/rules/neo23x0-audit.rules");
+    let cfg = dir.join("public.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "output: {{stdout: {{enabled: true}}}}\nrules_files: ['{}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let o = pauditd().arg("check-config").arg(&cfg).output().unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("rule line(s) skipped after -c/-i, as auditctl would"),
+        "{out}"
+    );
+    let r = rules.display();
+    for line in [
+        format!("rules: {r}:487: -a always,exit -F path=/usr/bin/setfiles -F perm=x -F auid>=500 -F auid!=4294967295 -k -F T1078_Valid_Accounts: T1078_Valid_Accounts: not an option auditctl rules take; skipped (-c/-i)"),
+        format!("rules: {r}:718: -a always,exit -F arch=b32 -S connect -F dir=+ -F obj=/opt/CrowdStrike/falcon-sensor -F key=crowdstrike_network: -F \"obj\": unknown field; skipped (-c/-i)"),
+    ] {
+        assert!(e.contains(&line), "{line} missing in {e}");
+    }
+    let strict = pauditd()
+        .args(["check-config", "--strict"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(strict.status.code(), Some(1));
+    let e = stderr(&strict);
+    assert!(e.contains("invalid config"), "{e}");
+    assert!(e.contains(":718: "), "{e}");
+    // Before -i the same line is an error.
+    std::fs::write(
+        &cfg,
+        "output: {stdout: {enabled: true}}\nrules:\n  - -a always,exit -F arch=b64 -S connect -F obj=/x\n  - -i\n  - -a always,exit -F arch=b64 -S connect -F obj=/y\n",
+    )
+    .unwrap();
+    let o = pauditd().arg("check-config").arg(&cfg).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("invalid config (1 error): rules: rule #1: -a always,exit -F arch=b64 -S connect -F obj=/x: -F \"obj\": unknown field"),
+        "{e}"
+    );
+    assert!(!e.contains("rule #3"), "{e}");
+}
+
 #[test]
 fn version_in_both_styles() {
     for flag in ["-version", "--version"] {

@@ -46,10 +46,12 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("output.<name>.spool.dir", "(extension) The output's spool directory (private to pauditd)."),
     ("output.<name>.spool.max_bytes", "(extension) Largest spool on disk, in bytes; past it events are counted lost (spool_full)."),
     ("output.<name>.spool.fsync", "(extension) Flush every spooled batch to the disk (survives a power cut, not only kill -9)."),
+    ("output.<name>.spool.write_ahead", "(extension) Send every batch through the spool before delivering it, so a kill -9 loses nothing the output took (costs a disk write and read per batch); otherwise batches wait in memory until the destination's first failure."),
     ("output.file.path", "File the events are appended to (required when the file output is enabled). Reopened on SIGUSR1."),
     ("output.file.mode", "Permissions of a file pauditd creates (octal)."),
     ("output.file.user", "Owner the file is changed to (name or uid). Default: unchanged."),
     ("output.file.group", "Group the file is changed to (name or gid). Default: unchanged."),
+    ("output.file.follow_symlink", "(extension) Open path even if it is a symbolic link (e.g. /dev/stdout); otherwise a link, or a regular file with other hard links, is refused."),
     ("output.syslog.network", "unixgram, unix, udp, tcp (or udp4, udp6, tcp4, tcp6)."),
     ("output.syslog.address", "Socket path (unix networks) or host:port."),
     ("output.syslog.priority", "Syslog priority (facility * 8 + severity) of each message."),
@@ -142,6 +144,7 @@ fn generic(path: &str) -> Option<String> {
         "spool.dir",
         "spool.max_bytes",
         "spool.fsync",
+        "spool.write_ahead",
     ];
     (OUTPUTS.contains(&name) && common.contains(&key)).then(|| format!("output.<name>.{key}"))
 }

@@ -212,7 +212,7 @@ pub enum RuleError {
 }
 
 /// One rule as the kernel stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuleData {
     /// The filter list (`AUDIT_FILTER_*`), with `AUDIT_FILTER_PREPEND` for `-A`.
     pub flags: u32,
@@ -487,7 +487,26 @@ pub fn parse(args: &[&str]) -> Result<RuleData, RuleError> {
             }
             "-k" => keys.push(val("-k")?),
             "-w" => watch = Some(val("-w")?),
-            "-p" => perms = Some(val("-p")?),
+            "-p" => {
+                let v = val("-p")?;
+                if watch.is_some() {
+                    perms = Some(v);
+                } else if rule.flags == u32::MAX || rule.fields.is_empty() {
+                    // auditctl: "permission option needs a watch given prior to it".
+                    return Err(RuleError::BadValue {
+                        field: "-p".into(),
+                        value: v.into(),
+                        what: "given after -w, or after a field of an -a rule",
+                    });
+                } else {
+                    // On an -a rule, auditctl sets (or adds) its perm field right there.
+                    let p = value_of("perm", Kind::Perm, v)?;
+                    match rule.fields.iter_mut().find(|f| f.0 == FIELD_PERM) {
+                        Some(f) => f.2 = p,
+                        None => push(&mut rule, FIELD_PERM, EQUAL, p)?,
+                    }
+                }
+            }
             "-C" => {
                 let c = val("-C")?;
                 let (code, op) = comparison(c)?;
@@ -912,6 +931,21 @@ mod tests {
         let r = rule("-a exit,always -F arch=b32 -S execve -F exit=-EACCES");
         assert_eq!(r.mask[0], 1 << 11);
         assert_eq!(r.fields[1], (103, 0x4000_0000, (-13i32) as u32));
+    }
+
+    #[test]
+    fn p_on_an_a_rule_is_its_perm_field_where_it_stands() {
+        // As auditctl: `-p` after a field of an -a rule adds (or updates) `perm`.
+        let r = rule("-a always,exit -F arch=b64 -F path=/usr/bin/x -p wa -F key=k");
+        assert_eq!(r.fields[2], (106, 0x4000_0000, 2 | 8));
+        assert_eq!(
+            render(&r),
+            "-a always,exit -F arch=b64 -S all -F path=/usr/bin/x -F perm=wa -F key=k"
+        );
+        let r = rule("-a always,exit -F path=/usr/bin/x -F perm=r -p x");
+        assert_eq!(r.fields[1], (106, 0x4000_0000, 1));
+        assert!(parse(&["-p", "wa", "-w", "/etc/passwd"]).is_err());
+        assert!(parse(&["-a", "always,exit", "-p", "wa"]).is_err());
     }
 
     #[test]

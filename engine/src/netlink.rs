@@ -374,6 +374,62 @@ impl AuditSocket {
         self.wait_ack(seq, timeout)
     }
 
+    /// The same change (`AUDIT_ADD_RULE` / `AUDIT_DEL_RULE`) for many rules: packed up to
+    /// 64 KiB of requests per datagram (the kernel handles each message of a datagram in
+    /// turn and ACKs each), the ACKs of one datagram read before the next is sent so they
+    /// never overflow the receive buffer. One answer per rule, in order; `Err` for the whole
+    /// call only when the socket fails or an ACK does not come within `timeout`.
+    pub fn change_rules(
+        &self,
+        rtype: u16,
+        rules: &[Vec<u8>],
+        timeout: Duration,
+    ) -> io::Result<Vec<io::Result<()>>> {
+        const BATCH_BYTES: usize = 64 * 1024;
+        let mut answers: Vec<Option<io::Result<()>>> = (0..rules.len()).map(|_| None).collect();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut next = 0;
+        while next < rules.len() {
+            let mut msg = Vec::with_capacity(BATCH_BYTES + 4096);
+            let first_seq = self.next_seq.load(std::sync::atomic::Ordering::Relaxed);
+            let start = next;
+            while next < rules.len()
+                && (next == start || msg.len() + rules[next].len() + NLMSG_HDRLEN <= BATCH_BYTES)
+            {
+                let seq = self
+                    .next_seq
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let len = NLMSG_HDRLEN + rules[next].len();
+                msg.extend_from_slice(&(len as u32).to_ne_bytes());
+                msg.extend_from_slice(&rtype.to_ne_bytes());
+                msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+                msg.extend_from_slice(&seq.to_ne_bytes());
+                msg.extend_from_slice(&0u32.to_ne_bytes());
+                msg.extend_from_slice(&rules[next]);
+                msg.resize(msg.len().next_multiple_of(4), 0);
+                next += 1;
+            }
+            self.sock.send_to(&msg, &SocketAddr::new(0, 0), 0)?;
+            self.set_receive_timeout(timeout)?;
+            let mut waiting = next - start;
+            while waiting > 0 {
+                let n = self.recv(&mut buf, false)?;
+                for m in split(&buf[..n.min(buf.len())]).flatten() {
+                    let i = m.seq.wrapping_sub(first_seq) as usize;
+                    if m.rtype != NLMSG_ERROR || i >= next - start || answers[start + i].is_some() {
+                        continue;
+                    }
+                    answers[start + i] = Some(match ack_errno(m.payload) {
+                        Some(e) if e != 0 => Err(io::Error::from_raw_os_error(e)),
+                        _ => Ok(()),
+                    });
+                    waiting -= 1;
+                }
+            }
+        }
+        Ok(answers.into_iter().map(|a| a.unwrap_or(Ok(()))).collect())
+    }
+
     /// Wait on this socket for the ACK of request `seq` (before a receiver thread owns it).
     pub fn wait_ack(&self, seq: u32, timeout: Duration) -> io::Result<()> {
         self.replies(seq, timeout, |m| (m.rtype == NLMSG_ERROR).then_some(()))

@@ -15,6 +15,7 @@
 
 use crate::auditrule::{self, Control, RuleData, RuleLine, AUDIT_ADD_RULE, AUDIT_DEL_RULE};
 use crate::netlink::{AuditSocket, AuditStatus, Mode};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -224,79 +225,143 @@ pub struct Plan {
     /// The last `-e`, applied after the rules (so `-e 2` locks the complete set).
     pub enable: Option<(String, u32)>,
     pub loginuid_immutable: Option<String>,
+    /// Lines left out because `-c`/`-i` was in force before them, as `auditctl -R` skips
+    /// them (`origin: text: why`): they do not parse here (an unknown user, field or
+    /// option), repeat a rule, or delete one that is not there.
+    pub skipped: Vec<String>,
 }
 
 /// The filter lists, in the order the kernel lists them.
 const LISTS: usize = 8;
 
+/// What one parsed line does to the simulated lists.
+enum Op {
+    Add { rule: RuleData, prepend: bool },
+    Delete(RuleData),
+    Control(Control),
+}
+
+/// One filter list while the lines are simulated: `-A` rules pushed to `front` (listed in
+/// reverse), `-a` rules to `back`; a deleted rule leaves a hole; `at` finds a rule's slot.
+/// Every operation is O(1) (expected), so a plan is linear in the number of lines.
+#[derive(Default)]
+struct SimList<'a> {
+    front: Vec<Option<usize>>,
+    back: Vec<Option<usize>>,
+    at: FxHashMap<&'a RuleData, (bool, usize)>,
+}
+
+impl<'a> SimList<'a> {
+    fn find(&self, rule: &RuleData) -> Option<usize> {
+        let &(front, slot) = self.at.get(rule)?;
+        if front {
+            self.front[slot]
+        } else {
+            self.back[slot]
+        }
+    }
+
+    fn push(&mut self, rule: &'a RuleData, line: usize, prepend: bool) {
+        let side = if prepend {
+            &mut self.front
+        } else {
+            &mut self.back
+        };
+        side.push(Some(line));
+        self.at.insert(rule, (prepend, side.len() - 1));
+    }
+
+    fn remove(&mut self, rule: &RuleData) -> bool {
+        let Some((front, slot)) = self.at.remove(rule) else {
+            return false;
+        };
+        if front {
+            self.front[slot] = None;
+        } else {
+            self.back[slot] = None;
+        }
+        true
+    }
+
+    fn lines(&self) -> impl Iterator<Item = usize> + '_ {
+        self.front.iter().rev().chain(&self.back).flatten().copied()
+    }
+}
+
 /// Simulate the lines in order (as `auditctl -R` applies them) into the list the kernel must
-/// end with. Every invalid line is reported at once.
+/// end with. Every invalid line is reported at once; after `-c`/`-i` a line auditctl would
+/// skip is left out and listed in [`Plan::skipped`] instead. Linear in the number of lines.
 pub fn plan(sources: &[RuleSource]) -> Result<Plan, RuleError> {
     if sources.is_empty() {
         return Err(RuleError::Empty);
     }
-    let mut lists: Vec<Vec<Planned>> = vec![Vec::new(); LISTS];
     let mut plan = Plan::default();
     let mut errors = Vec::new();
+    // First every line parsed (so the simulation can index rules by reference), with
+    // whether -c/-i was in force for it.
     let mut tolerant = false;
-    for src in sources {
-        let line = match auditrule::parse_line(&src.args()) {
-            Ok(Some(l)) => l,
-            Ok(None) => continue,
-            Err(e) => {
-                errors.push(format!("{}: {}: {e}", src.origin, src.text));
-                continue;
+    let mut ops: Vec<(usize, bool, Op)> = Vec::with_capacity(sources.len());
+    for (n, src) in sources.iter().enumerate() {
+        match auditrule::parse_line(&src.args()) {
+            Ok(Some(RuleLine::Add(data))) => {
+                let prepend = data.flags & auditrule::FILTER_PREPEND != 0;
+                let rule = data.as_listed();
+                ops.push((n, tolerant, Op::Add { rule, prepend }));
             }
-        };
+            Ok(Some(RuleLine::Delete(rule))) => ops.push((n, tolerant, Op::Delete(rule))),
+            Ok(Some(RuleLine::Control(c))) => {
+                if c == Control::ContinueOnError {
+                    tolerant = true;
+                }
+                ops.push((n, tolerant, Op::Control(c)));
+            }
+            Ok(None) => {}
+            Err(e) if tolerant => plan
+                .skipped
+                .push(format!("{}: {}: {e}", src.origin, src.text)),
+            Err(e) => errors.push(format!("{}: {}: {e}", src.origin, src.text)),
+        }
+    }
+    let mut lists: Vec<SimList> = (0..LISTS).map(|_| SimList::default()).collect();
+    for (i, (n, tolerant, op)) in ops.iter().enumerate() {
+        let src = &sources[*n];
         let mut refuse = |why: String| {
-            if tolerant {
-                log::warn!("{}: {}: {why}; skipped (-c/-i)", src.origin, src.text);
+            let line = format!("{}: {}: {why}", src.origin, src.text);
+            if *tolerant {
+                plan.skipped.push(line);
             } else {
-                errors.push(format!("{}: {}: {why}", src.origin, src.text));
+                errors.push(line);
             }
         };
-        match line {
-            RuleLine::Control(Control::DeleteAll) => lists.iter_mut().for_each(Vec::clear),
-            RuleLine::Control(Control::ContinueOnError) => tolerant = true,
-            RuleLine::Control(Control::LoginuidImmutable) => {
+        match op {
+            Op::Control(Control::DeleteAll) => {
+                lists.iter_mut().for_each(|l| *l = SimList::default())
+            }
+            Op::Control(Control::ContinueOnError) => {}
+            Op::Control(Control::LoginuidImmutable) => {
                 plan.loginuid_immutable = Some(src.origin.clone())
             }
-            RuleLine::Control(Control::Status { mask, value }) => {
-                if mask == auditrule::STATUS_ENABLED {
-                    plan.enable = Some((src.origin.clone(), value));
+            Op::Control(Control::Status { mask, value }) => {
+                if *mask == auditrule::STATUS_ENABLED {
+                    plan.enable = Some((src.origin.clone(), *value));
                 } else {
-                    plan.status.push((src.origin.clone(), mask, value));
+                    plan.status.push((src.origin.clone(), *mask, *value));
                 }
             }
-            RuleLine::Add(data) => {
-                let rule = data.as_listed();
+            Op::Add { rule, prepend } => {
                 let list = &mut lists[(rule.flags as usize) % LISTS];
-                if let Some(same) = list.iter().find(|p| p.rule == rule) {
+                if let Some(same) = list.find(rule) {
                     refuse(format!(
                         "the same rule as {} (the kernel refuses a duplicate: EEXIST)",
-                        same.origin
+                        sources[ops[same].0].origin
                     ));
                     continue;
                 }
-                let p = Planned {
-                    origin: src.origin.clone(),
-                    text: src.text.clone(),
-                    rule,
-                    tolerant,
-                };
-                if data.flags & auditrule::FILTER_PREPEND != 0 {
-                    list.insert(0, p);
-                } else {
-                    list.push(p);
-                }
+                list.push(rule, i, *prepend);
             }
-            RuleLine::Delete(rule) => {
-                let list = &mut lists[(rule.flags as usize) % LISTS];
-                match list.iter().position(|p| p.rule == rule) {
-                    Some(i) => {
-                        list.remove(i);
-                    }
-                    None => refuse("no such rule to delete (ENOENT)".into()),
+            Op::Delete(rule) => {
+                if !lists[(rule.flags as usize) % LISTS].remove(rule) {
+                    refuse("no such rule to delete (ENOENT)".into());
                 }
             }
         }
@@ -304,7 +369,22 @@ pub fn plan(sources: &[RuleSource]) -> Result<Plan, RuleError> {
     if !errors.is_empty() {
         return Err(RuleError::Invalid(errors));
     }
-    plan.rules = lists.into_iter().flatten().collect();
+    plan.rules = lists
+        .iter()
+        .flat_map(SimList::lines)
+        .map(|i| {
+            let (n, tolerant, op) = &ops[i];
+            let Op::Add { rule, .. } = op else {
+                unreachable!("only added rules are listed")
+            };
+            Planned {
+                origin: sources[*n].origin.clone(),
+                text: sources[*n].text.clone(),
+                rule: rule.clone(),
+                tolerant: *tolerant,
+            }
+        })
+        .collect();
     Ok(plan)
 }
 
@@ -333,21 +413,27 @@ pub struct Changes {
 /// The steps from the kernel's list to `desired` (both in listing order). Rules in both stay
 /// untouched unless a new rule must go before them; new rules before every kept one are
 /// prepended; the rest appended; rules only in the kernel are deleted last, so a changed
-/// rule's new form is in force before its old one goes.
+/// rule's new form is in force before its old one goes. Linear (hash lookups).
 pub fn plan_changes(kernel: &[RuleData], desired: &[RuleData]) -> Changes {
     let mut c = Changes::default();
     let mut deletions = Vec::new();
-    for list in 0..LISTS as u32 {
-        let k: Vec<&RuleData> = kernel.iter().filter(|r| r.flags % 8 == list).collect();
-        let d: Vec<usize> = (0..desired.len())
-            .filter(|&i| desired[i].flags % 8 == list)
-            .collect();
-        let kept: Vec<&RuleData> = k
-            .iter()
-            .copied()
-            .filter(|r| d.iter().any(|&i| desired[i] == **r))
-            .collect();
-        let is_kept = |i: usize| kept.iter().any(|r| **r == desired[i]);
+    let mut k_lists: Vec<Vec<&RuleData>> = vec![Vec::new(); LISTS];
+    for r in kernel {
+        k_lists[(r.flags % 8) as usize].push(r);
+    }
+    let mut d_lists: Vec<Vec<usize>> = vec![Vec::new(); LISTS];
+    for (i, r) in desired.iter().enumerate() {
+        d_lists[(r.flags % 8) as usize].push(i);
+    }
+    for (k, d) in k_lists.iter().zip(&d_lists) {
+        let wanted: FxHashSet<&RuleData> = d.iter().map(|&i| &desired[i]).collect();
+        // Rules in both, in the kernel's order, and where each is in that order.
+        let kept: Vec<&RuleData> = k.iter().copied().filter(|r| wanted.contains(r)).collect();
+        let mut kept_at: FxHashMap<&RuleData, usize> = FxHashMap::default();
+        for (p, r) in kept.iter().enumerate() {
+            kept_at.entry(*r).or_insert(p);
+        }
+        let is_kept = |i: usize| kept_at.contains_key(&desired[i]);
         // New rules before the first kept one go to the front, last one first.
         let lead = d.iter().take_while(|&&i| !is_kept(i)).count();
         if lead < d.len() {
@@ -365,12 +451,14 @@ pub fn plan_changes(kernel: &[RuleData], desired: &[RuleData]) -> Changes {
         let mut untouched = vec![false; kept.len()];
         let mut from = 0;
         while at < d.len() {
-            let Some(j) = kept[from..].iter().position(|r| **r == desired[d[at]]) else {
-                break;
-            };
-            untouched[from + j] = true;
-            from += j + 1;
-            at += 1;
+            match kept_at.get(&desired[d[at]]) {
+                Some(&p) if p >= from => {
+                    untouched[p] = true;
+                    from = p + 1;
+                    at += 1;
+                }
+                _ => break,
+            }
         }
         for (r, _) in kept.iter().zip(&untouched).filter(|(_, u)| !**u) {
             c.steps.push(Step::Delete(Box::new((*r).clone())));
@@ -385,14 +473,38 @@ pub fn plan_changes(kernel: &[RuleData], desired: &[RuleData]) -> Changes {
                 c.added += 1;
             }
         }
-        for r in k.iter().filter(|r| !d.iter().any(|&i| desired[i] == ***r)) {
-            deletions.push((*r).clone());
-        }
+        deletions.extend(
+            k.iter()
+                .filter(|r| !wanted.contains(*r))
+                .map(|r| (*r).clone()),
+        );
     }
     c.removed = deletions.len();
     c.steps
         .extend(deletions.into_iter().map(|r| Step::Delete(Box::new(r))));
     c
+}
+
+/// How `kernel` differs from `ours` (as `auditctl -l` prints the rules), or `None` when it
+/// holds exactly them in the same order. Linear.
+pub fn drift(ours: &[RuleData], kernel: &[RuleData]) -> Option<Drift> {
+    if ours == kernel {
+        return None;
+    }
+    let in_kernel: FxHashSet<&RuleData> = kernel.iter().collect();
+    let in_ours: FxHashSet<&RuleData> = ours.iter().collect();
+    Some(Drift {
+        missing: ours
+            .iter()
+            .filter(|r| !in_kernel.contains(r))
+            .map(auditrule::render)
+            .collect(),
+        extra: kernel
+            .iter()
+            .filter(|r| !in_ours.contains(r))
+            .map(auditrule::render)
+            .collect(),
+    })
 }
 
 /// Where auditctl is: on PATH, or in the sbin directories sudo's PATH may lack.
@@ -427,23 +539,44 @@ fn run(auditctl: &Path, args: &[&str]) -> Result<Result<(), String>, RuleError> 
 }
 
 /// pauditd's way: flush, then each line through auditctl in turn, stopping at the first
-/// failure with the line's origin and auditctl's message. Returns how many ran.
-fn auditctl_load(auditctl: &Path, sources: &[RuleSource]) -> Result<usize, RuleError> {
+/// failure with the line's origin and auditctl's message; after a `-i` or `-c` line a line
+/// that fails is logged and skipped instead (each line is its own auditctl run, so auditctl
+/// cannot carry the option from one line to the next: we do). Returns how many ran, and the
+/// skipped lines (`origin: text: auditctl's message`).
+fn auditctl_load(
+    auditctl: &Path,
+    sources: &[RuleSource],
+) -> Result<(usize, Vec<String>), RuleError> {
     if sources.is_empty() {
         return Err(RuleError::Empty);
     }
     run(auditctl, &["-D"])?.map_err(RuleError::Flush)?;
     log::info!("Flushed existing audit rules");
-    let mut added = 0;
+    let (mut added, mut skipped, mut tolerant) = (0, Vec::new(), false);
     for src in sources {
-        run(auditctl, &src.args())?.map_err(|message| RuleError::Rule {
-            origin: src.origin.clone(),
-            message,
-        })?;
-        log::info!("Added audit {}", src.origin);
-        added += 1;
+        let args = src.args();
+        if matches!(args.as_slice(), ["-i"] | ["-c"]) {
+            tolerant = true;
+        }
+        match run(auditctl, &args)? {
+            Ok(()) => {
+                log::info!("Added audit {}", src.origin);
+                added += 1;
+            }
+            Err(message) if tolerant => {
+                let why = format!("{}: {}: {message}", src.origin, src.text);
+                log::warn!("{why}; skipped (-c/-i)");
+                skipped.push(why);
+            }
+            Err(message) => {
+                return Err(RuleError::Rule {
+                    origin: src.origin.clone(),
+                    message,
+                })
+            }
+        }
     }
-    Ok(added)
+    Ok((added, skipped))
 }
 
 /// The kernel's answer to a rule, in words.
@@ -480,9 +613,12 @@ pub struct Applied {
     pub added: usize,
     pub removed: usize,
     pub readded: usize,
-    /// Rules refused by the kernel after `-c`/`-i`: `origin: text: reason`.
+    /// Lines left out after `-c`/`-i` (they do not parse here, or the kernel refused
+    /// them): `origin: text: reason`.
     pub skipped: Vec<String>,
     pub unchanged: bool,
+    /// The kernel's rules are locked (`-e 2`): nothing was applied.
+    pub locked: bool,
 }
 
 /// How the kernel's rules differ from what we put in force.
@@ -512,6 +648,62 @@ impl std::fmt::Display for Drift {
     }
 }
 
+/// What the daemon may do with the kernel's rules, decided from the kernel's status (read
+/// at start and at each reload) and the plan. Pure, so the locked case is tested without
+/// locking the machine (`-e 2` lasts until reboot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `enabled 2`: the kernel refuses every rule and setting change until reboot. Nothing
+    /// is applied, nothing deleted at exit; the kernel's list is compared with the config's.
+    pub locked: bool,
+    /// Send the settings (`-b`, `-f`, `-r`, `--backlog_wait_time`).
+    pub settings: bool,
+    /// Change the rule list to the plan's.
+    pub rules: bool,
+    /// The `-e` value to set after the rules.
+    pub enable: Option<u32>,
+    /// Set `--loginuid-immutable`.
+    pub loginuid_immutable: bool,
+}
+
+/// See [`Decision`].
+pub fn decide(status: &AuditStatus, plan: &Plan) -> Decision {
+    if status.enabled == 2 {
+        return Decision {
+            locked: true,
+            settings: false,
+            rules: false,
+            enable: None,
+            loginuid_immutable: false,
+        };
+    }
+    Decision {
+        locked: false,
+        settings: true,
+        rules: true,
+        enable: plan.enable.as_ref().map(|(_, v)| *v),
+        loginuid_immutable: plan.loginuid_immutable.is_some(),
+    }
+}
+
+/// Deletions from this many on run with RCU grace periods expedited (see [`Expedited`]).
+const EXPEDITE_FROM: usize = 8;
+
+/// While alive, `/sys/kernel/rcu_expedited` is 1 (it was 0 and goes back to 0 on drop).
+/// The kernel waits one RCU grace period (`synchronize_rcu`, ~15 ms) in every
+/// `AUDIT_DEL_RULE`, under the audit control lock: 2,000 deletions took 27 s (as long for
+/// `auditctl -D`). Expedited, a grace period takes microseconds: 0.2 s for 2,000.
+struct Expedited<'a>(&'a std::fs::File);
+
+impl Drop for Expedited<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::FileExt;
+        if let Err(e) = self.0.write_at(b"0", 0) {
+            log::error!("could not set /sys/kernel/rcu_expedited back to 0: {e}");
+        }
+    }
+}
+
 /// The daemon's rules in the kernel: what it put in force, and the socket to check.
 pub struct KernelRules {
     loader: RuleLoader,
@@ -524,6 +716,11 @@ pub struct KernelRules {
     /// Differences the drift guard found (`rules.drift`), and when the last was.
     pub drifts: u64,
     pub last_drift: Option<std::time::SystemTime>,
+    /// Set when the kernel's rules were found locked (`-e 2`): how they differ from the
+    /// config's (`None`: they are the same).
+    locked: Option<Option<Drift>>,
+    /// `/sys/kernel/rcu_expedited`, opened at start (as root) for bulk deletions.
+    rcu_expedited: Option<std::fs::File>,
 }
 
 impl KernelRules {
@@ -535,6 +732,12 @@ impl KernelRules {
             in_force: Vec::new(),
             drifts: 0,
             last_drift: None,
+            locked: None,
+            rcu_expedited: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/sys/kernel/rcu_expedited")
+                .ok(),
         })
     }
 
@@ -548,28 +751,82 @@ impl KernelRules {
         self.in_force.len()
     }
 
+    /// `Some` when the kernel's rules were locked (`-e 2`) at the last apply: how they differ
+    /// from the config's (`None` inside: not at all).
+    pub fn locked(&self) -> Option<&Option<Drift>> {
+        self.locked.as_ref()
+    }
+
+    /// The kernel's status, as the rules see it. `PAUDITD_TEST_ASSUME_LOCKED=1` makes it say
+    /// `enabled 2`: the kernel tests of the locked path cannot lock the machine (that lasts
+    /// until reboot).
+    fn kernel_status(&self) -> Result<AuditStatus, RuleError> {
+        let mut st = self.socket.get_status(ACK).map_err(RuleError::List)?;
+        if std::env::var_os("PAUDITD_TEST_ASSUME_LOCKED").is_some_and(|v| v == "1") {
+            st.enabled = 2;
+        }
+        Ok(st)
+    }
+
+    /// Expedite RCU grace periods while `deletions` rules are deleted, when that is many
+    /// and the knob can be turned (see [`Expedited`]).
+    fn expedite(&self, deletions: usize) -> Option<Expedited<'_>> {
+        use std::os::unix::fs::FileExt;
+        if deletions < EXPEDITE_FROM {
+            return None;
+        }
+        let f = self.rcu_expedited.as_ref()?;
+        let mut b = [0u8; 8];
+        let n = f.read_at(&mut b, 0).ok()?;
+        if b[..n].trim_ascii() != b"0" {
+            return None;
+        }
+        f.write_at(b"1", 0).ok()?;
+        Some(Expedited(f))
+    }
+
     /// Make the kernel hold what `sources` ask for. Natively: only the difference is
     /// changed; through auditctl: flush and load (skipped when the lines are unchanged). On
-    /// failure the previous rules are put back and the error says whether that worked.
+    /// failure the previous rules are put back and the error says whether that worked. On a
+    /// locked kernel (`-e 2`) nothing is changed: its rules are compared with the config's.
     pub fn apply(&mut self, sources: Vec<RuleSource>) -> Result<Applied, RuleError> {
+        // auditctl judges its own lines (ours may not parse what it takes): its plan serves
+        // only the comparison on a locked kernel.
+        let plan = match (&self.loader, plan(&sources)) {
+            (RuleLoader::Native, p) => Some(p?),
+            (RuleLoader::Auditctl(_), p) => p.ok(),
+        };
+        let status = self.kernel_status()?;
+        let decision = decide(&status, plan.as_ref().unwrap_or(&Plan::default()));
+        if decision.locked {
+            return self.adopt_locked(sources, plan.as_ref());
+        }
+        self.locked = None;
         let applied = match &self.loader {
-            RuleLoader::Native => self.apply_native(&sources)?,
+            RuleLoader::Native => {
+                let plan = plan.ok_or(RuleError::Empty)?;
+                self.apply_native(&plan, &decision)?
+            }
             RuleLoader::Auditctl(path) => {
                 if sources == self.sources && !self.sources.is_empty() {
                     Applied {
                         unchanged: true,
                         ..Applied::default()
                     }
-                } else if let Err(e) = auditctl_load(path, &sources) {
-                    if self.sources.is_empty() {
-                        return Err(e);
-                    }
-                    return match auditctl_load(path, &self.sources) {
-                        Ok(_) => Err(rolled_back(e, "the previous rules were restored")),
-                        Err(e2) => Err(rolled_back(e, &format!("restoring the previous rules failed too ({e2}): the kernel holds part of a rule set, check `auditctl -l`"))),
-                    };
                 } else {
-                    Applied::default()
+                    match auditctl_load(path, &sources) {
+                        Ok((_, skipped)) => Applied {
+                            skipped,
+                            ..Applied::default()
+                        },
+                        Err(e) if self.sources.is_empty() => return Err(e),
+                        Err(e) => {
+                            return match auditctl_load(path, &self.sources) {
+                                Ok(_) => Err(rolled_back(e, "the previous rules were restored")),
+                                Err(e2) => Err(rolled_back(e, &format!("restoring the previous rules failed too ({e2}): the kernel holds part of a rule set, check `auditctl -l`"))),
+                            };
+                        }
+                    }
                 }
             }
         };
@@ -581,10 +838,63 @@ impl KernelRules {
         })
     }
 
-    fn apply_native(&mut self, sources: &[RuleSource]) -> Result<Applied, RuleError> {
-        let plan = plan(sources)?;
-        for (origin, mask, value) in &plan.status {
-            self.set_status(origin, *mask, *value)?;
+    /// The kernel's rules are locked: take them as they are, say so, and report how they
+    /// differ from the config's.
+    fn adopt_locked(
+        &mut self,
+        sources: Vec<RuleSource>,
+        plan: Option<&Plan>,
+    ) -> Result<Applied, RuleError> {
+        let kernel = self.list()?;
+        let Some(plan) = plan else {
+            log::warn!(
+                "the kernel's audit rules are locked (enabled 2, set by `-e 2`, until reboot): none applied, none deleted at exit; {} rule(s) in force as the kernel has them (not compared: the rules do not parse natively)",
+                kernel.len()
+            );
+            self.locked = Some(None);
+            self.in_force = kernel;
+            self.sources = sources;
+            return Ok(Applied {
+                in_force: self.in_force.len(),
+                unchanged: true,
+                locked: true,
+                ..Applied::default()
+            });
+        };
+        let desired: Vec<RuleData> = plan.rules.iter().map(|p| p.rule.clone()).collect();
+        let diff = drift(&desired, &kernel);
+        log::warn!(
+            "the kernel's audit rules are locked (enabled 2, set by `-e 2`, until reboot): none applied, none deleted at exit; {} rule(s) in force as the kernel has them",
+            kernel.len()
+        );
+        match &diff {
+            Some(d) => {
+                log::warn!("the kernel's locked audit rules differ from the config: {d}");
+                self.drifts += 1;
+                self.last_drift = Some(std::time::SystemTime::now());
+            }
+            None => log::info!("the kernel's locked audit rules are exactly the config's"),
+        }
+        self.locked = Some(diff);
+        self.in_force = kernel;
+        self.sources = sources;
+        Ok(Applied {
+            in_force: self.in_force.len(),
+            unchanged: true,
+            skipped: plan.skipped.clone(),
+            locked: true,
+            ..Applied::default()
+        })
+    }
+
+    fn apply_native(&mut self, plan: &Plan, decision: &Decision) -> Result<Applied, RuleError> {
+        for s in &plan.skipped {
+            log::warn!("{s}; skipped (-c/-i)");
+        }
+        if decision.settings {
+            for (origin, mask, value) in &plan.status {
+                self.set_status(origin, *mask, *value)?;
+            }
         }
         let before = self.list()?;
         let desired: Vec<RuleData> = plan.rules.iter().map(|p| p.rule.clone()).collect();
@@ -594,8 +904,15 @@ impl KernelRules {
             removed: changes.removed,
             readded: changes.readded,
             unchanged: changes.steps.is_empty(),
+            skipped: plan.skipped.clone(),
             ..Applied::default()
         };
+        let deletions = changes
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Delete(_)))
+            .count();
+        let fast = self.expedite(deletions);
         for step in &changes.steps {
             let Err((index, e)) = self.step(step, &desired) else {
                 continue;
@@ -620,17 +937,25 @@ impl KernelRules {
             };
             return Err(self.roll_back(err, &before));
         }
-        if let Some((origin, value)) = &plan.enable {
-            self.set_status(origin, auditrule::STATUS_ENABLED, *value)?;
+        drop(fast);
+        if let Some((origin, value)) = plan.enable.as_ref().filter(|_| decision.enable.is_some()) {
+            if let Err(e) = self.set_status(origin, auditrule::STATUS_ENABLED, *value) {
+                return Err(self.roll_back(e, &before));
+            }
         }
-        if let Some(origin) = &plan.loginuid_immutable {
+        if let Some(origin) = plan
+            .loginuid_immutable
+            .as_ref()
+            .filter(|_| decision.loginuid_immutable)
+        {
             // AUDIT_FEATURE_LOGINUID_IMMUTABLE is feature 1.
-            self.socket
-                .set_feature_locked(1 << 1, ACK)
-                .map_err(|e| RuleError::Rule {
+            if let Err(e) = self.socket.set_feature_locked(1 << 1, ACK) {
+                let e = RuleError::Rule {
                     origin: origin.clone(),
                     message: format!("--loginuid-immutable: {}", explain(&e)),
-                })?;
+                };
+                return Err(self.roll_back(e, &before));
+            }
         }
         Ok(applied)
     }
@@ -658,20 +983,28 @@ impl KernelRules {
         }
     }
 
+    /// Make the kernel's list `target` (from what it holds now), step by step.
+    fn converge(&self, target: &[RuleData], origin: &str) -> Result<(), RuleError> {
+        let now = self.list()?;
+        let changes = plan_changes(&now, target);
+        let deletions = changes
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Delete(_)))
+            .count();
+        let _fast = self.expedite(deletions);
+        for step in &changes.steps {
+            self.step(step, target).map_err(|(_, e)| RuleError::Rule {
+                origin: origin.into(),
+                message: explain(&e),
+            })?;
+        }
+        Ok(())
+    }
+
     /// Put `previous` back after a failed change; the error says whether it worked.
     fn roll_back(&self, err: RuleError, previous: &[RuleData]) -> RuleError {
-        let result = self.list().and_then(|now| {
-            let changes = plan_changes(&now, previous);
-            for step in &changes.steps {
-                self.step(step, previous)
-                    .map_err(|(_, e)| RuleError::Rule {
-                        origin: "the previous rules".into(),
-                        message: explain(&e),
-                    })?;
-            }
-            Ok(())
-        });
-        match result {
+        match self.converge(previous, "the previous rules") {
             Ok(()) => rolled_back(err, "the previous rules were restored"),
             Err(e2) => rolled_back(
                 err,
@@ -702,38 +1035,16 @@ impl KernelRules {
 
     /// Compare the kernel's rules with what we put in force.
     pub fn check(&self) -> Result<Option<Drift>, RuleError> {
-        let now = self.list()?;
-        if now == self.in_force {
-            return Ok(None);
-        }
-        let missing = self
-            .in_force
-            .iter()
-            .filter(|r| !now.contains(r))
-            .map(auditrule::render)
-            .collect();
-        let extra = now
-            .iter()
-            .filter(|r| !self.in_force.contains(r))
-            .map(auditrule::render)
-            .collect();
-        Ok(Some(Drift { missing, extra }))
+        Ok(drift(&self.in_force, &self.list()?))
     }
 
-    /// Put our rules back as they were applied (after drift).
+    /// Put our rules back as they were applied (after drift). Nothing on a locked kernel.
     pub fn restore(&mut self) -> Result<(), RuleError> {
+        if self.locked.is_some() {
+            return Ok(());
+        }
         match &self.loader {
-            RuleLoader::Native => {
-                let now = self.list()?;
-                let target = self.in_force.clone();
-                for step in plan_changes(&now, &target).steps {
-                    self.step(&step, &target)
-                        .map_err(|(_, e)| RuleError::Rule {
-                            origin: "the rules in force".into(),
-                            message: explain(&e),
-                        })?;
-                }
-            }
+            RuleLoader::Native => self.converge(&self.in_force, "the rules in force")?,
             RuleLoader::Auditctl(path) => {
                 auditctl_load(path, &self.sources)?;
             }
@@ -742,21 +1053,48 @@ impl KernelRules {
         Ok(())
     }
 
-    /// Delete every rule (at shutdown: auditing with no daemon only costs the host).
-    pub fn remove_all(&mut self) -> Result<(), RuleError> {
-        match &self.loader {
-            RuleLoader::Auditctl(path) => run(path, &["-D"])?.map_err(RuleError::Flush)?,
-            RuleLoader::Native => {
-                for rule in self.socket.list_rules(ACK).map_err(RuleError::List)? {
-                    self.socket
-                        .change_rule(AUDIT_DEL_RULE, &rule, ACK)
-                        .map_err(|e| RuleError::Flush(explain(&e)))?;
-                }
-            }
+    /// Delete the rules we put in force (at shutdown: auditing with no daemon only costs the
+    /// host); rules another process added since are left. Natively: one listing, then the
+    /// deletions packed many to a netlink message, with RCU grace periods expedited (see
+    /// [`Expedited`]). Nothing on a locked kernel. Returns how many went.
+    pub fn remove_all(&mut self) -> Result<usize, RuleError> {
+        if self.locked.is_some() {
+            log::info!("the kernel's audit rules are locked (`-e 2`): left as they are");
+            return Ok(0);
         }
+        let removed = match &self.loader {
+            RuleLoader::Auditctl(path) => {
+                let _fast = self.expedite(self.in_force.len());
+                run(path, &["-D"])?.map_err(RuleError::Flush)?;
+                self.in_force.len()
+            }
+            RuleLoader::Native => {
+                let ours: FxHashSet<&RuleData> = self.in_force.iter().collect();
+                let gone: Vec<Vec<u8>> = self
+                    .list()?
+                    .iter()
+                    .filter(|r| ours.contains(r))
+                    .map(RuleData::to_bytes)
+                    .collect();
+                let _fast = self.expedite(gone.len());
+                let answers = self
+                    .socket
+                    .change_rules(AUDIT_DEL_RULE, &gone, ACK)
+                    .map_err(|e| RuleError::Flush(explain(&e)))?;
+                for a in answers {
+                    match a {
+                        // Gone already (another process deleted it meanwhile).
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                        Err(e) => return Err(RuleError::Flush(explain(&e))),
+                        Ok(()) => {}
+                    }
+                }
+                gone.len()
+            }
+        };
         self.in_force.clear();
         self.sources.clear();
-        Ok(())
+        Ok(removed)
     }
 }
 
@@ -899,7 +1237,7 @@ mod tests {
                 pwned.display()
             ),
         ]);
-        assert_eq!(auditctl_load(&exe, &rules).unwrap(), 2);
+        assert_eq!(auditctl_load(&exe, &rules).unwrap(), (2, Vec::new()));
         let argv = std::fs::read_to_string(&log).unwrap();
         let p = pwned.display();
         assert_eq!(
@@ -909,6 +1247,50 @@ mod tests {
             )
         );
         assert!(!pwned.exists(), "a shell ran the rule");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// With the auditctl loader each line is its own auditctl run, so -i/-c is carried by
+    /// us: after it a line auditctl refuses is skipped and listed; before it, fatal.
+    #[test]
+    fn through_auditctl_a_failing_line_after_i_is_skipped_and_before_it_fatal() {
+        let dir = std::env::temp_dir().join(format!("pauditd-rules-i-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("auditctl");
+        // A stand-in auditctl that refuses any line naming `bad`, as auditctl would.
+        std::fs::write(
+            &exe,
+            "#!/bin/sh\nfor a in \"$@\"; do case $a in *bad*) echo \"Unknown user: $a\" >&2; exit 1;; esac; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (added, skipped) = auditctl_load(
+            &exe,
+            &src(&[
+                "-i",
+                "-a always,exit -F uid=bad",
+                "-a always,exit -S execve",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(added, 2);
+        assert_eq!(
+            skipped,
+            vec!["rule #2: -a always,exit -F uid=bad: Unknown user: uid=bad"]
+        );
+        let e = auditctl_load(
+            &exe,
+            &src(&[
+                "-a always,exit -F uid=bad",
+                "-i",
+                "-a always,exit -S execve",
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "failed to add rule #1: Unknown user: uid=bad"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1087,6 +1469,237 @@ mod tests {
         .unwrap();
         assert_eq!(p.rules.len(), 1);
         assert!(p.rules[0].tolerant);
+        assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
+    }
+
+    /// auditctl's -i and -c: from that line on, a line auditctl would refuse (one that does
+    /// not parse, a duplicate, a deletion of nothing) is skipped and listed, not fatal; lines
+    /// before it stay fatal. The lines are the shapes public rule sets carry.
+    #[test]
+    fn after_i_or_c_a_line_auditctl_would_skip_is_skipped_and_listed() {
+        for opt in ["-i", "-c"] {
+            let p = plan(&src(&[
+                "-D",
+                "-b 8192",
+                opt,
+                "-a always,exit -F arch=b64 -S adjtimex -F auid=-1 -F uid=no-such-user-pauditd -k time",
+                "-a always,exit -F path=/usr/bin/setfiles -F perm=x -F auid>=500 -k -F T1078",
+                "-a always,exit -F arch=b64 -S connect -F dir=+ -F obj=/opt/x -F key=net",
+                "-e 7",
+                "-a always,exit -F arch=b64 -S execve -k kept",
+            ]))
+            .unwrap();
+            let texts: Vec<&str> = p.rules.iter().map(|r| r.text.as_str()).collect();
+            assert_eq!(texts, vec!["-a always,exit -F arch=b64 -S execve -k kept"]);
+            assert_eq!(p.status.len(), 1, "-b is kept");
+            assert_eq!(p.enable, None, "the bad -e is skipped");
+            let origins: Vec<&str> = p
+                .skipped
+                .iter()
+                .map(|s| s.split(':').next().unwrap())
+                .collect();
+            assert_eq!(origins, vec!["rule #4", "rule #5", "rule #6", "rule #7"]);
+            assert!(p.skipped[0].ends_with(
+                "-F uid: \"no-such-user-pauditd\" is not a number, `unset` or a known name"
+            ));
+            assert!(
+                p.skipped[2].ends_with("-F \"obj\": unknown field"),
+                "{}",
+                p.skipped[2]
+            );
+        }
+        // Before -i a bad line is fatal (auditctl -R stops there too), after it not.
+        let e = plan(&src(&[
+            "-a always,exit -F obj=/x -S execve",
+            "-i",
+            "-a always,exit -F obj=/y -S execve",
+        ]))
+        .unwrap_err();
+        let RuleError::Invalid(lines) = e else {
+            panic!("{e}")
+        };
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("rule #1: "), "{lines:?}");
+    }
+
+    /// A tiny deterministic generator for the equivalence tests.
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// The plan (hash-indexed, linear) against the obvious quadratic simulation, over
+    /// thousands of random lines of -a, -A, -d, -W, -w, -D on several lists.
+    #[test]
+    fn the_linear_plan_is_the_straightforward_simulation() {
+        let mut g = Lcg(7);
+        for round in 0..20 {
+            let mut lines = vec!["-c".to_string()];
+            for _ in 0..400 {
+                let n = g.below(40);
+                let line = match g.below(20) {
+                    0 => "-D".to_string(),
+                    1..=7 => format!("-a always,exit -F arch=b64 -S execve -F uid={n}"),
+                    8..=10 => format!("-A always,exit -F arch=b64 -S execve -F uid={n}"),
+                    11..=13 => format!("-d always,exit -F arch=b64 -S execve -F uid={n}"),
+                    14 => format!("-a never,exclude -F msgtype={}", 1300 + n),
+                    15 => format!("-A never,exclude -F msgtype={}", 1300 + n),
+                    16 => format!("-w /pauditd-test/{n} -p wa"),
+                    17 => format!("-W /pauditd-test/{n} -p wa"),
+                    _ => format!("-a always,user -F uid={n}"),
+                };
+                lines.push(line);
+            }
+            let s = src(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+            let p = plan(&s).unwrap();
+            // The reference: one Vec per list, linear searches.
+            let mut lists: Vec<Vec<(usize, RuleData)>> = vec![Vec::new(); LISTS];
+            let mut skipped = 0;
+            for (n, src) in s.iter().enumerate() {
+                match auditrule::parse_line(&src.args()).unwrap().unwrap() {
+                    RuleLine::Control(Control::DeleteAll) => lists.iter_mut().for_each(Vec::clear),
+                    RuleLine::Control(_) => {}
+                    RuleLine::Add(d) => {
+                        let r = d.as_listed();
+                        let l = &mut lists[(r.flags % 8) as usize];
+                        if l.iter().any(|x| x.1 == r) {
+                            skipped += 1;
+                        } else if d.flags & auditrule::FILTER_PREPEND != 0 {
+                            l.insert(0, (n, r));
+                        } else {
+                            l.push((n, r));
+                        }
+                    }
+                    RuleLine::Delete(r) => {
+                        let l = &mut lists[(r.flags % 8) as usize];
+                        match l.iter().position(|x| x.1 == r) {
+                            Some(i) => {
+                                l.remove(i);
+                            }
+                            None => skipped += 1,
+                        }
+                    }
+                }
+            }
+            let want: Vec<String> = lists
+                .into_iter()
+                .flatten()
+                .map(|(n, _)| s[n].origin.clone())
+                .collect();
+            let got: Vec<String> = p.rules.iter().map(|r| r.origin.clone()).collect();
+            assert_eq!(got, want, "round {round}");
+            assert_eq!(p.skipped.len(), skipped, "round {round}");
+        }
+    }
+
+    /// The linear diff gives steps that turn any kernel list into any desired one, touching
+    /// no rule both keep unless its order needs it.
+    #[test]
+    fn the_linear_diff_reaches_the_desired_list_from_random_ones() {
+        let mut g = Lcg(11);
+        let pool: Vec<RuleData> = (0..30)
+            .map(|n| {
+                if n % 5 == 0 {
+                    rule(&format!("-a never,exclude -F msgtype={}", 1300 + n))
+                } else {
+                    rule(&format!("-a always,exit -F arch=b64 -S execve -F uid={n}"))
+                }
+            })
+            .collect();
+        let pick = |g: &mut Lcg| -> Vec<RuleData> {
+            let mut v: Vec<RuleData> = Vec::new();
+            for _ in 0..g.below(25) {
+                let r = &pool[g.below(pool.len() as u64) as usize];
+                if !v.contains(r) {
+                    v.push(r.clone());
+                }
+            }
+            // The kernel's listing order: by list.
+            v.sort_by_key(|r| r.flags % 8);
+            v
+        };
+        for _ in 0..500 {
+            let (kernel, desired) = (pick(&mut g), pick(&mut g));
+            let c = plan_changes(&kernel, &desired);
+            assert_eq!(run_steps(&kernel, &desired, &c.steps), desired);
+            let deleted_kept = c
+                .steps
+                .iter()
+                .filter(|s| matches!(s, Step::Delete(r) if desired.contains(&**r)))
+                .count();
+            assert_eq!(deleted_kept, c.readded);
+        }
+    }
+
+    /// The decision a locked kernel (`enabled 2`) leads to, from the status alone: nothing
+    /// applied, no setting sent; otherwise everything the plan asks.
+    #[test]
+    fn a_locked_kernel_gets_no_changes_and_an_unlocked_one_everything() {
+        let p = plan(&src(&[
+            "-b 8192",
+            "-a always,exit -F arch=b64 -S execve",
+            "--loginuid-immutable",
+            "-e 2",
+        ]))
+        .unwrap();
+        let status = |enabled| AuditStatus {
+            enabled,
+            ..AuditStatus::default()
+        };
+        assert_eq!(
+            decide(&status(2), &p),
+            Decision {
+                locked: true,
+                settings: false,
+                rules: false,
+                enable: None,
+                loginuid_immutable: false
+            }
+        );
+        for enabled in [0, 1] {
+            assert_eq!(
+                decide(&status(enabled), &p),
+                Decision {
+                    locked: false,
+                    settings: true,
+                    rules: true,
+                    enable: Some(2),
+                    loginuid_immutable: true
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn drift_names_what_is_missing_and_what_is_unexpected() {
+        let (a, b, c) = (
+            rule("-a always,exit -F arch=b64 -S execve -k a"),
+            rule("-a always,exit -F arch=b64 -S getppid -k b"),
+            rule("-w /etc/passwd -p wa -k c"),
+        );
+        assert_eq!(
+            drift(&[a.clone(), b.clone()], &[a.clone(), b.clone()]),
+            None
+        );
+        let d = drift(&[a.clone(), b.clone()], &[a.clone(), c.clone()]).unwrap();
+        assert_eq!(
+            d.missing,
+            vec!["-a always,exit -F arch=b64 -S getppid -F key=b"]
+        );
+        assert_eq!(d.extra, vec!["-w /etc/passwd -p wa -k c"]);
+        assert_eq!(
+            d.to_string(),
+            "1 rule(s) missing, 1 unexpected; missing: -a always,exit -F arch=b64 -S getppid -F key=b; unexpected: -w /etc/passwd -p wa -k c"
+        );
+        // The same rules in another order: a difference with nothing missing.
+        let d = drift(&[a.clone(), b.clone()], &[b, a]).unwrap();
+        assert!(d.missing.is_empty() && d.extra.is_empty());
     }
 
     /// The kernel's behaviour for a list of steps: add at either end, delete by equality.
