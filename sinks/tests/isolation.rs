@@ -45,17 +45,22 @@ fn http_sink(url: String) -> HttpSink {
     .unwrap()
 }
 
-fn spooled(dir: &Path, max_bytes: u64, queue: usize) -> OutputConfig {
-    let mut oc = OutputConfig::new(Overflow::Spool, 3);
-    oc.queue = queue;
-    oc.spool = Some(SpoolConfig {
+/// A spool in `dir` (no fsync, no owner, no write-ahead).
+fn spool_at(dir: &Path, max_bytes: u64) -> SpoolConfig {
+    SpoolConfig {
         dir: dir.to_path_buf(),
         max_bytes,
         fsync: false,
         owner: None,
         write_ahead: false,
         dirs: Default::default(),
-    });
+    }
+}
+
+fn spooled(dir: &Path, max_bytes: u64, queue: usize) -> OutputConfig {
+    let mut oc = OutputConfig::new(Overflow::Spool, 3);
+    oc.queue = queue;
+    oc.spool = Some(spool_at(dir, max_bytes));
     oc
 }
 
@@ -194,15 +199,7 @@ fn spool_on_a_full_disk_counts_what_it_cannot_keep_and_the_other_output_goes_on(
         "the file output went on: {f}"
     );
     // What the spool kept is whole and readable.
-    let (_s, rec) = Spool::open(SpoolConfig {
-        dir: dir.join("spool"),
-        max_bytes: 1 << 30,
-        fsync: false,
-        owner: None,
-        write_ahead: false,
-        dirs: Default::default(),
-    })
-    .unwrap();
+    let (_s, rec) = Spool::open(spool_at(&dir.join("spool"), 1 << 30)).unwrap();
     assert_eq!(rec.events, a.spooled);
     assert_eq!(rec.corrupt_bytes, 0);
 }
@@ -240,15 +237,7 @@ fn a_corrupt_spool_from_an_earlier_run_is_cut_counted_and_the_rest_delivered_fir
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("spool");
     {
-        let (mut s, _) = Spool::open(SpoolConfig {
-            dir: dir.clone(),
-            max_bytes: 1 << 30,
-            fsync: false,
-            owner: None,
-            write_ahead: false,
-            dirs: Default::default(),
-        })
-        .unwrap();
+        let (mut s, _) = Spool::open(spool_at(&dir, 1 << 30)).unwrap();
         s.append(&batch(1, 3), 0).unwrap();
         s.append(&batch(4, 3), 0).unwrap();
     }
@@ -335,15 +324,7 @@ fn closing_at_once_under_load_leaves_every_event_accounted_and_on_disk() {
         assert_eq!(a.in_flight, 0, "round {round}: {a}");
         assert_eq!(a.received, 400, "round {round}: {a}");
         drop(out);
-        let (mut s, rec) = Spool::open(SpoolConfig {
-            dir: dir.clone(),
-            max_bytes: 1 << 30,
-            fsync: false,
-            owner: None,
-            write_ahead: false,
-            dirs: Default::default(),
-        })
-        .unwrap();
+        let (mut s, rec) = Spool::open(spool_at(&dir, 1 << 30)).unwrap();
         assert_eq!(rec.events, a.spooled, "round {round}: {a}");
         let mut got = Vec::new();
         while let Some(r) = s.peek().unwrap() {
