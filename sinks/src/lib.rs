@@ -5,6 +5,7 @@
 //! system calls as its protocol allows. It must never know where events come from (netlink,
 //! replay) nor hold any global state.
 
+pub mod delivery;
 pub mod ecs;
 pub mod encode;
 pub mod enriched;
@@ -13,13 +14,14 @@ pub mod file;
 pub mod http;
 pub mod json;
 pub mod metrics;
-pub mod output;
 pub mod prometheus;
 pub mod retry;
-pub mod spool;
 pub mod stdout;
 pub mod syslog;
 pub mod writer;
+
+// The per-output delivery component, at the paths the rest of the workspace uses.
+pub use delivery::{output, spool};
 
 use std::ops::Range;
 

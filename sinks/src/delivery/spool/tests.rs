@@ -3,6 +3,14 @@ use std::os::unix::fs::PermissionsExt;
 
 use pauditd_engine::Event;
 
+/// Failpoints are process-wide: while a crash-window test has one armed, no other spool test
+/// may run (its acknowledgements would hit it). Every test here holds this lock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn batch(first: i64, n: i64) -> Batch {
     let mut b = Batch::default();
     for s in first..first + n {
@@ -58,6 +66,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn records_come_back_in_order_and_survive_reopen() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("spool");
     let (mut s, rec) = open(&dir);
@@ -79,6 +88,7 @@ fn records_come_back_in_order_and_survive_reopen() {
 
 #[test]
 fn ids_only_grow_across_memory_batches_and_restarts() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (s, _) = open(t.path());
     let (mut w, mut r) = s.split();
@@ -99,6 +109,7 @@ fn ids_only_grow_across_memory_batches_and_restarts() {
 
 #[test]
 fn unacknowledged_record_is_sent_again_after_a_crash() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (mut s, _) = open(t.path());
     s.append(&batch(1, 2), 0).unwrap();
@@ -113,6 +124,7 @@ fn unacknowledged_record_is_sent_again_after_a_crash() {
 
 #[test]
 fn held_batches_written_at_shutdown_come_before_later_spooled_ones() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (s, _) = open(t.path());
     let (mut w, mut r) = s.split();
@@ -131,6 +143,7 @@ fn held_batches_written_at_shutdown_come_before_later_spooled_ones() {
 
 #[test]
 fn a_flipped_byte_mid_segment_costs_only_its_record() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (mut s, _) = open(t.path());
     for i in 0..5 {
@@ -159,6 +172,7 @@ fn a_flipped_byte_mid_segment_costs_only_its_record() {
 
 #[test]
 fn a_huge_length_field_allocates_nothing_and_the_rest_is_read() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (mut s, _) = open(t.path());
     s.append(&batch(1, 2), 0).unwrap();
@@ -175,6 +189,7 @@ fn a_huge_length_field_allocates_nothing_and_the_rest_is_read() {
 
 #[test]
 fn torn_tails_are_skipped_and_counted() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (mut s, _) = open(t.path());
     s.append(&batch(1, 2), 0).unwrap();
@@ -192,6 +207,7 @@ fn torn_tails_are_skipped_and_counted() {
 
 #[test]
 fn a_ledger_past_everything_on_disk_is_ignored_not_obeyed() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (mut s, _) = open(t.path());
     s.append(&batch(1, 2), 0).unwrap();
@@ -206,6 +222,7 @@ fn a_ledger_past_everything_on_disk_is_ignored_not_obeyed() {
 
 #[test]
 fn garbage_and_strays_named_like_segments_do_not_disable_the_spool() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (mut s, _) = open(t.path());
     s.append(&batch(1, 2), 0).unwrap();
@@ -226,6 +243,7 @@ fn garbage_and_strays_named_like_segments_do_not_disable_the_spool() {
 
 #[test]
 fn a_spool_of_the_previous_format_is_converted_from_its_cursor_on() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     fs::set_permissions(t.path(), fs::Permissions::from_mode(0o700)).unwrap();
     // Two v1 segments (16-byte headers: magic, length, events, CRC-32 of the payload); the
@@ -260,6 +278,7 @@ fn a_spool_of_the_previous_format_is_converted_from_its_cursor_on() {
 
 #[test]
 fn a_second_instance_is_refused_and_names_the_holder() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let (_s, _) = open(t.path());
     let err = Spool::open(cfg(t.path(), 1 << 30)).unwrap_err();
@@ -274,6 +293,7 @@ fn a_second_instance_is_refused_and_names_the_holder() {
 
 #[test]
 fn full_spool_refuses_appends_and_takes_them_again_after_delivery() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let one = batch(1, 4);
     let size = HEADER + one.bytes().len() as u64;
@@ -290,6 +310,7 @@ fn full_spool_refuses_appends_and_takes_them_again_after_delivery() {
 
 #[test]
 fn a_directory_others_can_write_or_a_symlink_is_refused() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("open");
     fs::create_dir(&dir).unwrap();
@@ -306,6 +327,7 @@ fn a_directory_others_can_write_or_a_symlink_is_refused() {
 
 #[test]
 fn links_planted_in_the_directory_are_never_followed() {
+    let _serial = serial();
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("spool");
     let victim = t.path().join("victim");
@@ -333,10 +355,8 @@ fn links_planted_in_the_directory_are_never_followed() {
 mod crash_windows {
     use super::*;
 
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
+    /// Arm `name` for `f` (the caller holds [`serial`]).
     fn with_failpoint(name: &str, action: &str, f: impl FnOnce()) {
-        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let scenario = fail::FailScenario::setup();
         fail::cfg(name, action).unwrap();
         f();
@@ -355,6 +375,7 @@ mod crash_windows {
 
     #[test]
     fn torn_append() {
+        let _serial = serial();
         let t = tempfile::tempdir().unwrap();
         let (mut s, _) = open(t.path());
         s.append(&batch(1, 2), 0).unwrap();
@@ -375,6 +396,7 @@ mod crash_windows {
 
     #[test]
     fn written_but_not_published() {
+        let _serial = serial();
         let t = tempfile::tempdir().unwrap();
         let (mut s, _) = open(t.path());
         s.append(&batch(1, 2), 0).unwrap();
@@ -416,21 +438,25 @@ mod crash_windows {
 
     #[test]
     fn between_ack_and_ledger() {
+        let _serial = serial();
         ack_window("spool-ack-before-ledger");
     }
 
     #[test]
     fn between_ledger_write_and_rename() {
+        let _serial = serial();
         ack_window("spool-ledger-rename");
     }
 
     #[test]
     fn between_ledger_and_delete() {
+        let _serial = serial();
         ack_window("spool-delete");
     }
 
     #[test]
     fn directory_sync_failure() {
+        let _serial = serial();
         ack_window("spool-dir-sync");
     }
 }
