@@ -342,6 +342,26 @@ pub(crate) fn which(name: &str) -> Result<PathBuf, ()> {
         .ok_or(())
 }
 
+/// The status fields a rules file may change, to put back after loading one.
+pub(crate) fn kernel_settings() -> Vec<(&'static str, u64)> {
+    ["-f", "-r", "-b", "--backlog_wait_time"]
+        .iter()
+        .zip([
+            "failure",
+            "rate_limit",
+            "backlog_limit",
+            "backlog_wait_time",
+        ])
+        .map(|(opt, name)| (*opt, status_field(name)))
+        .collect()
+}
+
+pub(crate) fn restore_settings(settings: &[(&str, u64)]) {
+    for (opt, v) in settings {
+        auditctl(&[opt, &v.to_string()]);
+    }
+}
+
 pub(crate) fn signal(d: &Daemon, sig: i32) {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(d.child.id() as i32, sig) };

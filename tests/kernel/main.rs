@@ -6,6 +6,7 @@
 //! tests take a lock and run one at a time; a guard deletes rules, restores `enabled` and
 //! checks the audit pid is released, also when a test fails.
 
+mod auditctl_parity;
 mod delivery;
 mod enrichment;
 mod events;
@@ -13,6 +14,7 @@ mod hardening;
 mod harness;
 mod metrics;
 mod operations;
+mod outages;
 mod privileges;
 mod reload;
 mod rules;
