@@ -205,14 +205,8 @@ fn spooled_events_survive_kill_9_and_arrive_after_restart() {
         markers.iter().all(|m| s.contains(m.as_str()))
     });
     // kill -9: no shutdown, no release. The kernel notices the dead pid by itself.
-    let _ = d.child.kill();
-    let _ = d.child.wait();
-    drop(d);
-    auditctl(&["-D"]);
-    wait_for("the kernel to let go of the dead daemon", 30, || {
-        let pid = status_field("pid");
-        pid == 0 || !Path::new(&format!("/proc/{pid}")).exists()
-    });
+    d.kill_9();
+    forget_dead_daemon();
 
     let server = httpd::Server::plain_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     let mut d = Daemon::start(&dir, "kill9-again", &cfg);
@@ -294,17 +288,11 @@ fn write_ahead_loses_nothing_to_kill_9_while_the_destination_hangs() {
     wait_for("the destination to be hung on a request", 30, || {
         !held.lock().unwrap().is_empty()
     });
-    let _ = d.child.kill();
-    let _ = d.child.wait();
-    drop(d);
+    d.kill_9();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     acceptor.join().unwrap();
     held.lock().unwrap().clear();
-    auditctl(&["-D"]);
-    wait_for("the kernel to let go of the dead daemon", 30, || {
-        let pid = status_field("pid");
-        pid == 0 || !Path::new(&format!("/proc/{pid}")).exists()
-    });
+    forget_dead_daemon();
     let server = httpd::Server::plain_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     let mut d = Daemon::start(&dir, "writeahead-again", &cfg);
     d.wait_ready();
@@ -371,14 +359,8 @@ fn a_crash_loop_during_an_outage_loses_nothing_spooled_and_keeps_order() {
         }
         // What is on disk now must survive this kill and every later one.
         must_arrive.extend(in_spool());
-        let _ = d.child.kill();
-        let _ = d.child.wait();
-        drop(d);
-        auditctl(&["-D"]);
-        wait_for("the kernel to let go of the dead daemon", 30, || {
-            let pid = status_field("pid");
-            pid == 0 || !Path::new(&format!("/proc/{pid}")).exists()
-        });
+        d.kill_9();
+        forget_dead_daemon();
     }
     assert!(
         must_arrive.len() > 100,

@@ -208,6 +208,25 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// `kill -9`: no shutdown, no release of the audit pid.
+    pub(crate) fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        drop(self);
+    }
+}
+
+/// After a `kill -9`: delete the rules and wait until the kernel, noticing the dead pid by
+/// itself, lets go of the dead daemon.
+pub(crate) fn forget_dead_daemon() {
+    auditctl(&["-D"]);
+    wait_for("the kernel to let go of the dead daemon", 30, || {
+        let pid = status_field("pid");
+        pid == 0 || !Path::new(&format!("/proc/{pid}")).exists()
+    });
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
