@@ -1,7 +1,7 @@
 //! Pre-flight checks: what can be known about a config without side effects, before start.
 //!
-//! Owns the checks that need the file system (the config crate is plain data and never calls
-//! the system): an output file whose directory is missing or that is a directory, a password
+//! Owns the checks that need the file system (the config crate reads the config file itself
+//! and nothing it names): an output file whose directory is missing or that is a directory, a password
 //! file that is missing, TLS files that cannot be read, rules (native) that do not parse or
 //! rule files that cannot be read, users and groups (`privileges.*`, the file output's owner)
 //! the system does not know. `check-config` exits 0 only when these pass, so it answers

@@ -2,8 +2,10 @@
 //!
 //! Owns turning a YAML document into plain data ([`Config`]) with pauditd's keys and defaults,
 //! refusing every bad value with its key path and reason (all of them at once), and warning
-//! about keys it does not know. It must never touch the system (files named in the config are
-//! not opened here) and never panic on any input.
+//! about keys it does not know. It touches the system only in
+//! [`Config::load`], to read the config file itself (one open; its owner and mode, and its
+//! directory's, checked against the effective uid). It must never open a file the config
+//! names (outputs, rules files, spools: their owners open them) and never panic on any input.
 
 mod gore;
 pub mod schema;

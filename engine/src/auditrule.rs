@@ -10,7 +10,7 @@
 //! a silent difference. It must never talk to the kernel: loading is the caller's.
 //!
 //! The encoding and the rendering are checked against the kernel's own listing of the same
-//! rules loaded by auditctl, and against `auditctl -l` (`tests/kernel.rs`).
+//! rules loaded by auditctl, and against `auditctl -l` (`tests/kernel/`).
 
 use crate::arch::{self, Arch};
 use crate::syscall_table;

@@ -14,9 +14,16 @@ use std::net::IpAddr;
 use crate::arch::Arch;
 use crate::decode::{self, SockAddr};
 use crate::event::Event;
-use crate::filter::FilterAction;
 use crate::record::{self, Value};
 use crate::types;
+
+/// What a filter decides for an event it matches, pauditd's filters ([`crate::filter`]) and
+/// ours alike. Defined here, the leaf: [`crate::filter::FilterSet`] holds the event filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterAction {
+    Keep,
+    Drop,
+}
 
 /// A string condition: exact, or a prefix when written with a trailing `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]

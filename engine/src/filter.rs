@@ -12,12 +12,7 @@ use regex::bytes::Regex;
 use rustc_hash::FxHashMap;
 
 use crate::event::Event;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FilterAction {
-    Keep,
-    Drop,
-}
+pub use crate::event_filter::FilterAction;
 
 /// One filter as configured (already validated by the config crate).
 #[derive(Debug, Clone)]

@@ -3,8 +3,10 @@
 //! Owns everything between the bytes the kernel (or an auditd log) hands us and an [`Event`]
 //! ready to be serialized: header and log-line parsing, reassembly, sequence tracking,
 //! filters, uid mapping, and the counters of what was dropped and why. It must never know how
-//! events are written (that is the sinks crate) nor read configuration files (the config
-//! crate); the binary wires them.
+//! events are written (that is the sinks crate) nor parse the configuration file (the config
+//! crate); the binary wires them. The files it does read: rules files ([`rules`]), procfs and
+//! cgroupfs ([`container`], [`lineage`], and [`session`] to name a foreign pid holder), and
+//! the passwd and group databases ([`users`]).
 
 pub mod arch;
 pub mod auditrule;

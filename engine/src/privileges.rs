@@ -19,6 +19,8 @@
 use std::ffi::{CStr, CString};
 use std::io;
 
+use crate::users::nss_get;
+
 pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_AUDIT_CONTROL: u32 = 30;
 pub const CAP_AUDIT_READ: u32 = 37;
@@ -63,21 +65,25 @@ pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, PrivilegeErr
 /// place the system's user database is asked by name (outputs and rules use it too).
 pub fn lookup_user(user: &str) -> Option<(u32, u32)> {
     let name = CString::new(user).ok()?;
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 << 10];
-    let mut result = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `pwd`.
-    let r = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if r == 0 && !result.is_null() {
-        return Some((pwd.pw_uid, pwd.pw_gid));
+    let found = nss_get(|buf| {
+        // SAFETY: `pwd` is plain old data that getpwnam_r fills; `name` and `buf` outlive the
+        // call and `buf`'s length is passed; `pwd` is read only when `result` says it was
+        // filled.
+        unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut result: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            (rc, (!result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid)))
+        }
+    });
+    if found.is_some() {
+        return found;
     }
     let uid: u32 = user.parse().ok()?;
     Some((uid, passwd_by_uid(uid).map_or(uid, |(gid, _)| gid)))
@@ -85,38 +91,47 @@ pub fn lookup_user(user: &str) -> Option<(u32, u32)> {
 
 /// `(primary gid, name)` of `uid` in the system database.
 fn passwd_by_uid(uid: u32) -> Option<(u32, String)> {
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 << 10];
-    let mut result = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; the name is copied before `buf` goes.
-    let r = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    (r == 0 && !result.is_null()).then(|| {
-        // SAFETY: getpwuid_r filled `pw_name` with a NUL-terminated string inside `buf`.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-        (pwd.pw_gid, name.to_string_lossy().into_owned())
+    nss_get(|buf| {
+        // SAFETY: as in `lookup_user`, with getpwuid_r; the name is copied out of `buf` (where
+        // getpwuid_r put it, NUL-terminated) before `buf` can change.
+        unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut result: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            let found = (!result.is_null()).then(|| {
+                let name = CStr::from_ptr(pwd.pw_name);
+                (pwd.pw_gid, name.to_string_lossy().into_owned())
+            });
+            (rc, found)
+        }
     })
 }
 
 /// The gid of a group name, or a numeric gid.
 pub fn lookup_group(group: &str) -> Option<u32> {
     let name = CString::new(group).ok()?;
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 << 10];
-    let mut result = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call.
-    let r = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if r == 0 && !result.is_null() {
-        return Some(grp.gr_gid);
-    }
-    group.parse().ok()
+    let found = nss_get(|buf| {
+        // SAFETY: as in `lookup_user`, with getgrnam_r and `libc::group`.
+        unsafe {
+            let mut grp: libc::group = std::mem::zeroed();
+            let mut result: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(
+                name.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            (rc, (!result.is_null()).then_some(grp.gr_gid))
+        }
+    });
+    found.or_else(|| group.parse().ok())
 }
 
 #[repr(C)]
@@ -211,4 +226,30 @@ pub fn drop_to(id: Identity, keep: &[u32]) -> Result<(), PrivilegeError> {
 /// The user name for log lines.
 pub fn user_name(uid: u32) -> String {
     passwd_by_uid(uid).map_or_else(|| uid.to_string(), |(_, name)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lookups by name go through the one NSS loop (`users::nss_get`, ERANGE retried; its own
+    /// tests are in users.rs); names and numbers as operators type them.
+    #[test]
+    fn users_and_groups_by_name_or_number() {
+        assert_eq!(lookup_user("root"), Some((0, 0)));
+        assert_eq!(lookup_user("0"), Some((0, 0)));
+        assert_eq!(lookup_group("root"), Some(0));
+        assert_eq!(lookup_group("0"), Some(0));
+        // A number nobody has: itself, and its own number as the primary gid.
+        assert_eq!(
+            lookup_user("3999999999"),
+            Some((3_999_999_999, 3_999_999_999))
+        );
+        assert_eq!(lookup_group("3999999999"), Some(3_999_999_999));
+        assert_eq!(lookup_user("no-such-user-pauditd"), None);
+        assert_eq!(lookup_group("no-such-group-pauditd"), None);
+        assert_eq!(lookup_user("ro\0ot"), None, "a NUL is never a name");
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(3_999_999_999), "3999999999");
+    }
 }

@@ -1,11 +1,12 @@
 //! Resolution of uids to user names for the events' `uid_map`.
 //!
 //! Owns the lookup (the system passwd database through `getpwuid_r`, as pauditd's cgo build
-//! does, or a passwd-format file for offline replay and tests) and its cache. The cache is what
-//! keeps lookups off the hot path: with `parser.enable_uid_caching` off it lives for one batch
-//! (pauditd looks up every time; a batch is the smallest unit we re-check at), with it on it
-//! lives until `parser.password_file_path` changes (checked at most once a second, where
-//! pauditd stats the file on every lookup). It must never be a global: callers own one.
+//! does, or a passwd-format file for offline replay and tests) and its cache, and the one NSS
+//! loop (`nss_get`, ERANGE retried) that [`crate::privileges`]' lookups by name share. The
+//! cache is what keeps lookups off the hot path: with `parser.enable_uid_caching` off it lives
+//! for one batch (pauditd looks up every time; a batch is the smallest unit we re-check at),
+//! with it on it lives until `parser.password_file_path` changes (checked at most once a
+//! second, where pauditd stats the file on every lookup). It must never be a global: callers own one.
 
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -249,24 +250,33 @@ impl UserResolver for UserDb {
     }
 }
 
-/// NSS's `get*_r` convention, shared by the user and group lookups: `call` fills its entry
-/// from `buf` and returns the return code and the entry's name (null when not found); the
-/// buffer grows while the answer is ERANGE, up to 1 MiB.
-fn nss_name(mut call: impl FnMut(&mut [u8]) -> (i32, *const libc::c_char)) -> Option<Arc<[u8]>> {
+/// NSS's `get*_r` convention, the one loop every lookup in the system databases goes through
+/// (these uid and gid maps, and [`crate::privileges`]' lookups by name): `call` runs the
+/// lookup with `buf` as its scratch space and returns the return code and, when an entry was
+/// found, what the caller needs of it, copied out of `buf` before it returns. The buffer
+/// grows while the answer is ERANGE, up to 1 MiB; any other non-zero code is "not found".
+pub(crate) fn nss_get<T>(mut call: impl FnMut(&mut [u8]) -> (i32, Option<T>)) -> Option<T> {
     let mut buf = vec![0u8; 1024];
     loop {
-        let (rc, name) = call(&mut buf);
+        let (rc, found) = call(&mut buf);
         if rc == libc::ERANGE && buf.len() < 1 << 20 {
             buf.resize(buf.len() * 4, 0);
             continue;
         }
-        if rc != 0 || name.is_null() {
-            return None;
-        }
-        // SAFETY: `name` is non-null and points into `buf` (what the call filled), which is
-        // alive and unchanged until this copy is made.
-        return Some(Arc::from(unsafe { CStr::from_ptr(name) }.to_bytes()));
+        return if rc == 0 { found } else { None };
     }
+}
+
+/// [`nss_get`] for the uid and gid maps: `call` returns the return code and the entry's name
+/// (null when not found), a pointer into `buf`.
+fn nss_name(mut call: impl FnMut(&mut [u8]) -> (i32, *const libc::c_char)) -> Option<Arc<[u8]>> {
+    nss_get(|buf| {
+        let (rc, name) = call(buf);
+        // SAFETY: a non-null `name` points into `buf` (what the call filled), which is alive
+        // and unchanged until this copy is made.
+        let name = (!name.is_null()).then(|| Arc::from(unsafe { CStr::from_ptr(name) }.to_bytes()));
+        (rc, name)
+    })
 }
 
 fn system_lookup(uid: u32) -> Option<Arc<[u8]>> {
@@ -411,5 +421,41 @@ pub(crate) mod tests {
         assert_eq!(db.cache.len(), 1, "still fresh");
         db.begin_batch(t0 + Duration::from_secs(1));
         assert_eq!(db.cache.len(), 0);
+    }
+
+    /// The one NSS loop: the buffer grows (x4 from 1 KiB) while the call answers ERANGE, and
+    /// what the call found once it fits is returned.
+    #[test]
+    fn nss_get_grows_the_buffer_while_the_answer_is_erange() {
+        let mut sizes = Vec::new();
+        let got = nss_get(|buf| {
+            sizes.push(buf.len());
+            if buf.len() < 20_000 {
+                (libc::ERANGE, None)
+            } else {
+                (0, Some(buf.len()))
+            }
+        });
+        assert_eq!(sizes, [1024, 4096, 16384, 65536]);
+        assert_eq!(got, Some(65536));
+    }
+
+    /// ERANGE past 1 MiB, any other error, and "not found" (0 and nothing) give nothing.
+    #[test]
+    fn nss_get_gives_up_at_1_mib_and_on_errors() {
+        let mut calls = 0;
+        let got: Option<()> = nss_get(|_| {
+            calls += 1;
+            (libc::ERANGE, None)
+        });
+        assert_eq!((got, calls), (None, 6), "1, 4, 16, 64, 256 KiB, 1 MiB");
+        assert_eq!(nss_get(|_| (libc::EIO, Some(1))), None);
+        assert_eq!(nss_get::<u32>(|_| (0, None)), None);
+    }
+
+    #[test]
+    fn the_system_database_names_root() {
+        assert_eq!(system_lookup(0).as_deref(), Some(&b"root"[..]));
+        assert_eq!(system_group_lookup(0).as_deref(), Some(&b"root"[..]));
     }
 }

@@ -26,7 +26,11 @@ use crate::Batch;
 type Job = (u64, Vec<Event>, [bool; crate::FORMATS]);
 
 /// One batch per format, or `None` when its encoding panicked.
-type Encoded = Option<[Option<Batch>; crate::FORMATS]>;
+type Outcome = Option<[Option<Batch>; crate::FORMATS]>;
+
+/// One batch per format (`Format::index`); `None` for a format no output takes. What the
+/// encoders hand the fan-out, shared by every output of that format.
+pub type Encoded = [Option<Arc<Batch>>; crate::FORMATS];
 
 /// Events lost because their batch's encoding panicked (a bug in an encoder): counted, logged,
 /// never a stall. Shared by the pool, the writer and whoever reports.
@@ -57,7 +61,7 @@ pub fn encode_batch(
     events: &[Event],
     formats: [bool; crate::FORMATS],
     failures: &EncodeFailures,
-) -> Encoded {
+) -> Outcome {
     let r = catch_unwind(AssertUnwindSafe(|| {
         fail::fail_point!("encode-batch");
         let mut b: [Option<Batch>; crate::FORMATS] = Default::default();
@@ -91,12 +95,12 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 pub struct EncoderPool {
     jobs: Option<Sender<Job>>,
-    done: Receiver<(u64, Encoded)>,
+    done: Receiver<(u64, Outcome)>,
     workers: Vec<JoinHandle<()>>,
     next_in: u64,
     next_out: u64,
     /// Encoded batches that arrived before their turn.
-    waiting: BTreeMap<u64, Encoded>,
+    waiting: BTreeMap<u64, Outcome>,
 }
 
 impl EncoderPool {
@@ -166,7 +170,7 @@ impl EncoderPool {
 
     /// Encoded batches whose turn has come, in order (a batch whose encoding panicked is
     /// skipped: it was counted); with `wait`, until every submitted batch is out.
-    pub fn collect(&mut self, wait: bool, mut f: impl FnMut(crate::fanout::Encoded)) {
+    pub fn collect(&mut self, wait: bool, mut f: impl FnMut(Encoded)) {
         loop {
             while let Some(b) = self.waiting.remove(&self.next_out) {
                 self.next_out += 1;

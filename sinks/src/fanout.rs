@@ -14,6 +14,7 @@ use std::time::Instant;
 use pauditd_engine::pool::EventPool;
 use pauditd_engine::Event;
 
+pub use crate::encode::Encoded;
 use crate::encode::{panic_message, EncodeFailures, EncoderPool};
 pub use crate::output::{Accounting, SinkStats};
 use crate::output::{Deadline, Output};
@@ -69,9 +70,6 @@ impl OutputsHandle {
         }
     }
 }
-
-/// One batch per format (`Format::index`); `None` for a format no output takes.
-pub type Encoded = [Option<Arc<Batch>>; crate::FORMATS];
 
 /// Which formats the outputs take.
 fn formats_of(outputs: &[Output]) -> [bool; crate::FORMATS] {

@@ -6,7 +6,9 @@
 //! error unless `follow_symlink` says so), refuses a regular file with other hard links, and
 //! changes mode and owner only through the open file (`fchmod`, `fchown`), never by path:
 //! whoever can write the log's directory cannot point root at another file. It must never
-//! truncate: the file is only ever appended to.
+//! truncate what it did not write: the file is only appended to, except that a write cut
+//! short (a full disk) is cut back to the last whole line it wrote (`set_len`), so the next
+//! batch does not glue onto a torn line.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -5,7 +5,8 @@
 //! `\"` `\\` `\n` `\r` `\t` `\b` `\f`, other control bytes as `\u00xx`, the HTML-unsafe `<`
 //! `>` `&` as `\u003c` `\u003e` `\u0026`, U+2028/U+2029 escaped, and every byte that is not
 //! part of a valid UTF-8 sequence as `\ufffd` (Go decodes one byte at a time on error). It
-//! must never allocate beyond growing the caller's buffer.
+//! must never allocate beyond growing the caller's buffer for a finished event (one built by
+//! hand and never finished has its uid map sorted into a temporary list).
 
 use pauditd_engine::Event;
 

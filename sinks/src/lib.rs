@@ -1,9 +1,13 @@
-//! pauditd's outputs: the JSON encoder and the sinks events are written to.
+//! pauditd's outputs: the encoders and the sinks events are written to.
 //!
-//! Owns the wire form of an event ([`json`]) and every transport ([`stdout`], [`file`]).
-//! Sinks take whole batches of encoded lines, so each transport can write a batch with as few
-//! system calls as its protocol allows. It must never know where events come from (netlink,
-//! replay) nor hold any global state.
+//! Owns the wire forms of an event (formats: [`json`] for pauditd's, [`enriched`], [`ecs`]),
+//! delivery ([`writer`], [`fanout`], [`encode`], [`output`], [`spool`], [`retry`]), every
+//! transport ([`stdout`], [`file`](mod@file), [`syslog`], [`http`]) and metrics export ([`metrics`],
+//! [`prometheus`]). Sinks take whole batches of encoded lines, so each transport can write a
+//! batch with as few system calls as its protocol allows. It must never know where events
+//! come from (netlink, replay) nor hold mutable global state: the only statics are read-only
+//! tables built once (`enriched::fields`, `ecs::normalize`, `json`'s byte classes) and
+//! per-thread scratch arenas.
 
 pub mod delivery;
 pub mod ecs;
