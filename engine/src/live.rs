@@ -91,6 +91,12 @@ impl Budget {
         self.deadline.map(|d| d.saturating_duration_since(now))
     }
 
+    /// End the open window early (the caller publishes what is staged): the next wait blocks
+    /// for a first datagram.
+    pub(crate) fn close(&mut self) {
+        self.deadline = None;
+    }
+
     /// After a receive at `now`, with `staged` datagrams not yet published (in all): whether
     /// to publish them now.
     pub(crate) fn publish(&mut self, now: Instant, staged: usize) -> bool {
@@ -470,7 +476,7 @@ fn receive_loop(
         }
     }
     let mut budget = Budget::new(max_delay);
-    let mut staged = 0usize;
+    let (mut staged, mut since_sleep) = (0usize, 0usize);
     loop {
         let draining = stop.load(Ordering::Acquire);
         // Within an open window, take what the socket holds without blocking, then sleep out
@@ -490,13 +496,24 @@ fn receive_loop(
             Ok(n) => {
                 grant.stage(n);
                 staged += 1;
+                since_sleep += 1;
                 c.received += 1;
             }
             Err(e) => match e.raw_os_error() {
                 Some(libc::EAGAIN) | Some(libc::EINTR) if !draining => {
-                    if let Some(w) = window.filter(|w| !w.is_zero()) {
+                    if since_sleep >= BUDGET_DATAGRAMS {
+                        // Datagrams come faster than a batch per budget: a sleep has no early
+                        // wake-up here (io_uring's wait has), and under a storm it would let
+                        // the socket buffer overflow. Publish and block for the next one.
+                        budget.close();
+                        if staged > 0 {
+                            producer.publish();
+                            staged = 0;
+                        }
+                    } else if let Some(w) = window.filter(|w| !w.is_zero()) {
                         std::thread::sleep(w);
                     }
+                    since_sleep = 0;
                 }
                 Some(libc::EAGAIN) => break,
                 Some(libc::EINTR) => {}
