@@ -168,6 +168,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
             receiver_core,
             ring_bytes: cfg.engine.ring_size as usize,
             batch: EVENTS_PER_BATCH,
+            max_delay: cfg.engine.max_delay,
             io_uring: match cfg.engine.io_uring {
                 pauditd_config::IoUring::Auto => IoUringMode::Auto,
                 pauditd_config::IoUring::On => IoUringMode::On,

@@ -281,7 +281,16 @@ pub struct Engine {
     /// `engine.encode_workers`: threads encoding JSON besides the caller, order kept;
     /// `None`: none (the daemon's writer thread, or replay's reading thread, encodes).
     pub encode_workers: Option<u32>,
+    /// `engine.max_delay`: the latency budget within which the receiver gathers datagrams
+    /// before handing them on (one wake-up per budget along the pipeline instead of one per
+    /// datagram); zero hands every datagram on at once.
+    pub max_delay: Duration,
 }
+
+/// Default of `engine.max_delay`.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(5);
+/// Largest `engine.max_delay` accepted.
+pub const MAX_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// `privileges.*` (our extension): who the daemon runs as after start-up.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -795,6 +804,18 @@ fn read(r: &mut Reader, root: &mut Section<'_>) -> Config {
         encode_workers: e
             .has("encode_workers")
             .then(|| r.int(&mut e, "encode_workers", 0, 0, 64) as u32),
+        max_delay: {
+            let d = r.duration(&mut e, "max_delay", DEFAULT_MAX_DELAY);
+            if d > MAX_MAX_DELAY {
+                r.report(
+                    e.path.clone() + ".max_delay",
+                    format!("{d:?} is more than the largest budget, 1s"),
+                );
+                DEFAULT_MAX_DELAY
+            } else {
+                d
+            }
+        },
         io_uring: match r.string(&mut e, "io_uring", "auto").as_str() {
             "auto" => IoUring::Auto,
             "on" => IoUring::On,

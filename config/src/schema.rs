@@ -103,6 +103,7 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("netlink.mode", "(extension) unicast (be the audit daemon) or multicast (read beside another audit daemon)."),
     ("engine.receiver_core", "(extension) CPU the receiver thread is pinned to; -1: no pinning. Default: the last core."),
     ("engine.ring_size", "(extension) Bytes of the ring between the receiver and the reassembler."),
+    ("engine.max_delay", "(extension) Latency budget: how long the receiver may gather datagrams before handing them on, so that the receiver, the reassembler, the writer and each output wake once per budget (or per 64 datagrams) instead of once per event at everyday rates. An event leaves the receiver at most this long after it arrived. `0`: every datagram is handed on at once, and the reassembler coalesces for 500 µs per wake-up instead (the behaviour before this setting). At most 1s."),
     ("engine.encode_workers", "(extension) Threads encoding events besides the writer (daemon) or the reading thread (replay); order is kept byte for byte. On a 2-core machine they add CPU and no speed (perf/RESULTS.md), hence 0."),
     ("engine.io_uring", "(extension) auto (io_uring where the kernel allows it), on (or refuse to start) or off (plain recv)."),
     ("privileges.user", "(extension) User to switch to once the socket, rules and outputs are set up (keeping CAP_AUDIT_CONTROL). Default: stay root."),

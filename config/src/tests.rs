@@ -463,3 +463,18 @@ fn docs_are_generated() {
         "docs/configuration.md's key table is stale: UPDATE_DOCS=1 cargo test -p pauditd-config docs_are_generated"
     );
 }
+
+#[test]
+fn engine_max_delay_default_zero_and_bounds() {
+    let c = Config::from_str("rules: ['-e 1']").unwrap();
+    assert_eq!(c.engine.max_delay, DEFAULT_MAX_DELAY);
+    let c = Config::from_str("engine: { max_delay: 0s }").unwrap();
+    assert_eq!(c.engine.max_delay, Duration::ZERO);
+    let c = Config::from_str("engine: { max_delay: 20ms }").unwrap();
+    assert_eq!(c.engine.max_delay, Duration::from_millis(20));
+    assert_eq!(
+        errors("engine: { max_delay: 2s }"),
+        vec!["engine.max_delay: 2s is more than the largest budget, 1s"]
+    );
+    assert_eq!(errors("engine: { max_delay: 5 }").len(), 1);
+}

@@ -53,6 +53,74 @@ pub struct LiveConfig {
     /// Events per batch handed to `emit` (sooner when the ring runs dry).
     pub batch: usize,
     pub io_uring: IoUringMode,
+    /// `engine.max_delay`: the latency budget within which the receiver gathers datagrams
+    /// before publishing them (one wake-up of the reassembler, and so of the writer and the
+    /// outputs, per budget instead of per datagram); zero publishes every datagram at once.
+    pub max_delay: Duration,
+}
+
+/// Datagrams that end a budget early: a batch this big is published at once.
+pub(crate) const BUDGET_DATAGRAMS: usize = 64;
+
+/// The receiver's latency budget (`engine.max_delay`), with the clock as an input.
+///
+/// Idle, the receiver blocks for the first datagram. Once one arrives a window of `max_delay`
+/// opens: datagrams are staged, not published, until the window closes or
+/// [`BUDGET_DATAGRAMS`] are staged; then they are published together and, if any were, the
+/// next window opens at once (a steady stream costs one wake-up per window, not two). A
+/// window that closes with nothing staged ends the stream: back to blocking. So a datagram
+/// waits in the receiver at most `max_delay` after it was received.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    max_delay: Duration,
+    /// When the open window closes.
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    pub(crate) fn new(max_delay: Duration) -> Budget {
+        Budget {
+            max_delay,
+            deadline: None,
+        }
+    }
+
+    /// How long the next wait for datagrams may last: `None` blocks for the first one (no
+    /// window open); `Some(d)` waits for more until the window closes (`d` may be zero).
+    pub(crate) fn wait(&self, now: Instant) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(now))
+    }
+
+    /// End the open window early (the caller publishes what is staged): the next wait blocks
+    /// for a first datagram.
+    pub(crate) fn close(&mut self) {
+        self.deadline = None;
+    }
+
+    /// After a receive at `now`, with `staged` datagrams not yet published (in all): whether
+    /// to publish them now.
+    pub(crate) fn publish(&mut self, now: Instant, staged: usize) -> bool {
+        if self.max_delay.is_zero() {
+            return staged > 0;
+        }
+        match self.deadline {
+            _ if staged >= BUDGET_DATAGRAMS => {
+                self.deadline = Some(now + self.max_delay);
+                true
+            }
+            None => {
+                if staged > 0 {
+                    self.deadline = Some(now + self.max_delay);
+                }
+                false
+            }
+            Some(d) if now >= d => {
+                self.deadline = (staged > 0).then(|| now + self.max_delay);
+                staged > 0
+            }
+            Some(_) => false,
+        }
+    }
 }
 
 /// Counters the receiver publishes (plain stores of its own tallies; read by anyone).
@@ -142,7 +210,7 @@ pub struct Live {
     /// The reassembler's counters, republished every [`STATS_EVERY`].
     stats: Arc<Mutex<Stats>>,
     /// Milliseconds since `started` at the reassembler's latest loop turn (at least every
-    /// 100 ms when it is healthy, idle or not).
+    /// 250 ms when it is healthy, idle or not).
     heartbeat: Arc<AtomicU64>,
     started: Instant,
 }
@@ -180,6 +248,7 @@ impl Live {
             );
             let core = cfg.receiver_core;
             let mode = cfg.io_uring;
+            let max_delay = cfg.max_delay;
             // The io_uring is built on the thread that drives it (so it can be a single
             // issuer); whether that worked comes back before `start` returns.
             let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
@@ -213,7 +282,7 @@ impl Live {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    receive_loop(&socket, uring, producer, &stop, &gone, &counters)
+                    receive_loop(&socket, max_delay, uring, producer, &stop, &gone, &counters)
                 })?;
             match ready_rx.recv() {
                 Ok(Ok(())) => thread,
@@ -235,13 +304,20 @@ impl Live {
             let shared = stats.clone();
             let beat = heartbeat.clone();
             let batch = cfg.batch.max(1);
+            // With a budget the receiver already gathers datagrams per window: a coalescing
+            // sleep here would only add a second wake-up per window.
+            let coalesce = if cfg.max_delay.is_zero() {
+                COALESCE
+            } else {
+                Duration::ZERO
+            };
             std::thread::Builder::new()
                 .name("pauditd-reasm".into())
                 .spawn(move || {
                     let _gone = SetOnDrop(consumer_gone);
                     reassemble_loop(
-                        consumer, processor, emit, batch, &acks, control_rx, &shared, &beat,
-                        started,
+                        consumer, processor, emit, batch, coalesce, &acks, control_rx, &shared,
+                        &beat, started,
                     )
                 })?
         };
@@ -369,6 +445,7 @@ impl Drop for SetOnDrop {
 
 fn receive_loop(
     socket: &AuditSocket,
+    max_delay: Duration,
     uring: Option<UringReceiver>,
     mut producer: Producer,
     stop: &AtomicBool,
@@ -380,7 +457,7 @@ fn receive_loop(
     if let Some(mut u) = uring {
         counters.io_uring.store(true, Ordering::Relaxed);
         log::info!("receiving with io_uring (multishot recv, {URING_BUFFERS} provided buffers)");
-        let stopped = u.run(&mut producer, stop, &give_up, &mut c, &mut |c| {
+        let stopped = u.run(&mut producer, stop, &give_up, max_delay, &mut c, &mut |c| {
             counters.publish(c)
         });
         counters.io_uring.store(false, Ordering::Relaxed);
@@ -398,24 +475,46 @@ fn receive_loop(
             }
         }
     }
+    let mut budget = Budget::new(max_delay);
+    let (mut staged, mut since_sleep) = (0usize, 0usize);
     loop {
         let draining = stop.load(Ordering::Acquire);
+        // Within an open window, take what the socket holds without blocking, then sleep out
+        // the window (datagrams meanwhile wait in the socket buffer, as they do while the
+        // ring is full): one wake-up per window instead of one per datagram.
+        let window = budget.wait(Instant::now());
         let Some(mut grant) = producer.reserve(&give_up) else {
             log::error!("reassembly thread gone; receiver stops");
             break;
         };
         let room = grant.slot().len();
-        match socket.recv(grant.slot(), draining) {
+        match socket.recv(grant.slot(), draining || window.is_some()) {
             Ok(n) if n > room => {
                 c.truncated += 1;
                 log::error!("dropped a {n}-byte netlink datagram (larger than {room} bytes)");
             }
             Ok(n) => {
-                grant.commit(n);
+                grant.stage(n);
+                staged += 1;
+                since_sleep += 1;
                 c.received += 1;
             }
             Err(e) => match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) if !draining => {}
+                Some(libc::EAGAIN) | Some(libc::EINTR) if !draining => {
+                    if since_sleep >= BUDGET_DATAGRAMS {
+                        // Datagrams come faster than a batch per budget: a sleep has no early
+                        // wake-up here (io_uring's wait has), and under a storm it would let
+                        // the socket buffer overflow. Publish and block for the next one.
+                        budget.close();
+                        if staged > 0 {
+                            producer.publish();
+                            staged = 0;
+                        }
+                    } else if let Some(w) = window.filter(|w| !w.is_zero()) {
+                        std::thread::sleep(w);
+                    }
+                    since_sleep = 0;
+                }
                 Some(libc::EAGAIN) => break,
                 Some(libc::EINTR) => {}
                 Some(libc::ENOBUFS) => {
@@ -434,6 +533,10 @@ fn receive_loop(
                 }
             },
         }
+        if budget.publish(Instant::now(), staged) {
+            producer.publish();
+            staged = 0;
+        }
         c.ring_full_waits = producer.full_waits;
         counters.publish(&c);
     }
@@ -442,6 +545,9 @@ fn receive_loop(
 /// How long the reassembler lets records accumulate after a wake-up, unless this much is
 /// already waiting.
 const COALESCE: Duration = Duration::from_micros(500);
+/// The longest the reassembler waits idle (its heartbeat's period, and 4 wake-ups a second
+/// when nothing happens).
+const IDLE_WAIT_MS: u64 = 250;
 const COALESCE_BYTES: usize = 64 << 10;
 
 #[allow(clippy::too_many_arguments)]
@@ -450,6 +556,7 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
     mut processor: Processor<U>,
     mut emit: E,
     batch: usize,
+    coalesce: Duration,
     acks: &AckBoard,
     control: Receiver<Control>,
     shared: &Mutex<Stats>,
@@ -502,16 +609,20 @@ fn reassemble_loop<U: UserResolver, E: FnMut(Vec<Event>)>(
             }
             let wait = processor
                 .next_deadline()
-                .map_or(100, |d| d.saturating_sub(now))
-                .clamp(1, 100);
+                .map_or(IDLE_WAIT_MS, |d| d.saturating_sub(now))
+                .clamp(1, IDLE_WAIT_MS);
             consumer.wait(Duration::from_millis(wait));
             // Woken by a first datagram: let a few more land before draining. The receiver
             // keeps emptying the socket meanwhile (the kernel never waits on this), and one
             // wake-up per COALESCE instead of per datagram cut the reassembler's scheduling
             // cost under load (scripts/loadbench).
             let pending = consumer.pending_bytes();
-            if pending > 0 && pending < COALESCE_BYTES && !consumer.is_closed() {
-                std::thread::sleep(COALESCE);
+            if !coalesce.is_zero()
+                && pending > 0
+                && pending < COALESCE_BYTES
+                && !consumer.is_closed()
+            {
+                std::thread::sleep(coalesce);
             }
         }
     }
@@ -646,6 +757,7 @@ mod tests {
             processor,
             |evs: Vec<Event>| sizes.push(evs.len()),
             batch,
+            COALESCE,
             &AckBoard::default(),
             control_rx,
             &Mutex::new(Stats::default()),
@@ -656,6 +768,94 @@ mod tests {
     }
 
     const EVENTS: u32 = 20_000;
+
+    /// Drive a [`Budget`] as the receive loops do, with a simulated clock: datagrams arrive at
+    /// `arrivals` (µs from the start, sorted); each wait lasts until the next arrival, or the
+    /// budget's window end if that comes first. Returns, per publish, the publish time and
+    /// the arrival times it carried.
+    fn publishes(max_delay_us: u64, arrivals: &[u64]) -> Vec<(u64, Vec<u64>)> {
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        let mut budget = Budget::new(Duration::from_micros(max_delay_us));
+        let (mut now, mut next, mut staged) = (0u64, 0usize, Vec::new());
+        let mut out = Vec::new();
+        loop {
+            // The wait: blocks for the next arrival, or ends at the window's end.
+            match budget.wait(at(now)) {
+                None if next == arrivals.len() => break,
+                None => now = now.max(arrivals[next]),
+                Some(d) => {
+                    let end = now + d.as_micros() as u64;
+                    now = arrivals.get(next).map_or(end, |&a| a.max(now).min(end));
+                }
+            }
+            // Everything that arrived by now is received (one datagram per completion, at
+            // most what fills a batch in one turn).
+            while next < arrivals.len() && arrivals[next] <= now && staged.len() < BUDGET_DATAGRAMS
+            {
+                staged.push(arrivals[next]);
+                next += 1;
+            }
+            if budget.publish(at(now), staged.len()) {
+                out.push((now, std::mem::take(&mut staged)));
+            }
+        }
+        assert!(staged.is_empty(), "datagrams never published: {staged:?}");
+        out
+    }
+
+    /// Every datagram is published within the budget of its arrival, whatever the pattern
+    /// (steady, bursts, silences); a steady stream is published once per budget, not per
+    /// datagram; a burst that fills a batch goes at once.
+    #[test]
+    fn the_budget_publishes_every_datagram_within_max_delay_and_batches_the_rest() {
+        let budget = 5_000; // µs
+                            // 1,000/s for a second, a silence, a burst of 300 in 3 ms, a lone datagram.
+        let mut arrivals: Vec<u64> = (0..1000).map(|i| i * 1000 + 7).collect();
+        arrivals.extend((0..300).map(|i| 2_000_000 + i * 10));
+        arrivals.push(3_500_000);
+        let pubs = publishes(budget, &arrivals);
+        let all: Vec<u64> = pubs.iter().flat_map(|(_, a)| a.iter().copied()).collect();
+        assert_eq!(all, arrivals, "every datagram once, in order");
+        for (t, carried) in &pubs {
+            for a in carried {
+                assert!(t - a <= budget, "a datagram of {a} µs published at {t} µs");
+            }
+        }
+        // The steady second: ~200 windows of 5 ms, not 1,000 publishes.
+        let steady = pubs.iter().filter(|(t, _)| *t < 1_100_000).count();
+        assert!(
+            (190..=210).contains(&steady),
+            "{steady} publishes for the steady second"
+        );
+        // The burst: full batches of 64 published as they fill, the rest at the window's end.
+        let burst: Vec<usize> = pubs
+            .iter()
+            .filter(|(t, _)| (2_000_000..3_000_000).contains(t))
+            .map(|(_, a)| a.len())
+            .collect();
+        assert!(burst.iter().all(|&n| n <= BUDGET_DATAGRAMS), "{burst:?}");
+        assert!(
+            burst.iter().filter(|&&n| n == BUDGET_DATAGRAMS).count() >= 4,
+            "{burst:?}"
+        );
+        // The lone datagram, after a silence, waits its budget and no more.
+        let (t, last) = pubs.last().unwrap();
+        assert_eq!((*t, last.as_slice()), (3_505_000, &[3_500_000][..]));
+    }
+
+    /// `max_delay: 0` is the behaviour before the budget: every receive is published at once,
+    /// and the receiver only ever blocks for the next datagram.
+    #[test]
+    fn a_zero_budget_publishes_every_datagram_at_once() {
+        let arrivals: Vec<u64> = (0..100).map(|i| i * 1000).collect();
+        let pubs = publishes(0, &arrivals);
+        assert_eq!(pubs.len(), 100);
+        assert!(pubs.iter().all(|(t, a)| a == &[*t]), "{pubs:?}");
+        let mut b = Budget::new(Duration::ZERO);
+        assert!(!b.publish(Instant::now(), 0));
+        assert_eq!(b.wait(Instant::now()), None);
+    }
 
     /// A ring full of completed events (thousands in one read) reaches `emit` in batches of
     /// at most `batch`: the writer's queue, counted in batches, then bounds the events in it

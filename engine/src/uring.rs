@@ -13,12 +13,12 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, IoUring};
 
-use crate::live::ReceiverStats;
+use crate::live::{Budget, ReceiverStats, BUDGET_DATAGRAMS};
 use crate::ring::Producer;
 
 /// The buffer group id of our provided-buffer ring (the only one on this io_uring).
@@ -160,11 +160,12 @@ impl UringReceiver {
         producer: &mut Producer,
         stop: &AtomicBool,
         give_up: &dyn Fn() -> bool,
+        max_delay: Duration,
         c: &mut ReceiverStats,
         publish: &mut dyn FnMut(&ReceiverStats),
     ) -> Stopped {
-        let ts = Timespec::from(WAIT);
-        let args = SubmitArgs::new().timespec(&ts);
+        let mut budget = Budget::new(max_delay);
+        let mut staged = 0usize;
         loop {
             if stop.load(Ordering::Acquire) {
                 return self.cancel(producer, give_up, c);
@@ -174,7 +175,21 @@ impl UringReceiver {
                     return Stopped::Unsupported(e);
                 }
             }
-            if let Err(e) = self.ring.submitter().submit_with_args(1, &args) {
+            // Idle: wait for one completion. Within the budget's window: for enough to fill a
+            // batch, or the window's end, whichever comes first (on this DEFER_TASKRUN ring
+            // the kernel wakes us only then, not per completion).
+            let (want, wait) = match budget.wait(Instant::now()) {
+                None => (1, WAIT),
+                Some(d) => ((BUDGET_DATAGRAMS.saturating_sub(staged)).max(1), d),
+            };
+            let ts = Timespec::from(wait);
+            let args = SubmitArgs::new().timespec(&ts);
+            let waited = if wait.is_zero() {
+                Ok(0)
+            } else {
+                self.ring.submitter().submit_with_args(want, &args)
+            };
+            if let Err(e) = waited {
                 match e.raw_os_error() {
                     Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) => {}
                     // A single-issuer ring driven by another thread than the one that built
@@ -187,11 +202,16 @@ impl UringReceiver {
                     }
                 }
             }
+            let before = c.received;
             if let Err(s) = self.reap(producer, give_up, c) {
                 producer.publish();
                 return s;
             }
-            producer.publish();
+            staged += (c.received - before) as usize;
+            if budget.publish(Instant::now(), staged) {
+                producer.publish();
+                staged = 0;
+            }
             self.replenish();
             c.ring_full_waits = producer.full_waits;
             publish(c);
@@ -466,9 +486,14 @@ mod tests {
             let mut c = ReceiverStats::default();
             let never = || false;
             let mut publishes = 0u64;
-            let s = recv.run(&mut producer, &stop, &never, &mut c, &mut |_| {
-                publishes += 1
-            });
+            let s = recv.run(
+                &mut producer,
+                &stop,
+                &never,
+                Duration::ZERO,
+                &mut c,
+                &mut |_| publishes += 1,
+            );
             (s, c, publishes)
         });
         let mut next = 0u32;
@@ -527,7 +552,14 @@ mod tests {
                 let mut recv = UringReceiver::new(rx.as_fd(), 256, 512).unwrap();
                 let mut c = ReceiverStats::default();
                 let never = || false;
-                let s = recv.run(&mut producer, &stop, &never, &mut c, &mut |_| {});
+                let s = recv.run(
+                    &mut producer,
+                    &stop,
+                    &never,
+                    Duration::ZERO,
+                    &mut c,
+                    &mut |_| {},
+                );
                 (s, c)
             })
         };
@@ -570,7 +602,14 @@ mod tests {
                 stop.store(true, Ordering::Release);
             }
         };
-        recv.run(&mut producer, &stop, &|| false, &mut c, stop_after_first);
+        recv.run(
+            &mut producer,
+            &stop,
+            &|| false,
+            Duration::ZERO,
+            &mut c,
+            stop_after_first,
+        );
         drop(producer);
         let mut got = vec![];
         consumer.read_batch(|d| got.push((d[0], d.len())));

@@ -26,6 +26,11 @@ struct Args {
     /// outcome does not matter, the attempt is what is audited.
     #[arg(long)]
     connect: Vec<String>,
+    /// Instead of getppid(2), run this program (no arguments) and wait for it, COUNT times:
+    /// the `exec` workload of `scripts/loadbench` (`--exec /usr/bin/true` under an execve
+    /// rule: SYSCALL, EXECVE, CWD, PATH x2, PROCTITLE per event).
+    #[arg(long)]
+    exec: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -45,6 +50,15 @@ fn main() {
     } else {
         (a.rate as f64 * a.seconds) as u64
     };
+    let op = || match &a.exec {
+        None => getppid(),
+        Some(p) => {
+            if let Err(e) = std::process::Command::new(p).status() {
+                eprintln!("--exec {}: {e}", p.display());
+                std::process::exit(1);
+            }
+        }
+    };
     let start = Instant::now();
     let mut done = 0u64;
     while done < count {
@@ -56,11 +70,11 @@ fn main() {
                 continue;
             }
             while done < due {
-                getppid();
+                op();
                 done += 1;
             }
         } else {
-            getppid();
+            op();
             done += 1;
         }
     }

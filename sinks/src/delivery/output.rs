@@ -879,7 +879,10 @@ impl Delivery {
                     } else if !win_open {
                         break;
                     } else {
-                        match self.win.recv_timeout(Duration::from_millis(100)) {
+                        // Idle: a batch, the window's end or a spool notice wakes this at
+                        // once; the timeout only bounds how late an idle output notices its
+                        // shutdown deadline (4 wake-ups a second idle).
+                        match self.win.recv_timeout(Duration::from_millis(250)) {
                             Ok(Window::Batch(id, b)) => Held::Memory(id, b),
                             Ok(Window::Spooled) | Err(RecvTimeoutError::Timeout) => continue,
                             // Closed and drained: the spool, then stop.
