@@ -174,12 +174,15 @@ fn spool_on_a_full_disk_counts_what_it_cannot_keep_and_the_other_output_goes_on(
         .unwrap(),
         file_output(&file),
     ]);
-    for i in 0..200 {
-        out.offer(Arc::new(batch(i * 50 + 1, 50)));
-        // Paced: the spool's buffer thread takes a burst only as deep as its queue.
-        std::thread::sleep(Duration::from_millis(2));
-    }
     let http = out.stats()[0].clone();
+    for i in 0..200 {
+        // The spool's buffer thread takes a burst only as deep as its queue (2): offer once
+        // it has room, as a steady stream would.
+        wait_until("room in the http output's queue", 10, || {
+            http.counters.queued_batches.load(Relaxed) < 2
+        });
+        out.offer(Arc::new(batch(i * 50 + 1, 50)));
+    }
     wait_until("the spool to fill", 30, || {
         http.counters.lost(LossReason::SpoolError) > 0
     });

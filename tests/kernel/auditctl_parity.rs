@@ -100,7 +100,7 @@ fn native_rule_encoding_matches_auditctl_over_audit_userspaces_rule_files() {
     };
     let mut rules = Vec::new();
     for f in files.flatten() {
-        if f.path().extension().map_or(true, |x| x != "rules") {
+        if f.path().extension().is_none_or(|x| x != "rules") {
             continue;
         }
         for line in std::fs::read_to_string(f.path()).unwrap().lines() {

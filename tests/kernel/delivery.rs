@@ -171,6 +171,25 @@ fn a_syslog_receiver_that_never_reads_holds_back_neither_the_kernel_nor_the_file
     outputs_stay_isolated(BadReceiver::NeverReads);
 }
 
+/// An HTTP output (one worker) with a spool in `spool` (more spool keys in `spool_keys`),
+/// beside the file output, under the echo rules.
+fn spooled_http(port: u16, spool: &Path, spool_keys: &str) -> String {
+    format!(
+        "  http:\n    enabled: true\n    url: http://127.0.0.1:{port}/audit\n    worker_count: 1\n    spool: {{ dir: {}{spool_keys} }}\n{}",
+        spool.display(),
+        echo_rules()
+    )
+}
+
+/// Every request body the service received, as text.
+fn bodies(server: &httpd::Server) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect()
+}
+
 #[test]
 fn spooled_events_survive_kill_9_and_arrive_after_restart() {
     let Some(_k) = kernel() else { return };
@@ -178,11 +197,7 @@ fn spooled_events_survive_kill_9_and_arrive_after_restart() {
     // Nobody listens on this port yet: every event goes to the spool.
     let port = free_port();
     let spool = dir.join("spool");
-    let cfg = format!(
-        "  http:\n    enabled: true\n    url: http://127.0.0.1:{port}/audit\n    worker_count: 1\n    spool: {{ dir: {} }}\n{}",
-        spool.display(),
-        echo_rules()
-    );
+    let cfg = spooled_http(port, &spool, "");
     let mut d = Daemon::start(&dir, "kill9", &cfg);
     d.wait_ready();
     let markers: Vec<String> = (0..30)
@@ -211,13 +226,7 @@ fn spooled_events_survive_kill_9_and_arrive_after_restart() {
     let server = httpd::Server::plain_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     let mut d = Daemon::start(&dir, "kill9-again", &cfg);
     d.wait_ready();
-    let arrived = |server: &httpd::Server| -> Vec<String> {
-        server
-            .requests()
-            .iter()
-            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-            .collect()
-    };
+    let arrived = bodies;
     wait_for("every spooled event at the service", 60, || {
         let got = arrived(&server);
         markers
@@ -265,11 +274,7 @@ fn write_ahead_loses_nothing_to_kill_9_while_the_destination_hangs() {
         })
     };
     let spool = dir.join("spool");
-    let cfg = format!(
-        "  http:\n    enabled: true\n    url: http://127.0.0.1:{port}/audit\n    worker_count: 1\n    spool: {{ dir: {}, write_ahead: true }}\n{}",
-        spool.display(),
-        echo_rules()
-    );
+    let cfg = spooled_http(port, &spool, ", write_ahead: true");
     let mut d = Daemon::start(&dir, "writeahead", &cfg);
     d.wait_ready();
     let markers: Vec<String> = (0..30)
@@ -297,11 +302,7 @@ fn write_ahead_loses_nothing_to_kill_9_while_the_destination_hangs() {
     let mut d = Daemon::start(&dir, "writeahead-again", &cfg);
     d.wait_ready();
     wait_for("every event at the working destination", 60, || {
-        let got: Vec<String> = server
-            .requests()
-            .iter()
-            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-            .collect();
+        let got = bodies(&server);
         markers
             .iter()
             .all(|m| got.iter().any(|b| b.contains(m.as_str())))
@@ -320,11 +321,7 @@ fn a_crash_loop_during_an_outage_loses_nothing_spooled_and_keeps_order() {
     let dir = tempdir("crashloop");
     let port = free_port();
     let spool = dir.join("spool");
-    let cfg = format!(
-        "  http:\n    enabled: true\n    url: http://127.0.0.1:{port}/audit\n    worker_count: 1\n    spool: {{ dir: {} }}\n{}",
-        spool.display(),
-        echo_rules()
-    );
+    let cfg = spooled_http(port, &spool, "");
     let in_spool = || -> Vec<String> {
         let mut found = Vec::new();
         for e in std::fs::read_dir(&spool).into_iter().flatten().flatten() {

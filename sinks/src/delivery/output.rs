@@ -321,8 +321,6 @@ pub struct Output {
     threads: Vec<JoinHandle<()>>,
     live: Option<Arc<dyn LiveCounters>>,
     has_spool: bool,
-    /// A spool was asked for but could not be opened: a full queue is a spool error.
-    spool_unusable: bool,
 }
 
 /// The spool as the output starts with it.
@@ -407,7 +405,6 @@ impl Output {
             _ => SpoolStart::None,
         };
         let has_spool = !matches!(spool, SpoolStart::None);
-        let spool_unusable = !has_spool && cfg.overflow == Overflow::Spool;
         let shared = Arc::new(Shared {
             name,
             overflow: cfg.overflow,
@@ -479,7 +476,6 @@ impl Output {
             threads,
             live,
             has_spool,
-            spool_unusable,
         })
     }
 
@@ -556,7 +552,8 @@ impl Output {
                             LossReason::QueueFull,
                             "the spool's intake is full (the disk is slower than the events)",
                         )
-                    } else if self.spool_unusable {
+                    } else if self.shared.overflow == Overflow::Spool {
+                        // A spool was asked for but could not be opened.
                         (LossReason::SpoolError, "queue full and the spool unusable")
                     } else {
                         (LossReason::QueueFull, "queue full")
