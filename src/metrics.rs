@@ -423,6 +423,21 @@ fn output_families(sinks: &[SinkStats]) -> Vec<Family> {
         Family::new("http_retries", Counter, "HTTP attempts after the first"),
     ];
     let mut codes = Family::new("http_responses", Counter, "HTTP responses by status code");
+    let mut kafka = Family::new(
+        "kafka_messages",
+        Counter,
+        "Kafka messages by outcome (acknowledged by the broker, failed)",
+    );
+    let mut kafka_errors = Family::new(
+        "kafka_errors",
+        Counter,
+        "Kafka client failures by the client's error name (reordered: failed after a later message was acknowledged)",
+    );
+    let mut kafka_queue_full = Family::new(
+        "kafka_queue_full",
+        Counter,
+        "Times a send waited because the Kafka client's own queue was full",
+    );
     let mut topics = Family::new(
         "notification_topic_events",
         Counter,
@@ -468,6 +483,20 @@ fn output_families(sinks: &[SinkStats]) -> Vec<Family> {
                         }
                         _ => {}
                     }
+                } else if let Some(o) = name.strip_prefix("kafka.") {
+                    match o {
+                        "acknowledged" | "failed" => {
+                            kafka.add(with("outcome", o), n);
+                        }
+                        "queue_full" => {
+                            kafka_queue_full.add(out(st), n);
+                        }
+                        _ => {
+                            if let Some(e) = o.strip_prefix("error.") {
+                                kafka_errors.add(with("error", e), n);
+                            }
+                        }
+                    }
                 } else if let Some(code) = name.strip_prefix("http_code.") {
                     codes.add(with("code", code), n);
                 } else if let Some(t) = name.strip_prefix("notif-service-transformer.topic.") {
@@ -501,6 +530,16 @@ fn output_families(sinks: &[SinkStats]) -> Vec<Family> {
         Gauge,
         "HTTP requests waiting for a worker",
     );
+    let mut kafka_outstanding = Family::new(
+        "kafka_outstanding_messages",
+        Gauge,
+        "Messages the Kafka client holds: queued or sent and not yet acknowledged",
+    );
+    let mut kafka_rtt = Family::new(
+        "kafka_broker_rtt_microseconds",
+        Gauge,
+        "The highest of the Kafka brokers' average round-trip times in the client's last statistics (every 5 s)",
+    );
     let mut seen: Vec<&str> = Vec::new();
     for st in sinks.iter().rev() {
         if seen.contains(&st.name) {
@@ -516,8 +555,17 @@ fn output_families(sinks: &[SinkStats]) -> Vec<Family> {
             let mut v = Vec::new();
             l.gauges(&mut v);
             for (name, n) in v {
-                if name == "http_writer.queued" {
-                    http_queued.add(out(st), n);
+                match name.as_str() {
+                    "http_writer.queued" => {
+                        http_queued.add(out(st), n);
+                    }
+                    "kafka.outstanding" => {
+                        kafka_outstanding.add(out(st), n);
+                    }
+                    "kafka.rtt_avg_us" => {
+                        kafka_rtt.add(out(st), n);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -538,6 +586,13 @@ fn output_families(sinks: &[SinkStats]) -> Vec<Family> {
         spool_bytes,
     ];
     f.extend([http, codes, topics, http_queued]);
+    f.extend([
+        kafka,
+        kafka_errors,
+        kafka_queue_full,
+        kafka_outstanding,
+        kafka_rtt,
+    ]);
     f.extend(http_other);
     f
 }

@@ -4,7 +4,7 @@
 //! and nothing it names): an output file whose directory is missing or that is a directory, a password
 //! file that is missing, TLS files that cannot be read, rules (native) that do not parse or
 //! rule files that cannot be read, users and groups (`privileges.*`, the file output's owner)
-//! the system does not know. `check-config` exits 0 only when these pass, so it answers
+//! the system does not know, Kafka client properties librdkafka does not accept. `check-config` exits 0 only when these pass, so it answers
 //! "would the daemon start". A destination that is down (a local syslog socket that is not
 //! there) is only a [`warnings`] matter: the output starts, spools or backs off, and delivers
 //! once the destination is there.
@@ -55,6 +55,13 @@ pub fn check(cfg: &Config) -> Findings {
     let mut errs = Vec::new();
     let mut warnings = Vec::new();
     let o = &cfg.output;
+    // The Kafka client's own judgement of each property (the value never repeated).
+    for e in pauditd_sinks::kafka::check_properties(&o.kafka.properties) {
+        errs.push(err(
+            &format!("output.kafka.properties.{}", e.key),
+            e.message,
+        ));
+    }
     if o.file.enabled && !o.file.path.is_empty() {
         let p = Path::new(&o.file.path);
         let is_link = p

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use pauditd_config::{
-    Config, Delivery, FilterAction as CfgAction, HttpOutput, Overflow as CfgOverflow,
+    Config, Delivery, FilterAction as CfgAction, HttpOutput, KafkaKey, KafkaOutput,
+    Overflow as CfgOverflow,
 };
 use pauditd_engine::{
     users::GroupSource, CachePolicy, Completion, FilterAction, FilterSet, FilterSpec, Processor,
@@ -18,6 +19,7 @@ use pauditd_sinks::file::{FileConfig, FileSink};
 use pauditd_sinks::http::breaker::BreakerConfig;
 use pauditd_sinks::http::client::{PoolConfig, TlsFiles};
 use pauditd_sinks::http::{transform, HttpConfig, HttpSink};
+use pauditd_sinks::kafka::{KafkaConfig, KafkaSink};
 use pauditd_sinks::output::{Output, OutputConfig, Overflow};
 use pauditd_sinks::retry::Attempts;
 use pauditd_sinks::spool::{SpoolConfig, SpoolDirs};
@@ -277,10 +279,36 @@ pub fn outputs(cfg: &Config, role: Role) -> Result<Vec<Output>> {
     if o.http.enabled {
         start(Box::new(http(&o.http)?), &o.http.delivery, o.http.attempts)?;
     }
+    if o.kafka.enabled {
+        start(
+            Box::new(KafkaSink::start(kafka(&o.kafka))?),
+            &o.kafka.delivery,
+            o.kafka.attempts,
+        )?;
+    }
     if v.is_empty() {
-        bail!("No outputs were configured (enable one of output.stdout, output.file, output.syslog, output.http)");
+        bail!("No outputs were configured (enable one of output.stdout, output.file, output.syslog, output.http, output.kafka)");
     }
     Ok(v)
+}
+
+/// How long start waits for the Kafka brokers to say whether the topic exists; brokers that
+/// do not answer by then do not stop the start (the output spools until they do).
+const KAFKA_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn kafka(k: &KafkaOutput) -> KafkaConfig {
+    KafkaConfig {
+        brokers: k.brokers.clone(),
+        topic: k.topic.clone(),
+        key: match k.key {
+            KafkaKey::Host => Some(pauditd_sinks::hostname()),
+            KafkaKey::None => None,
+        },
+        acks: k.acks.clone(),
+        compression: k.compression.clone(),
+        properties: k.properties.clone(),
+        probe_timeout: KAFKA_PROBE_TIMEOUT,
+    }
 }
 
 fn http(h: &HttpOutput) -> Result<HttpSink> {

@@ -228,22 +228,53 @@ pub struct HttpOutput {
     pub batch_size: Option<u32>,
 }
 
+/// `output.kafka.key`: what each message is keyed by (and so which partition it goes to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaKey {
+    /// The host's name: one host's events stay in order on one partition.
+    #[default]
+    Host,
+    /// No key: the client spreads messages over partitions (no order across them).
+    None,
+}
+
+/// `output.kafka` (our extension): events as messages to one topic of a Kafka cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaOutput {
+    pub enabled: bool,
+    pub attempts: u32,
+    pub delivery: Delivery,
+    /// Bootstrap brokers, `host:port` each.
+    pub brokers: Vec<String>,
+    pub topic: String,
+    pub key: KafkaKey,
+    /// `all`, `1` or `0` (librdkafka's `acks`); the idempotent producer only with `all`.
+    pub acks: String,
+    /// `none`, `gzip`, `lz4` or `zstd`.
+    pub compression: String,
+    /// Passed to the client as they are (TLS, SASL, tuning); the values may be secrets and
+    /// are never logged.
+    pub properties: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outputs {
     pub stdout: StdoutOutput,
     pub file: FileOutput,
     pub syslog: SyslogOutput,
     pub http: HttpOutput,
+    pub kafka: KafkaOutput,
 }
 
 impl Outputs {
     /// Every output as (name, enabled, delivery settings).
-    fn all(&self) -> [(&'static str, bool, &Delivery); 4] {
+    fn all(&self) -> [(&'static str, bool, &Delivery); 5] {
         [
             ("stdout", self.stdout.enabled, &self.stdout.delivery),
             ("file", self.file.enabled, &self.file.delivery),
             ("syslog", self.syslog.enabled, &self.syslog.delivery),
             ("http", self.http.enabled, &self.http.delivery),
+            ("kafka", self.kafka.enabled, &self.kafka.delivery),
         ]
     }
 
@@ -990,12 +1021,130 @@ fn read_outputs(r: &mut Reader, root: &mut Section<'_>) -> Outputs {
         }
     }
     r.finish(n);
+    let kafka = read_kafka(r, &mut out);
     r.finish(out);
     Outputs {
         stdout,
         file,
         syslog,
         http,
+        kafka,
+    }
+}
+
+/// Compression codecs of `output.kafka.compression` (snappy is left out: not tested here).
+const KAFKA_COMPRESSIONS: &[&str] = &["none", "gzip", "lz4", "zstd"];
+
+/// Client properties that `output.kafka`'s own keys set; giving them in `properties` too
+/// would leave two answers to one question.
+const KAFKA_OWN_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "brokers"),
+    ("metadata.broker.list", "brokers"),
+    ("acks", "acks"),
+    ("request.required.acks", "acks"),
+    ("compression.type", "compression"),
+    ("compression.codec", "compression"),
+];
+
+fn read_kafka(r: &mut Reader, out: &mut Section<'_>) -> KafkaOutput {
+    let mut k = r.section(out, "kafka");
+    let enabled = r.bool(&mut k, "enabled", false);
+    let attempts = attempts(r, &mut k);
+    let delivery = delivery(r, &mut k, "kafka", Overflow::Spool);
+    let brokers = r.string_list(&mut k, "brokers");
+    for (i, b) in brokers.iter().enumerate() {
+        let port = b.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+        if !matches!(port, Some((h, Ok(p))) if !h.is_empty() && p != 0) {
+            r.report(
+                format!("{}[{i}]", k.key_path("brokers")),
+                format!("{b:?} is not host:port"),
+            );
+        }
+    }
+    if enabled && brokers.is_empty() {
+        r.report(
+            k.key_path("brokers"),
+            "list at least one broker (host:port) when the Kafka output is enabled",
+        );
+    }
+    let topic = r.string(&mut k, "topic", "");
+    if enabled && topic.is_empty() {
+        r.report(
+            k.key_path("topic"),
+            "must be set when the Kafka output is enabled",
+        );
+    } else if !topic.is_empty()
+        && (topic.len() > 249
+            || topic == "."
+            || topic == ".."
+            || !topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+    {
+        r.report(
+            k.key_path("topic"),
+            format!(
+                "{topic:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
+            ),
+        );
+    }
+    let key = match r.string(&mut k, "key", "host").as_str() {
+        "host" => KafkaKey::Host,
+        "none" => KafkaKey::None,
+        other => {
+            r.report(
+                k.key_path("key"),
+                format!("{other:?} is not one of host, none"),
+            );
+            KafkaKey::Host
+        }
+    };
+    let mut acks = r.string(&mut k, "acks", "all");
+    if acks == "-1" {
+        acks = "all".into();
+    }
+    if !["all", "1", "0"].contains(&acks.as_str()) {
+        r.report(
+            k.key_path("acks"),
+            format!("{acks:?} is not one of all, 1, 0"),
+        );
+    }
+    let compression = r.string(&mut k, "compression", "zstd");
+    if !KAFKA_COMPRESSIONS.contains(&compression.as_str()) {
+        r.report(
+            k.key_path("compression"),
+            format!(
+                "{compression:?} is not one of {}",
+                KAFKA_COMPRESSIONS.join(", ")
+            ),
+        );
+    }
+    let properties = r.string_map(&mut k, "properties");
+    for (name, _) in &properties {
+        if let Some((_, own)) = KAFKA_OWN_PROPERTIES.iter().find(|(p, _)| p == name) {
+            r.report(
+                format!("{}.{name}", k.key_path("properties")),
+                format!("set by output.kafka.{own}; use that key"),
+            );
+        }
+        if name.starts_with("transactional.") {
+            r.report(
+                format!("{}.{name}", k.key_path("properties")),
+                "transactions are not supported (the idempotent producer keeps order and avoids duplicates from retries)",
+            );
+        }
+    }
+    r.finish(k);
+    KafkaOutput {
+        enabled,
+        attempts,
+        delivery,
+        brokers,
+        topic,
+        key,
+        acks,
+        compression,
+        properties,
     }
 }
 

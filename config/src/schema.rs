@@ -71,6 +71,12 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("output.http.ssl.ca_cert", "CA bundle (PEM) the server is verified against. Default: the system's roots."),
     ("output.http.notification_service_transformer.extra_attributes", "Attributes added to every notification-service message."),
     ("output.notification-service-transformer.extra_attributes", "The same, under pauditd's older key."),
+    ("output.kafka.brokers", "(extension) Bootstrap brokers, host:port each (required when the Kafka output is enabled)."),
+    ("output.kafka.topic", "(extension) Topic every event is produced to; it must exist (it is not created): a missing topic refuses the start, and at run time fails delivery (spooled, counted)."),
+    ("output.kafka.key", "(extension) Message key: host (the host's name, so one host's events stay in order on one partition) or none."),
+    ("output.kafka.acks", "(extension) all (every in-sync replica; with the idempotent producer: no duplicates from retries, order kept), 1 (the leader) or 0 (none: written means handed to the socket)."),
+    ("output.kafka.compression", "(extension) none, gzip, lz4 or zstd."),
+    ("output.kafka.properties", "(extension) librdkafka properties passed as they are (TLS, SASL, tuning), e.g. security.protocol; unknown ones refuse the config. Values are never logged."),
     ("metrics.enabled", "Send counters to statsd."),
     ("metrics.address", "statsd address (host:port, UDP)."),
     ("metrics.sample_rate", "Sampling rate of timings sent to statsd."),
@@ -120,7 +126,7 @@ pub const MEANINGS: &[(&str, &str)] = &[
 ];
 
 /// The outputs, in the order the reader reads them.
-const OUTPUTS: [&str; 4] = ["stdout", "file", "syslog", "http"];
+const OUTPUTS: [&str; 5] = ["stdout", "file", "syslog", "http", "kafka"];
 
 /// One documented key: its path (with `<name>` for every output's keys), type, default(s),
 /// range and meaning.
@@ -237,7 +243,7 @@ are warnings (errors with \\fBcheck\\-config \\-\\-strict\\fR). Values are read 
 pauditd reads them: \"3\" is an integer, true, \"t\" or \"1\" a boolean, 0600 octal; \
 durations need a unit (500ms, 10s, 1m). The file must be owned by root and not writable by \
 others.\n\
-.PP\nThe outputs are \\fBstdout\\fR, \\fBfile\\fR, \\fBsyslog\\fR and \\fBhttp\\fR; \
+.PP\nThe outputs are \\fBstdout\\fR, \\fBfile\\fR, \\fBsyslog\\fR, \\fBhttp\\fR and \\fBkafka\\fR; \
 output.<name>. below stands for the keys each of them has.\n\
 .SH KEYS\n"
     );

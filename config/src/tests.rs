@@ -437,7 +437,7 @@ fn every_key_read_is_documented_and_every_documented_key_is_read() {
     assert_eq!(d("output.file.mode"), "0600");
     assert_eq!(
         d("output.<name>.overflow"),
-        "stdout: drop, file: drop, syslog: spool, http: spool"
+        "stdout: drop, file: drop, syslog: spool, http: spool, kafka: spool"
     );
     assert_eq!(d("output.<name>.attempts"), "3");
     assert_eq!(d("events.timeout"), "2s");
@@ -477,4 +477,51 @@ fn engine_max_delay_default_zero_and_bounds() {
         vec!["engine.max_delay: 2s is more than the largest budget, 1s"]
     );
     assert_eq!(errors("engine: { max_delay: 5 }").len(), 1);
+}
+
+#[test]
+fn kafka_output_defaults_and_every_bad_value_at_once() {
+    let c = Config::from_str(
+        "rules: ['-a exit,always -S uname']\noutput:\n  kafka:\n    enabled: true\n    brokers: ['127.0.0.1:9092']\n    topic: audit\n    properties:\n      linger.ms: 5\n",
+    )
+    .unwrap();
+    let k = &c.output.kafka;
+    assert_eq!(
+        (k.key, k.acks.as_str(), k.compression.as_str()),
+        (KafkaKey::Host, "all", "zstd")
+    );
+    assert_eq!(k.delivery.overflow, Overflow::Spool);
+    assert_eq!(k.delivery.spool.dir, "/var/lib/pauditd/spool/kafka");
+    assert_eq!(k.properties, vec![("linger.ms".into(), "5".into())]);
+    assert_eq!(c.output.enabled_names(), vec!["kafka"]);
+
+    let e = errors(
+        "output:\n  kafka:\n    enabled: true\n    brokers: ['nohost', 'h:0', 'h:9092']\n    topic: 'a/b'\n    key: partition\n    acks: 2\n    compression: snappy\n    properties:\n      bootstrap.servers: x:1\n      transactional.id: t\n",
+    );
+    for want in [
+        "output.kafka.brokers[0]: \"nohost\" is not host:port",
+        "output.kafka.brokers[1]: \"h:0\" is not host:port",
+        "output.kafka.topic: \"a/b\" is not a Kafka topic name",
+        "output.kafka.key: \"partition\" is not one of host, none",
+        "output.kafka.acks: \"2\" is not one of all, 1, 0",
+        "output.kafka.compression: \"snappy\" is not one of none, gzip, lz4, zstd",
+        "output.kafka.properties.bootstrap.servers: set by output.kafka.brokers",
+        "output.kafka.properties.transactional.id: transactions are not supported",
+    ] {
+        assert!(
+            e.iter().any(|l| l.starts_with(want)),
+            "{want:?} not in {e:#?}"
+        );
+    }
+    let e = errors("output:\n  kafka:\n    enabled: true\n");
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("output.kafka.brokers: list at least one")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("output.kafka.topic: must be set")),
+        "{e:?}"
+    );
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns the wire forms of an event (formats: [`json`] for pauditd's, [`enriched`], [`ecs`]),
 //! delivery ([`writer`], [`fanout`], [`encode`], [`output`], [`spool`], [`retry`]), every
-//! transport ([`stdout`], [`file`](mod@file), [`syslog`], [`http`]) and metrics export ([`metrics`],
+//! transport ([`stdout`], [`file`](mod@file), [`syslog`], [`http`], [`kafka`]) and metrics export ([`metrics`],
 //! [`prometheus`]). Sinks take whole batches of encoded lines, so each transport can write a
 //! batch with as few system calls as its protocol allows. It must never know where events
 //! come from (netlink, replay) nor hold mutable global state: the only statics are read-only
@@ -17,6 +17,7 @@ pub mod fanout;
 pub mod file;
 pub mod http;
 pub mod json;
+pub mod kafka;
 pub mod metrics;
 pub mod prometheus;
 pub mod retry;
