@@ -12,6 +12,7 @@ mod enrichment;
 mod events;
 mod hardening;
 mod harness;
+mod kafka;
 mod metrics;
 mod operations;
 mod outages;
@@ -21,3 +22,5 @@ mod rules;
 
 #[path = "../../sinks/tests/support/httpd.rs"]
 mod httpd;
+#[path = "../../sinks/tests/support/kafka.rs"]
+mod kafka_broker;

@@ -324,6 +324,8 @@ pub struct KafkaSink {
     /// How long a batch waits for its reports: the messages' timeout plus a grace.
     wait: Duration,
     round: u32,
+    /// Set by `close`: no client is started again.
+    closed: bool,
 }
 
 impl KafkaSink {
@@ -348,6 +350,7 @@ impl KafkaSink {
             stats,
             wait: timeout + REPORT_GRACE,
             round: 0,
+            closed: false,
         };
         sink.probe()?;
         Ok(sink)
@@ -466,12 +469,22 @@ impl Sink for KafkaSink {
         if batch.is_empty() {
             return Ok(());
         }
+        if self.client.is_none() && !self.closed {
+            match Client::start(&self.cfg, &self.rounds, &self.stats) {
+                Ok(c) => self.client = Some(c),
+                Err(e) => log::error!("output.kafka: {e}"),
+            }
+        }
         if self.client.is_none() {
             return Err(SinkError::Undelivered {
                 sink: "kafka",
                 retry: (0..batch.len()).collect(),
                 rejected: 0,
-                error: "output closed".into(),
+                error: if self.closed {
+                    "output closed".into()
+                } else {
+                    "no Kafka client".into()
+                },
             });
         }
         self.round = self.round.wrapping_add(1);
@@ -533,21 +546,19 @@ impl Sink for KafkaSink {
                 self.stats.count_error("reordered", n as u64);
             }
         }
-        // An idempotent producer that hit a fatal error takes no more messages: start a new
-        // one for the retry.
-        let fatal = self
-            .client
-            .as_ref()
-            .and_then(|c| c.producer.client().fatal_error());
-        if let Some((code, why)) = fatal {
-            log::error!(
-                "output.kafka: the client failed for good ({code:?}: {why}); starting a new one"
-            );
-            self.client = None;
-            match Client::start(&self.cfg, &self.rounds, &self.stats) {
-                Ok(c) => self.client = Some(c),
-                Err(e) => log::error!("output.kafka: {e}"),
+        if !retry.is_empty() {
+            // The next attempt starts a new client, so a new producer session: an idempotent
+            // producer that hit a fatal error takes no more messages, and one whose messages
+            // timed out carries sequence numbers a restarted broker may no longer accept.
+            if let Some((code, why)) = self
+                .client
+                .as_ref()
+                .and_then(|c| c.producer.client().fatal_error())
+            {
+                log::error!("output.kafka: the client failed for good ({code:?}: {why})");
             }
+            // Started again at the next attempt.
+            self.client = None;
         }
         Err(SinkError::Undelivered {
             sink: "kafka",
@@ -559,6 +570,7 @@ impl Sink for KafkaSink {
 
     fn close(&mut self) {
         // Every batch was reported on before write_batch returned: nothing is waiting.
+        self.closed = true;
         self.client = None;
     }
 

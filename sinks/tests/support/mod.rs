@@ -1,3 +1,4 @@
 pub mod events;
 pub mod httpd;
+pub mod kafka;
 pub mod tmpfs;
