@@ -15,7 +15,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// 782 renumbered copies of the laurel corpus: 100,096 events.
+/// 782 renumbered copies of the laurel corpus: over 100,000 events.
 fn input(dir: &Path) -> PathBuf {
     let p = dir.join("input.log");
     let out = Command::new("python3")
