@@ -14,8 +14,9 @@ fn live_events_reach_kafka_byte_for_byte_as_the_file_output_writes_them() {
         return;
     };
     broker.create_topic("audit", 3);
+    let prom = format!("127.0.0.1:{}", free_port());
     let cfg = format!(
-        "  kafka:\n    enabled: true\n    brokers: ['{}']\n    topic: audit\n    spool: {{ dir: {} }}\nshutdown_timeout: 20s\n{}",
+        "  kafka:\n    enabled: true\n    brokers: ['{}']\n    topic: audit\n    spool: {{ dir: {} }}\nshutdown_timeout: 20s\nmetrics: {{ prometheus: {{ enabled: true, address: '{prom}' }} }}\n{}",
         broker.address(),
         dir.join("spool").display(),
         load_rules(8192)

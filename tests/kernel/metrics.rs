@@ -3,7 +3,7 @@
 use crate::harness::*;
 
 /// `GET path` on `addr` over plain HTTP/1.1; the body.
-fn http_get(addr: &str, path: &str) -> Option<String> {
+pub(crate) fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
