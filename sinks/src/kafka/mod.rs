@@ -578,3 +578,51 @@ impl Sink for KafkaSink {
         Some(self.stats.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_report_of_an_earlier_batch_settles_nothing() {
+        let r = Rounds::default();
+        {
+            let mut g = r.lock();
+            g.id = 7;
+            g.outcomes = vec![Outcome::Pending; 3];
+            g.pending = 3;
+        }
+        // Batch 6's message 1, reported after batch 7 began: ignored.
+        r.settle(tag(6, 1), Outcome::Acknowledged, None);
+        // A line past the batch: ignored.
+        r.settle(tag(7, 9), Outcome::Acknowledged, None);
+        r.settle(tag(7, 1), Outcome::Failed, Some("x".into()));
+        // A second report for the same message: ignored.
+        r.settle(tag(7, 1), Outcome::Acknowledged, None);
+        let g = r.lock();
+        assert_eq!(
+            g.outcomes,
+            [Outcome::Pending, Outcome::Failed, Outcome::Pending]
+        );
+        assert_eq!((g.pending, g.last_error.as_str()), (2, "x"));
+    }
+
+    #[test]
+    fn a_refused_value_is_never_repeated() {
+        assert_eq!(
+            redacted("Invalid value \"hunter2\" for property x", "hunter2"),
+            "Invalid value \"<value>\" for property x"
+        );
+        let e = KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"s3cret\" for configuration property \"linger.ms\"".into(),
+            "linger.ms".into(),
+            "s3cret".into(),
+        );
+        let d = describe_error(&e);
+        assert!(
+            d.starts_with("property linger.ms: ") && !d.contains("s3cret"),
+            "{d}"
+        );
+    }
+}
