@@ -1,3 +1,4 @@
+use super::record::header;
 use super::*;
 use std::os::unix::fs::PermissionsExt;
 
