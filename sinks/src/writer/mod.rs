@@ -10,6 +10,9 @@
 //! the engine (encoding is ~1 µs per event). It must never drop an event it was given: every
 //! one is offered to every output, which delivers, spools or counts it (or, if encoding it
 //! panicked, it is counted in [`EncodeFailures`]).
+//!
+//! The daemon holds it through [`handoff`]: [`Writer`] (start, control, supervision, join) and
+//! [`Emit`], the engine's end of the data queue.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,6 +24,9 @@ use pauditd_engine::Event;
 use crate::encode::EncodeFailures;
 use crate::fanout::{Fanout, SinkStats};
 use crate::output::Deadline;
+
+pub mod handoff;
+pub use handoff::{Emit, Finished, Writer};
 
 /// Completed events and when they were handed over (for the `latency` timing).
 pub type Handed = (Vec<Event>, Instant);
