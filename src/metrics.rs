@@ -4,8 +4,8 @@
 //! Owns the name mappings only; the counters live in the engine and sinks, the transports in
 //! `pauditd_sinks::metrics` (statsd) and `pauditd_sinks::prometheus`.
 
-use pauditd_engine::live::ReceiverStats;
 use pauditd_engine::netlink::AuditStatus;
+use pauditd_engine::receiver::ReceiverStats;
 use pauditd_engine::{DropReason, Stats};
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -26,6 +26,7 @@ pub mod privileges;
 pub mod processor;
 pub mod reader;
 pub mod reassemble;
+pub mod receiver;
 pub mod record;
 pub mod replay;
 pub mod ring;

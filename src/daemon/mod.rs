@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use pauditd_config::{Config, NetlinkMode};
-use pauditd_engine::live::{IoUringMode, Live, LiveConfig, StatusPoller};
+use pauditd_engine::live::{IoUringMode, Live, LiveConfig};
 use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode};
 use pauditd_engine::privileges;
 use pauditd_engine::rules::{DriftGuard, KernelRules, RuleLoader};
-use pauditd_engine::session::{self, AuditSession};
+use pauditd_engine::session::{self, AuditSession, StatusPoller};
 use pauditd_sinks::fanout::Fanout;
 use pauditd_sinks::metrics::Reporter;
 use pauditd_sinks::prometheus::PrometheusExporter;

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use pauditd_engine::live::{Live, StatusPoller};
+use pauditd_engine::live::Live;
 use pauditd_engine::netlink::AuditStatus;
 use pauditd_engine::rules::KernelRules;
-use pauditd_engine::session::{self, AuditSession};
+use pauditd_engine::session::{self, AuditSession, StatusPoller};
 use pauditd_sinks::fanout::OutputsHandle;
 use pauditd_sinks::metrics::Reporter;
 use pauditd_sinks::output::Deadline;

@@ -88,7 +88,7 @@ impl Daemon {
 fn snapshot(
     started: Instant,
     e: &pauditd_engine::Stats,
-    r: &pauditd_engine::live::ReceiverStats,
+    r: &pauditd_engine::receiver::ReceiverStats,
     sinks: &[SinkStats],
     accounting: &[(&'static str, pauditd_sinks::output::Accounting, usize)],
     kernel: Option<&AuditStatus>,

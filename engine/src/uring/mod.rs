@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, IoUring};
 
-use crate::live::{Budget, ReceiverStats, BUDGET_DATAGRAMS};
+use crate::receiver::{Budget, ReceiverStats, BUDGET_DATAGRAMS};
 use crate::ring::Producer;
 
 /// The buffer group id of our provided-buffer ring (the only one on this io_uring).
