@@ -26,7 +26,7 @@ const SINKS_ENGINE_MODULES: &[&str] = &[
     "container",     // attribution printed by the enriched and ecs formats
     "lineage",       // the parent process printed by the enriched and ecs formats
     "privileges",    // user and group by name, for the file output's owner
-    "enrich",        // unit tests of the pauditd format build events with it
+    "add_message",   // unit tests of the pauditd format build events with it
 ];
 
 fn root() -> PathBuf {
@@ -155,7 +155,7 @@ fn engine_items_reads_paths_and_use_groups() {
         ["types", "Event", "pool"]
     );
     assert_eq!(
-        engine_items("use pauditd_engine::{\n    enrich::add_record,\n    UserResolver,\n};"),
-        ["enrich", "UserResolver"]
+        engine_items("use pauditd_engine::{\n    add_message::add_record,\n    UserResolver,\n};"),
+        ["add_message", "UserResolver"]
     );
 }

@@ -8,11 +8,11 @@
 //! cgroupfs ([`container`], [`lineage`], and [`session`] to name a foreign pid holder), and
 //! the passwd and group databases ([`users`]).
 
+pub mod add_message;
 pub mod arch;
 pub mod auditrule;
 pub mod container;
 pub mod decode;
-pub mod enrich;
 pub mod event;
 pub mod event_filter;
 pub mod filter;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use pauditd_engine::netlink::AuditStatus;
 use pauditd_engine::rules;
-use pauditd_sinks::fanout::SinkStats;
+use pauditd_sinks::fanout::OutputStats;
 
 use super::{Daemon, STATS_LOG_EVERY};
 use crate::metrics::{self, Sample};
@@ -89,7 +89,7 @@ fn snapshot(
     started: Instant,
     e: &pauditd_engine::Stats,
     r: &pauditd_engine::receiver::ReceiverStats,
-    sinks: &[SinkStats],
+    sinks: &[OutputStats],
     accounting: &[(&'static str, pauditd_sinks::output::Accounting, usize)],
     kernel: Option<&AuditStatus>,
     rules: &rules::KernelRules,

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
-use crate::enrich;
+use crate::add_message;
 use crate::event::Event;
 use crate::header::Header;
 use crate::stats::DropReason;
@@ -238,7 +238,7 @@ impl Reassembler {
                 if cost(&o.event) + added > self.cfg.max_event_bytes {
                     return Err(DropReason::EventTooLarge);
                 }
-                enrich::add_record(&mut o.event, rtype, h.data, users);
+                add_message::add_record(&mut o.event, rtype, h.data, users);
                 if self.cfg.completion.restart_on_record && o.deadline != deadline {
                     o.deadline = deadline;
                     self.deadlines.push_back((deadline, key));
@@ -251,7 +251,7 @@ impl Reassembler {
                     return Err(DropReason::EventTooLarge);
                 }
                 let mut event = self.spares.event(h.serial, h.timestamp);
-                enrich::add_record(&mut event, rtype, h.data, users);
+                add_message::add_record(&mut event, rtype, h.data, users);
                 self.open_bytes += cost(&event);
                 self.open.insert(key, Open { event, deadline });
                 self.deadlines.push_back((deadline, key));

@@ -18,7 +18,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use pauditd_engine::Event;
 
 use super::{spawn, CloseBudget, Control, Handed, WriterReport, STUCK_GRACE};
-use crate::fanout::{Fanout, SinkStats};
+use crate::fanout::{Fanout, OutputStats};
 
 /// What both ends share: the engine's bound on waiting for the writer, and what it could not
 /// hand over.
@@ -73,14 +73,14 @@ impl Emit {
 pub struct Writer {
     ctl: Sender<Control>,
     report: Arc<Mutex<WriterReport>>,
-    thread: JoinHandle<Vec<SinkStats>>,
+    thread: JoinHandle<Vec<OutputStats>>,
     bound: Arc<Bound>,
 }
 
 /// What the writer left when it was joined (or given up on).
 pub struct Finished {
     /// Every output it used.
-    pub sinks: Vec<SinkStats>,
+    pub sinks: Vec<OutputStats>,
     /// Events the engine could not hand over (counted lost).
     pub not_handed: u64,
     /// Events whose encoding panicked (counted lost).

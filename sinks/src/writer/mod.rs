@@ -22,7 +22,7 @@ use crossbeam_channel::{at, never, select, Receiver};
 use pauditd_engine::Event;
 
 use crate::encode::EncodeFailures;
-use crate::fanout::{Fanout, SinkStats};
+use crate::fanout::{Fanout, OutputStats};
 use crate::output::Deadline;
 
 pub mod handoff;
@@ -54,7 +54,7 @@ pub const STUCK_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct WriterReport {
     /// Every output used so far (live handles: read them for current counts).
-    pub sinks: Vec<SinkStats>,
+    pub sinks: Vec<OutputStats>,
     /// Per batch: from hand-over to every output having it (pauditd's `latency`, which
     /// timed the same encode-and-write step per message). Taken by the reporter.
     pub latency: Vec<Duration>,
@@ -80,7 +80,7 @@ pub fn spawn(
     control: Receiver<Control>,
     shared: Arc<Mutex<WriterReport>>,
     budget: CloseBudget,
-) -> std::io::Result<JoinHandle<Vec<SinkStats>>> {
+) -> std::io::Result<JoinHandle<Vec<OutputStats>>> {
     let failures = {
         let mut r = shared.lock().unwrap_or_else(|e| e.into_inner());
         r.sinks.extend(out.stats());

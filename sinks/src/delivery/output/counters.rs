@@ -1,6 +1,6 @@
 //! An output's numbers: its counters ([`OutputCounters`], written by its threads, read by
 //! whoever reports), the balance they must keep ([`Accounting`]) and the cheap handle the
-//! metrics and status read them through ([`SinkStats`]). It must never decide what is lost
+//! metrics and status read them through ([`OutputStats`]). It must never decide what is lost
 //! or why (the output's threads do), only hold and sum.
 
 use super::*;
@@ -68,7 +68,7 @@ impl std::fmt::Display for Accounting {
 
 /// A snapshot handle on one output's counters (cheap to clone, read live).
 #[derive(Debug, Clone)]
-pub struct SinkStats {
+pub struct OutputStats {
     pub name: &'static str,
     pub overflow: Overflow,
     pub counters: Arc<OutputCounters>,
@@ -76,7 +76,7 @@ pub struct SinkStats {
     pub live: Option<Arc<dyn LiveCounters>>,
 }
 
-impl SinkStats {
+impl OutputStats {
     pub fn accounting(&self) -> Accounting {
         let c = &self.counters;
         let received = c.received.load(Relaxed) + c.recovered.load(Relaxed);

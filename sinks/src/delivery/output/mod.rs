@@ -44,7 +44,7 @@ mod counters;
 mod deliver;
 
 use buffer::{open_spool, Buffer, SpoolStart};
-pub use counters::{Accounting, OutputCounters, SinkStats};
+pub use counters::{Accounting, OutputCounters, OutputStats};
 use deliver::Delivery;
 
 /// What an output does with a batch when its queue is full (`output.<name>.overflow`).
@@ -354,8 +354,8 @@ impl Output {
         self.format = format;
     }
 
-    pub fn stats(&self) -> SinkStats {
-        SinkStats {
+    pub fn stats(&self) -> OutputStats {
+        OutputStats {
             name: self.shared.name,
             overflow: self.shared.overflow,
             counters: self.shared.counters.clone(),
@@ -465,7 +465,7 @@ impl Output {
 
     /// Whether a thread died (a panic) while the output was open, as opposed to stopping
     /// after close or ending with its destination (EPIPE).
-    pub fn has_died(&self) -> bool {
+    pub fn has_dead_thread(&self) -> bool {
         self.tx.is_some() && !self.has_ended() && self.threads.iter().any(|t| t.is_finished())
     }
 

@@ -1,4 +1,6 @@
-//! Enrichment of an event as each record joins it: pauditd's `AddMessage`.
+//! A record joins its event: pauditd's `AddMessage` (the event's syscall, rule key and uid
+//! map come from here; `enriched` is a format in `sinks`, `enrichment` the lineage and
+//! container section of the config).
 //!
 //! Owns extracting the syscall number, the rule key and every `uid=` value from a record's
 //! data, with pauditd's exact (and sometimes surprising) scanning rules, because they decide
