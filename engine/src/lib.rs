@@ -10,7 +10,6 @@
 
 pub mod add_message;
 pub mod arch;
-pub mod auditrule;
 pub mod container;
 pub mod decode;
 pub mod event;

@@ -4,8 +4,8 @@
 //! tests never sleep. It must never change the kernel's rules except through
 //! [`KernelRules::restore`], and only under [`DriftPolicy::Reapply`].
 
+use super::language::{self, RuleData};
 use super::KernelRules;
-use crate::auditrule::{self, RuleData};
 use rustc_hash::FxHashSet;
 use std::time::Duration;
 
@@ -21,12 +21,12 @@ pub fn drift(ours: &[RuleData], kernel: &[RuleData]) -> Option<Drift> {
         missing: ours
             .iter()
             .filter(|r| !in_kernel.contains(r))
-            .map(auditrule::render)
+            .map(language::render)
             .collect(),
         extra: kernel
             .iter()
             .filter(|r| !in_ours.contains(r))
-            .map(auditrule::render)
+            .map(language::render)
             .collect(),
     })
 }

@@ -3,14 +3,12 @@
 //! of force) or through `auditctl`, remember what was put in force, put the previous set back
 //! when a change fails, list and compare for the drift guard, remove them at exit. It must
 //! never decide on its own when to apply: start, reload, drift and shutdown are the daemon's
-//! calls.
+//! calls; what a locked kernel (`-e 2`) allows is [`decide`]'s, pure.
 
 use super::auditctl::{auditctl_load, run};
-use super::{
-    decide, drift, plan, plan_changes, Decision, Drift, Plan, RuleError, RuleSource, Step,
-};
-use crate::auditrule::{self, RuleData, AUDIT_ADD_RULE, AUDIT_DEL_RULE};
-use crate::netlink::{AuditSocket, AuditStatus, Mode};
+use super::language::{self, RuleData};
+use super::{drift, plan, plan_changes, Drift, Plan, RuleError, RuleSource, Step};
+use crate::netlink::{AuditSocket, AuditStatus, Mode, AUDIT_ADD_RULE, AUDIT_DEL_RULE};
 use rustc_hash::FxHashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,7 +33,7 @@ const ACK: Duration = Duration::from_secs(3);
 
 /// How rules reach the kernel (`rules_loader`).
 pub enum RuleLoader {
-    /// Our own encoding over netlink ([`crate::auditrule`]).
+    /// Our own encoding over netlink ([`super::language`]).
     Native,
     /// One `auditctl` run per line (pauditd's way; needs the auditd package).
     Auditctl(PathBuf),
@@ -55,6 +53,44 @@ pub struct Applied {
     pub unchanged: bool,
     /// The kernel's rules are locked (`-e 2`): nothing was applied.
     pub locked: bool,
+}
+
+/// What the daemon may do with the kernel's rules, decided from the kernel's status (read
+/// at start and at each reload) and the plan. Pure, so the locked case is tested without
+/// locking the machine (`-e 2` lasts until reboot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `enabled 2`: the kernel refuses every rule and setting change until reboot. Nothing
+    /// is applied, nothing deleted at exit; the kernel's list is compared with the config's.
+    pub locked: bool,
+    /// Send the settings (`-b`, `-f`, `-r`, `--backlog_wait_time`).
+    pub settings: bool,
+    /// Change the rule list to the plan's.
+    pub rules: bool,
+    /// The `-e` value to set after the rules.
+    pub enable: Option<u32>,
+    /// Set `--loginuid-immutable`.
+    pub loginuid_immutable: bool,
+}
+
+/// See [`Decision`].
+pub fn decide(status: &AuditStatus, plan: &Plan) -> Decision {
+    if status.enabled == 2 {
+        return Decision {
+            locked: true,
+            settings: false,
+            rules: false,
+            enable: None,
+            loginuid_immutable: false,
+        };
+    }
+    Decision {
+        locked: false,
+        settings: true,
+        rules: true,
+        enable: plan.enable.as_ref().map(|(_, v)| *v),
+        loginuid_immutable: plan.loginuid_immutable.is_some(),
+    }
 }
 
 /// Deletions from this many on run with RCU grace periods expedited (see [`Expedited`]).
@@ -310,7 +346,7 @@ impl KernelRules {
         }
         drop(fast);
         if let Some((origin, value)) = plan.enable.as_ref().filter(|_| decision.enable.is_some()) {
-            if let Err(e) = self.set_status(origin, auditrule::STATUS_ENABLED, *value) {
+            if let Err(e) = self.set_status(origin, language::STATUS_ENABLED, *value) {
                 return Err(self.roll_back(e, &before));
             }
         }
@@ -341,7 +377,7 @@ impl KernelRules {
             Step::Add { index, prepend } => {
                 let mut r = desired[*index].clone();
                 if *prepend {
-                    r.flags |= auditrule::FILTER_PREPEND;
+                    r.flags |= language::FILTER_PREPEND;
                 }
                 self.socket
                     .change_rule(AUDIT_ADD_RULE, &r.to_bytes(), ACK)
@@ -390,10 +426,10 @@ impl KernelRules {
             ..Default::default()
         };
         match mask {
-            auditrule::STATUS_ENABLED => st.enabled = value,
-            auditrule::STATUS_FAILURE => st.failure = value,
-            auditrule::STATUS_RATE_LIMIT => st.rate_limit = value,
-            auditrule::STATUS_BACKLOG_LIMIT => st.backlog_limit = value,
+            language::STATUS_ENABLED => st.enabled = value,
+            language::STATUS_FAILURE => st.failure = value,
+            language::STATUS_RATE_LIMIT => st.rate_limit = value,
+            language::STATUS_BACKLOG_LIMIT => st.backlog_limit = value,
             _ => st.backlog_wait_time = value,
         }
         let fail = |e: std::io::Error| RuleError::Rule {

@@ -13,14 +13,16 @@
 //! Time is an input (`now`), so its tests never sleep. It must never load rules on its own
 //! initiative beyond that: start, reload and shutdown are the daemon's calls.
 //!
-//! The auditctl language itself (one line to `struct audit_rule_data` and back) is
-//! [`crate::auditrule`]'s. Here: where the lines come from (`source`), the plan (`plan`,
-//! pure), applying it to the kernel (`kernel`, natively or through `auditctl`) and the drift
-//! guard (`drift`), one module each.
+//! One module each: the auditctl language itself, one line to `struct audit_rule_data` and
+//! back ([`language`]: parse, encode, render); where the lines come from (`source`); the
+//! plan (`plan`, pure); applying it to the kernel (`kernel`, natively over netlink, or through
+//! `auditctl`); the drift guard (`drift`). Only `kernel` talks to the kernel and only
+//! `auditctl` runs a program (`tests/layering.rs` checks which engine modules each uses).
 
 mod auditctl;
 mod drift;
 mod kernel;
+pub mod language;
 mod plan;
 mod source;
 #[cfg(test)]
@@ -28,8 +30,8 @@ mod tests;
 
 pub use auditctl::find_auditctl;
 pub use drift::{drift, Drift, DriftGuard, DriftPolicy};
-pub use kernel::{Applied, KernelRules, RuleLoader};
-pub use plan::{decide, plan, plan_changes, Changes, Decision, Plan, Planned, Step};
+pub use kernel::{decide, Applied, Decision, KernelRules, RuleLoader};
+pub use plan::{plan, plan_changes, Changes, Plan, Planned, Step};
 pub use source::{sources, unsafe_rules_file, RuleSource};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,11 @@
 //! What a set of rule lines asks of the kernel, and how to get there from what it holds:
 //! [`plan`] simulates the lines as `auditctl -R` applies them (`-D`, `-a`, `-A`, `-W`, `-c`),
-//! [`plan_changes`] finds the steps from the kernel's list to the plan's without a flush,
-//! [`decide`] what the kernel's status (locked or not) allows. Pure and linear in the number
-//! of lines: it must never talk to the kernel, run a program or read a file.
+//! [`plan_changes`] finds the steps from the kernel's list to the plan's without a flush.
+//! Pure and linear in the number of lines: it must never talk to the kernel, run a program or
+//! read a file.
 
+use super::language::{self, Control, RuleData, RuleLine};
 use super::{RuleError, RuleSource};
-use crate::auditrule::{self, Control, RuleData, RuleLine};
-use crate::netlink::AuditStatus;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 /// A rule the kernel should hold, with the line that asked for it.
@@ -107,9 +106,9 @@ pub fn plan(sources: &[RuleSource]) -> Result<Plan, RuleError> {
     let mut tolerant = false;
     let mut ops: Vec<(usize, bool, Op)> = Vec::with_capacity(sources.len());
     for (n, src) in sources.iter().enumerate() {
-        match auditrule::parse_line(&src.args()) {
+        match language::parse_line(&src.args()) {
             Ok(Some(RuleLine::Add(data))) => {
-                let prepend = data.flags & auditrule::FILTER_PREPEND != 0;
+                let prepend = data.flags & language::FILTER_PREPEND != 0;
                 let rule = data.as_listed();
                 ops.push((n, tolerant, Op::Add { rule, prepend }));
             }
@@ -147,7 +146,7 @@ pub fn plan(sources: &[RuleSource]) -> Result<Plan, RuleError> {
                 plan.loginuid_immutable = Some(src.origin.clone())
             }
             Op::Control(Control::Status { mask, value }) => {
-                if *mask == auditrule::STATUS_ENABLED {
+                if *mask == language::STATUS_ENABLED {
                     plan.enable = Some((src.origin.clone(), *value));
                 } else {
                     plan.status.push((src.origin.clone(), *mask, *value));
@@ -288,42 +287,4 @@ pub fn plan_changes(kernel: &[RuleData], desired: &[RuleData]) -> Changes {
     c.steps
         .extend(deletions.into_iter().map(|r| Step::Delete(Box::new(r))));
     c
-}
-
-/// What the daemon may do with the kernel's rules, decided from the kernel's status (read
-/// at start and at each reload) and the plan. Pure, so the locked case is tested without
-/// locking the machine (`-e 2` lasts until reboot).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// `enabled 2`: the kernel refuses every rule and setting change until reboot. Nothing
-    /// is applied, nothing deleted at exit; the kernel's list is compared with the config's.
-    pub locked: bool,
-    /// Send the settings (`-b`, `-f`, `-r`, `--backlog_wait_time`).
-    pub settings: bool,
-    /// Change the rule list to the plan's.
-    pub rules: bool,
-    /// The `-e` value to set after the rules.
-    pub enable: Option<u32>,
-    /// Set `--loginuid-immutable`.
-    pub loginuid_immutable: bool,
-}
-
-/// See [`Decision`].
-pub fn decide(status: &AuditStatus, plan: &Plan) -> Decision {
-    if status.enabled == 2 {
-        return Decision {
-            locked: true,
-            settings: false,
-            rules: false,
-            enable: None,
-            loginuid_immutable: false,
-        };
-    }
-    Decision {
-        locked: false,
-        settings: true,
-        rules: true,
-        enable: plan.enable.as_ref().map(|(_, v)| *v),
-        loginuid_immutable: plan.loginuid_immutable.is_some(),
-    }
 }

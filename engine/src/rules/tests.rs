@@ -1,7 +1,7 @@
 use super::auditctl::auditctl_load;
+use super::language::{self, Control, RuleData, RuleLine};
 use super::plan::LISTS;
 use super::*;
-use crate::auditrule::{self, Control, RuleData, RuleLine};
 use crate::netlink::AuditStatus;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ fn src(lines: &[&str]) -> Vec<RuleSource> {
 }
 
 fn rule(s: &str) -> RuleData {
-    auditrule::parse(&s.split_whitespace().collect::<Vec<_>>())
+    language::parse(&s.split_whitespace().collect::<Vec<_>>())
         .unwrap()
         .as_listed()
 }
@@ -247,7 +247,7 @@ fn a_plan_simulates_the_lines_as_auditctl_would_apply_them() {
     );
     assert_eq!(
         p.status,
-        vec![("rule #4".into(), auditrule::STATUS_BACKLOG_LIMIT, 8192)]
+        vec![("rule #4".into(), language::STATUS_BACKLOG_LIMIT, 8192)]
     );
     assert_eq!(p.enable, Some(("rule #10".into(), 1)));
 }
@@ -377,7 +377,7 @@ fn the_linear_plan_is_the_straightforward_simulation() {
         let mut lists: Vec<Vec<(usize, RuleData)>> = vec![Vec::new(); LISTS];
         let mut skipped = 0;
         for (n, src) in s.iter().enumerate() {
-            match auditrule::parse_line(&src.args()).unwrap().unwrap() {
+            match language::parse_line(&src.args()).unwrap().unwrap() {
                 RuleLine::Control(Control::DeleteAll) => lists.iter_mut().for_each(Vec::clear),
                 RuleLine::Control(_) => {}
                 RuleLine::Add(d) => {
@@ -385,7 +385,7 @@ fn the_linear_plan_is_the_straightforward_simulation() {
                     let l = &mut lists[(r.flags % 8) as usize];
                     if l.iter().any(|x| x.1 == r) {
                         skipped += 1;
-                    } else if d.flags & auditrule::FILTER_PREPEND != 0 {
+                    } else if d.flags & language::FILTER_PREPEND != 0 {
                         l.insert(0, (n, r));
                     } else {
                         l.push((n, r));

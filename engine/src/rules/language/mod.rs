@@ -29,10 +29,6 @@ pub use parse::{
 };
 pub use render::render;
 
-pub const AUDIT_ADD_RULE: u16 = 1011;
-pub const AUDIT_DEL_RULE: u16 = 1012;
-pub const AUDIT_LIST_RULES: u16 = 1013;
-
 pub(super) const MAX_FIELDS: usize = 64;
 pub(super) const BITMASK_SIZE: usize = 64;
 /// `-A`: insert at the front of the list (the kernel does not store it).
