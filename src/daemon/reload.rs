@@ -1,6 +1,7 @@
 //! SIGHUP: re-read the config and apply what a reload can apply (rules, filters, outputs),
 //! saying which changed sections wait for a restart. It must never leave the daemon with no
-//! outputs, never wait for the writer, and never apply half a config it found bad.
+//! outputs, never wait for the writer, and never apply anything of a config that does not
+//! load and validate.
 
 use std::path::Path;
 use std::time::Instant;

@@ -1,7 +1,7 @@
 //! How the enriched format writes JSON: text escaped reversibly (`%XX` for bytes that are not
-//! UTF-8), and [`Object`], which writes each key once (a repeated key gets a suffix, never a
-//! second member) and keeps nested objects' keys apart. It must never decide which fields an
-//! event has (that is the record writer's, in the parent module), only how they are written.
+//! UTF-8), and [`Object`], which refuses a key it already wrote (the first value stands) and
+//! keeps nested objects' keys apart. It must never decide which fields an event has (that is
+//! the record writer's, in the parent module), only how they are written.
 
 use super::*;
 

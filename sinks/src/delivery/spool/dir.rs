@@ -1,7 +1,8 @@
 //! The spool's directory, opened once: every file operation is relative to its descriptor,
 //! with `O_NOFOLLOW` (and `O_EXCL` to create); the privacy check on it and its parents; the
-//! `flock`ed lock file; reading the ledger. It must never follow a link, open a path by name
-//! from the root, or accept a directory anyone but its owner can write.
+//! `flock`ed lock file; reading the ledger. It must never follow a link, open a spool file
+//! other than relative to the directory's descriptor, or accept a directory anyone but its
+//! owner can write.
 
 use super::*;
 
