@@ -1,5 +1,5 @@
 //! What the two receive paths share (the plain `recv` loop in [`crate::live`], the io_uring
-//! one in [`crate::uring`]): the receiver's latency budget ([`Budget`]) and its counters
+//! one in [`crate::uring`]): the receiver's latency budget (`Budget`) and its counters
 //! ([`ReceiverCounters`], snapshots as [`ReceiverStats`]). Owns no thread, socket or buffer:
 //! it must never receive, and never block.
 
