@@ -207,3 +207,41 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(n: i64) -> Vec<Event> {
+        (0..n).map(|s| Event::new(s, b"1.0")).collect()
+    }
+
+    /// Batches the writer takes are handed over; once it stopped at the shutdown deadline,
+    /// what the engine still completes is counted (not handed), never dropped silently, and
+    /// the hop does not wait for a writer that is gone.
+    #[test]
+    fn after_the_writer_stopped_the_engines_last_events_are_counted_not_handed() {
+        let budget = CloseBudget {
+            timeout: Duration::from_secs(1),
+        };
+        let (writer, emit) = Writer::start(Fanout::new(Vec::new()), 2, budget).unwrap();
+        emit.emit(events(3));
+        assert_eq!(writer.not_handed(), 0);
+        assert!(writer.failure().is_none());
+        writer.stop(Instant::now());
+        while !writer.thread.is_finished() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t = Instant::now();
+        emit.emit(events(5));
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert_eq!(writer.not_handed(), 5);
+        assert_eq!(
+            writer.failure().as_deref(),
+            Some("the writer thread stopped")
+        );
+        let finished = writer.finish_by(Instant::now() + Duration::from_secs(1));
+        assert_eq!(finished.not_handed, 5);
+        assert_eq!(finished.encode_failed, 0);
+    }
+}
