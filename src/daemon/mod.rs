@@ -147,21 +147,7 @@ impl Daemon {
             cfg.metrics.sample_rate,
         )?;
 
-        let prometheus = match &cfg.metrics.prometheus {
-            Some(addr) => {
-                let p = PrometheusExporter::start(addr)?;
-                if p.address.ip().is_loopback() {
-                    log::info!("Prometheus metrics at http://{}/metrics", p.address);
-                } else {
-                    log::warn!(
-                        "Prometheus metrics at http://{}/metrics, reachable from other hosts (metrics.prometheus.allow_remote)",
-                        p.address
-                    );
-                }
-                Some(p)
-            }
-            None => None,
-        };
+        let prometheus = start_prometheus(&cfg)?;
         let poller = StatusPoller::new()
             .context("cannot open an audit netlink socket (needs root / CAP_AUDIT_CONTROL)")?;
         let initial = poller
@@ -181,21 +167,8 @@ impl Daemon {
         })
         .context("cannot open an audit netlink socket for rules")?;
 
-        let socket = AuditSocket::open(mode).context("cannot open the audit netlink socket")?;
-        if let Some(bytes) = cfg.receive_buffer {
-            match socket.set_receive_buffer(bytes) {
-                Ok(eff) => log::info!("Socket receive buffer size: {eff} (asked {bytes})"),
-                Err(e) => log::error!("Failed to set receive buffer size to {bytes}: {e}"),
-            }
-        } else if let Ok(eff) = socket.receive_buffer() {
-            log::info!("Socket receive buffer size: {eff}");
-        }
+        let socket = open_socket(&cfg, mode)?;
 
-        let receiver_core = match cfg.engine.receiver_core {
-            Some(c) if c < 0 => None,
-            Some(c) => Some(c as usize),
-            None => core_affinity::get_core_ids().and_then(|ids| ids.last().map(|c| c.id)),
-        };
         let outputs = Outputs {
             current: fanout.handle(),
             retired: Vec::new(),
@@ -208,52 +181,18 @@ impl Daemon {
             },
         )
         .context("starting the writer thread")?;
-        let live = Live::start(
-            socket,
-            LiveConfig {
-                mode,
-                receiver_core,
-                ring_bytes: cfg.engine.ring_size as usize,
-                batch: EVENTS_PER_BATCH,
-                max_delay: cfg.engine.max_delay,
-                io_uring: match cfg.engine.io_uring {
-                    pauditd_config::IoUring::Auto => IoUringMode::Auto,
-                    pauditd_config::IoUring::On => IoUringMode::On,
-                    pauditd_config::IoUring::Off => IoUringMode::Off,
-                },
-            },
-            processor,
-            move |events| emit.emit(events),
-        )
+        let live = Live::start(socket, live_config(&cfg, mode), processor, move |events| {
+            emit.emit(events)
+        })
         .context("starting the engine threads")?;
 
         // Bound before the privilege drop: the socket's directory is root's.
         let started_at = Instant::now();
-        let status_server = if cfg.status_socket.is_empty() {
-            None
-        } else {
-            match StatusServer::start(Path::new(&cfg.status_socket)) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    log::error!("status socket: {e:#}; `pauditd status` will not answer");
-                    None
-                }
-            }
-        };
+        let status_server = start_status_server(&cfg);
 
         // Before the privilege drop, so this thread too ends up with no capabilities; signals
         // that arrive during start-up wait in the channel.
-        let (sig_tx, sig_rx) = mpsc::channel();
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
-            .context("installing signal handlers")?;
-        let signals_handle = signals.handle();
-        std::thread::spawn(move || {
-            for s in signals.forever() {
-                if sig_tx.send(s).is_err() {
-                    break;
-                }
-            }
-        });
+        let (sig_rx, signals_handle) = install_signals()?;
 
         // From here on, every way out goes through `Pipeline::shutdown`; the session's guard
         // releases the pid even on a path that does not.
@@ -426,4 +365,91 @@ fn blocks(cfg: &Config) -> bool {
     cfg.output
         .enabled()
         .any(|(_, d)| d.overflow == pauditd_config::Overflow::Block)
+}
+
+/// The Prometheus scrape server, if configured (said loudly when others can reach it).
+fn start_prometheus(cfg: &Config) -> Result<Option<PrometheusExporter>> {
+    Ok(match &cfg.metrics.prometheus {
+        Some(addr) => {
+            let p = PrometheusExporter::start(addr)?;
+            if p.address.ip().is_loopback() {
+                log::info!("Prometheus metrics at http://{}/metrics", p.address);
+            } else {
+                log::warn!(
+                    "Prometheus metrics at http://{}/metrics, reachable from other hosts (metrics.prometheus.allow_remote)",
+                    p.address
+                );
+            }
+            Some(p)
+        }
+        None => None,
+    })
+}
+
+/// The audit socket events arrive on, with the receive buffer asked for (or as it is).
+fn open_socket(cfg: &Config, mode: Mode) -> Result<AuditSocket> {
+    let socket = AuditSocket::open(mode).context("cannot open the audit netlink socket")?;
+    if let Some(bytes) = cfg.receive_buffer {
+        match socket.set_receive_buffer(bytes) {
+            Ok(eff) => log::info!("Socket receive buffer size: {eff} (asked {bytes})"),
+            Err(e) => log::error!("Failed to set receive buffer size to {bytes}: {e}"),
+        }
+    } else if let Ok(eff) = socket.receive_buffer() {
+        log::info!("Socket receive buffer size: {eff}");
+    }
+    Ok(socket)
+}
+
+/// How the engine's threads run: the receiver's core (the last one unless configured; a
+/// negative core: not pinned), the ring, the batch, the latency budget, io_uring.
+fn live_config(cfg: &Config, mode: Mode) -> LiveConfig {
+    let receiver_core = match cfg.engine.receiver_core {
+        Some(c) if c < 0 => None,
+        Some(c) => Some(c as usize),
+        None => core_affinity::get_core_ids().and_then(|ids| ids.last().map(|c| c.id)),
+    };
+    LiveConfig {
+        mode,
+        receiver_core,
+        ring_bytes: cfg.engine.ring_size as usize,
+        batch: EVENTS_PER_BATCH,
+        max_delay: cfg.engine.max_delay,
+        io_uring: match cfg.engine.io_uring {
+            pauditd_config::IoUring::Auto => IoUringMode::Auto,
+            pauditd_config::IoUring::On => IoUringMode::On,
+            pauditd_config::IoUring::Off => IoUringMode::Off,
+        },
+    }
+}
+
+/// The status socket `pauditd status` asks, if configured; one that cannot be bound is
+/// logged, not fatal.
+fn start_status_server(cfg: &Config) -> Option<StatusServer> {
+    if cfg.status_socket.is_empty() {
+        None
+    } else {
+        match StatusServer::start(Path::new(&cfg.status_socket)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("status socket: {e:#}; `pauditd status` will not answer");
+                None
+            }
+        }
+    }
+}
+
+/// SIGTERM, SIGINT, SIGHUP and SIGUSR1 into a channel the main loop reads.
+fn install_signals() -> Result<(mpsc::Receiver<i32>, signal_hook::iterator::Handle)> {
+    let (sig_tx, sig_rx) = mpsc::channel();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("installing signal handlers")?;
+    let signals_handle = signals.handle();
+    std::thread::spawn(move || {
+        for s in signals.forever() {
+            if sig_tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((sig_rx, signals_handle))
 }
