@@ -4,12 +4,12 @@
 //! Owns the name mappings only; the counters live in the engine and sinks, the transports in
 //! `pauditd_sinks::metrics` (statsd) and `pauditd_sinks::prometheus`.
 
-use pauditd_engine::live::ReceiverStats;
 use pauditd_engine::netlink::AuditStatus;
+use pauditd_engine::receiver::ReceiverStats;
 use pauditd_engine::{DropReason, Stats};
 use std::sync::atomic::Ordering::Relaxed;
 
-use pauditd_sinks::fanout::SinkStats;
+use pauditd_sinks::fanout::OutputStats;
 use pauditd_sinks::output::LossReason;
 use pauditd_sinks::prometheus::{Family, Kind};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use std::time::Duration;
 pub struct Sample<'a> {
     pub engine: Stats,
     pub receiver: Option<ReceiverStats>,
-    pub sinks: &'a [SinkStats],
+    pub sinks: &'a [OutputStats],
     pub kernel: Option<AuditStatus>,
     pub pid_stolen: u64,
     /// Differences the drift guard found between the kernel's rules and ours.
@@ -164,7 +164,7 @@ pub fn names(s: &Sample<'_>) -> (Values, Values) {
 }
 
 /// Timing samples since the last call from the sinks that keep them (HTTP request latency).
-pub fn timings(sinks: &[SinkStats]) -> Vec<(&'static str, std::time::Duration)> {
+pub fn timings(sinks: &[OutputStats]) -> Vec<(&'static str, std::time::Duration)> {
     let mut t = Vec::new();
     for st in sinks {
         if let Some(l) = &st.live {
@@ -356,9 +356,9 @@ pub fn families(s: &Sample<'_>) -> Vec<Family> {
 
 /// Per-output families, summed over the instances of one output across reloads (counters)
 /// or taken from its newest instance (gauges).
-fn output_families(sinks: &[SinkStats]) -> Vec<Family> {
+fn output_families(sinks: &[OutputStats]) -> Vec<Family> {
     use Kind::{Counter, Gauge};
-    let out = |st: &SinkStats| vec![("output", st.name.to_string())];
+    let out = |st: &OutputStats| vec![("output", st.name.to_string())];
     let mut received = Family::new(
         "output_events_received",
         Counter,
@@ -611,7 +611,7 @@ pub fn observe(m: &pauditd_sinks::prometheus::Metrics, timings: &[(&'static str,
 /// Each output's accounting once, summed over its instances (a SIGHUP that changed an output
 /// replaces it; the old instance's figures still count): `(name, accounting, instances)`.
 pub fn accounting_by_output(
-    sinks: &[SinkStats],
+    sinks: &[OutputStats],
 ) -> Vec<(&'static str, pauditd_sinks::output::Accounting, usize)> {
     let mut out: Vec<(&'static str, pauditd_sinks::output::Accounting, usize)> = Vec::new();
     for st in sinks {

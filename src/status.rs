@@ -243,7 +243,7 @@ pub fn client(socket: &Path, json: bool) -> Result<std::process::ExitCode> {
             Err(e) => e,
         }
     };
-    let kernel = pauditd_engine::live::StatusPoller::new().and_then(|p| p.status());
+    let kernel = pauditd_engine::session::StatusPoller::new().and_then(|p| p.status());
     if json {
         let k = kernel.as_ref().ok().map(kernel_json);
         println!(

@@ -7,7 +7,7 @@
 //! argument vector ([`Argv`]), and the layout of `struct sockaddr_*` ([`SockAddr`], in the
 //! byte order of the record's arch). Text that is not UTF-8 is escaped reversibly
 //! ([`escape`]: `%XX` for each invalid byte and for `%` itself). It must never allocate on
-//! the pauditd path: there only [`hex_into`] runs (the rule key, in `enrich`, into the
+//! the pauditd path: there only [`hex_into`] runs (the rule key, in `add_message`, into the
 //! event's reused buffer); the rest serves the enriched and ecs formats and `event_filters`.
 
 use crate::record::{Field, Fields, Value};

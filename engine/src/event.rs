@@ -4,7 +4,7 @@
 //! back in one byte buffer, so adding a record costs one append (no allocation per record once
 //! the buffer has grown) and the "all data concatenated" view that key filters match against
 //! is a plain slice. It must never interpret the data: enrichment (uids, rule key, syscall)
-//! lives in `enrich`, grouping in `reassemble`, output in the sinks.
+//! lives in `add_message`, grouping in `reassemble`, output in the sinks.
 
 use std::ops::Range;
 use std::sync::Arc;

@@ -271,7 +271,7 @@ fn matches(s: &EventFilterSpec, e: &Event, f: &Facts<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrich::add_record;
+    use crate::add_message::add_record;
     use crate::users::tests::FixedUsers;
 
     fn event(records: &[(u16, &str)]) -> Event {

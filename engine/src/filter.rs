@@ -118,7 +118,7 @@ impl FilterSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrich::add_record;
+    use crate::add_message::add_record;
     use crate::users::tests::FixedUsers;
 
     fn spec(syscall: &str, mt: u16, key: &str, re: &str, action: FilterAction) -> FilterSpec {

@@ -8,11 +8,10 @@
 //! cgroupfs ([`container`], [`lineage`], and [`session`] to name a foreign pid holder), and
 //! the passwd and group databases ([`users`]).
 
+pub mod add_message;
 pub mod arch;
-pub mod auditrule;
 pub mod container;
 pub mod decode;
-pub mod enrich;
 pub mod event;
 pub mod event_filter;
 pub mod filter;
@@ -26,6 +25,7 @@ pub mod privileges;
 pub mod processor;
 pub mod reader;
 pub mod reassemble;
+pub mod receiver;
 pub mod record;
 pub mod replay;
 pub mod ring;

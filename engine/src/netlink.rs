@@ -19,6 +19,10 @@ pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 pub const AUDIT_GET: u16 = 1000;
 pub const AUDIT_SET: u16 = 1001;
+/// Rule changes and the rule listing (their payload: `rules::language::RuleData`).
+pub const AUDIT_ADD_RULE: u16 = 1011;
+pub const AUDIT_DEL_RULE: u16 = 1012;
+pub const AUDIT_LIST_RULES: u16 = 1013;
 /// Types below this are netlink/audit control messages; from here on they are records.
 pub const FIRST_RECORD_TYPE: u16 = 1100;
 /// The kernel's "are you alive?" probe to the current audit daemon (binary pid payload) when
@@ -338,14 +342,10 @@ impl AuditSocket {
     /// Every rule in the kernel, as `struct audit_rule_data` payloads in list order
     /// (`AUDIT_LIST_RULES`).
     pub fn list_rules(&self, timeout: Duration) -> io::Result<Vec<Vec<u8>>> {
-        let seq = self.send(
-            crate::auditrule::AUDIT_LIST_RULES,
-            NLM_F_REQUEST | NLM_F_ACK,
-            &[],
-        )?;
+        let seq = self.send(AUDIT_LIST_RULES, NLM_F_REQUEST | NLM_F_ACK, &[])?;
         let mut rules = Vec::new();
         self.replies(seq, timeout, |m| match m.rtype {
-            crate::auditrule::AUDIT_LIST_RULES => {
+            AUDIT_LIST_RULES => {
                 rules.push(m.payload.to_vec());
                 None
             }

@@ -286,7 +286,7 @@ impl<U: UserResolver> Processor<U> {
                     log::warn!(
                         "event {} has more than {} distinct uids: the rest are not in its uid_map ({n} such event(s) so far)",
                         event.serial,
-                        crate::enrich::MAX_UIDS_PER_EVENT
+                        crate::add_message::MAX_UIDS_PER_EVENT
                     );
                 }
             }

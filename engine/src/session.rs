@@ -6,14 +6,16 @@
 //! only if it is still ours, then restore `enabled` if we turned it on. Rules are the caller's
 //! (they are deleted before [`AuditSession::end`]). A session that is dropped without `end`
 //! (an error path, a panic unwinding) still releases the pid: the kernel must never be left
-//! pointing at a daemon that is gone. It must never touch rules, outputs or signals.
+//! pointing at a daemon that is gone. [`StatusPoller`] reads the kernel's status on a socket of
+//! its own each keepalive and notices another process holding the pid. It must never touch
+//! rules, outputs or signals.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::live::{Live, StatusPoller};
-use crate::netlink::{AuditSocket, AuditStatus, STATUS_ENABLED};
+use crate::live::Live;
+use crate::netlink::{self, AuditSocket, AuditStatus, Mode, STATUS_ENABLED};
 
 /// The command name of a running process, if it exists.
 pub fn comm_of(pid: u32) -> Option<String> {
@@ -115,5 +117,53 @@ impl Drop for AuditSession {
             // by the kernel, so trying is safe.
             self.release(true);
         }
+    }
+}
+
+/// Polls the kernel's audit status on its own socket and reports what changed.
+pub struct StatusPoller {
+    socket: AuditSocket,
+    last_lost: Option<u32>,
+    /// Times another process was found holding the audit pid.
+    pub pid_stolen: u64,
+}
+
+/// What one poll found.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusReport {
+    pub status: netlink::AuditStatus,
+    /// Records the kernel lost since the previous poll.
+    pub lost_delta: u32,
+    /// The pid holding the audit daemon role when it is not us (unicast only).
+    pub foreign_pid: Option<u32>,
+}
+
+impl StatusPoller {
+    pub fn new() -> io::Result<StatusPoller> {
+        Ok(StatusPoller {
+            socket: AuditSocket::open(Mode::Unicast)?,
+            last_lost: None,
+            pid_stolen: 0,
+        })
+    }
+
+    pub fn status(&self) -> io::Result<netlink::AuditStatus> {
+        self.socket.get_status(Duration::from_secs(2))
+    }
+
+    pub fn poll(&mut self, expect_our_pid: bool) -> io::Result<StatusReport> {
+        let status = self.status()?;
+        let lost_delta = self.last_lost.map_or(0, |l| status.lost.wrapping_sub(l));
+        self.last_lost = Some(status.lost);
+        let ours = std::process::id();
+        let foreign_pid = (expect_our_pid && status.pid != ours).then_some(status.pid);
+        if foreign_pid.is_some() {
+            self.pid_stolen += 1;
+        }
+        Ok(StatusReport {
+            status,
+            lost_delta,
+            foreign_pid,
+        })
     }
 }

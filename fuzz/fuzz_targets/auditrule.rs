@@ -3,7 +3,7 @@
 //! the same rule (what `auditctl -l` prints can be loaded again).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use pauditd_engine::auditrule::{parse, parse_line, render, RuleData, RuleLine};
+use pauditd_engine::rules::language::{parse, parse_line, render, RuleData, RuleLine};
 use pauditd_engine::rules::{plan, RuleSource};
 
 fuzz_target!(|data: &[u8]| {

@@ -16,7 +16,7 @@ use pauditd_engine::Event;
 
 pub use crate::encode::Encoded;
 use crate::encode::{panic_message, EncodeFailures, EncoderPool};
-pub use crate::output::{Accounting, SinkStats};
+pub use crate::output::{Accounting, OutputStats};
 use crate::output::{Deadline, Output};
 use crate::Batch;
 
@@ -333,7 +333,7 @@ impl Fanout {
         }
         self.outputs
             .iter()
-            .find(|o| o.has_died() && !o.has_ended())
+            .find(|o| o.has_dead_thread() && !o.has_ended())
             .map(|o| o.name())
     }
 
@@ -346,7 +346,7 @@ impl Fanout {
             .collect()
     }
 
-    pub fn stats(&self) -> Vec<SinkStats> {
+    pub fn stats(&self) -> Vec<OutputStats> {
         self.outputs.iter().map(|o| o.stats()).collect()
     }
 }

@@ -184,8 +184,8 @@ mod tests {
     #[test]
     fn whole_event_layout() {
         let mut e = Event::new(1, b"10000001");
-        pauditd_engine::enrich::add_record(&mut e, 1300, b"hi there", &mut NoUsers);
-        pauditd_engine::enrich::add_record(&mut e, 1301, b"hi there", &mut NoUsers);
+        pauditd_engine::add_message::add_record(&mut e, 1300, b"hi there", &mut NoUsers);
+        pauditd_engine::add_message::add_record(&mut e, 1301, b"hi there", &mut NoUsers);
         let mut out = vec![];
         encode_event(&e, &mut out);
         assert_eq!(
@@ -198,13 +198,13 @@ mod tests {
     fn design_example_line() {
         let mut e = Event::new(880575, b"1524242704.387");
         let mut users = NoUsers;
-        pauditd_engine::enrich::add_record(
+        pauditd_engine::add_message::add_record(
             &mut e,
             1300,
             b"arch=c000003e syscall=2 auid=4294967295 uid=10005 key=\"binding-file-ops\"",
             &mut users,
         );
-        pauditd_engine::enrich::add_record(&mut e, 1307, b"cwd=\"/srv/code\"", &mut users);
+        pauditd_engine::add_message::add_record(&mut e, 1307, b"cwd=\"/srv/code\"", &mut users);
         let mut out = vec![];
         encode_event(&e, &mut out);
         assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use pauditd_engine::{enrich, Event, UserResolver};
+use pauditd_engine::{add_message, Event, UserResolver};
 use pauditd_sinks::json::{encode_event, write_str};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -82,7 +82,7 @@ proptest! {
     ) {
         let mut e = Event::new(serial, &timestamp);
         for (rtype, data) in &records {
-            enrich::add_record(&mut e, *rtype, data, &mut Users);
+            add_message::add_record(&mut e, *rtype, data, &mut Users);
         }
         let mut out = Vec::new();
         encode_event(&e, &mut out);

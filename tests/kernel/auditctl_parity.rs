@@ -6,11 +6,11 @@ use crate::harness::*;
 /// The kernel's listing of every rule, parsed.
 fn kernel_rules(
     sock: &pauditd_engine::netlink::AuditSocket,
-) -> Vec<pauditd_engine::auditrule::RuleData> {
+) -> Vec<pauditd_engine::rules::language::RuleData> {
     sock.list_rules(Duration::from_secs(3))
         .unwrap()
         .iter()
-        .map(|b| pauditd_engine::auditrule::RuleData::from_bytes(b).unwrap())
+        .map(|b| pauditd_engine::rules::language::RuleData::from_bytes(b).unwrap())
         .collect()
 }
 
@@ -18,8 +18,9 @@ fn kernel_rules(
 /// load our encoding over netlink instead and compare `auditctl -l`. Returns (matched,
 /// refused by auditctl here, not supported by us yet).
 fn compare_with_auditctl(rules: &[String]) -> (usize, usize, Vec<String>) {
-    use pauditd_engine::auditrule::{self, AUDIT_ADD_RULE};
+    use pauditd_engine::netlink::AUDIT_ADD_RULE;
     use pauditd_engine::netlink::{AuditSocket, Mode};
+    use pauditd_engine::rules::language;
     let sock = AuditSocket::open(Mode::Unicast).unwrap();
     let (mut matched, mut refused, mut unsupported) = (0, 0, Vec::new());
     for r in rules {
@@ -31,7 +32,7 @@ fn compare_with_auditctl(rules: &[String]) -> (usize, usize, Vec<String>) {
             continue;
         }
         let theirs = kernel_rules(&sock);
-        let ours = match auditrule::parse(&args) {
+        let ours = match language::parse(&args) {
             Ok(o) => o,
             Err(e) => {
                 unsupported.push(format!("{r}: {e}"));
@@ -209,7 +210,7 @@ enum FileOutcome {
 /// machine until reboot) with `auditctl -R`, then natively, and compare; each leaves the
 /// kernel with no rules and its settings as they were.
 fn compare_rule_file(file: &Path, dir: &Path, settings: &[(&str, u64)]) -> FileOutcome {
-    use pauditd_engine::auditrule::render;
+    use pauditd_engine::rules::language::render;
     use pauditd_engine::rules::{sources, KernelRules, RuleLoader};
     let text: String = std::fs::read_to_string(file)
         .unwrap()

@@ -144,7 +144,7 @@ fn a_rule_the_kernel_refuses_at_start_leaves_the_kernels_rules_exactly_as_found(
 
 /// A locked kernel (`-e 2`), as the daemon sees it with `PAUDITD_TEST_ASSUME_LOCKED=1` (the
 /// machine itself is never locked: that lasts until reboot; the decision is a unit test in
-/// engine/src/rules.rs): pauditd starts and becomes the audit daemon, applies nothing,
+/// engine/src/rules/tests.rs): pauditd starts and becomes the audit daemon, applies nothing,
 /// reports how the kernel's rules differ from its config (log and `pauditd status`), keeps
 /// receiving the events of the rules in force, and deletes nothing at exit.
 #[test]

@@ -386,7 +386,8 @@ mod crash_windows {
         drop(s);
         let seg = &segments(t.path())[0];
         let mut f = fs::OpenOptions::new().append(true).open(seg).unwrap();
-        f.write_all(&header(b"x\n", 1, 2)[..12]).unwrap();
+        f.write_all(&super::record::header(b"x\n", 1, 2)[..12])
+            .unwrap();
         drop(f);
         let (mut s, rec) = open(t.path());
         assert_eq!(rec.events, 2);
