@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::SendTimeoutError;
 use pauditd_config::{Config, NetlinkMode};
 use pauditd_engine::live::{IoUringMode, Live, LiveConfig, StatusPoller};
 use pauditd_engine::netlink::{AuditSocket, AuditStatus, Mode};
@@ -22,7 +22,7 @@ use pauditd_engine::{privileges, rules};
 use pauditd_sinks::fanout::{Fanout, OutputsHandle, SinkStats};
 use pauditd_sinks::metrics::Reporter;
 use pauditd_sinks::output::Deadline;
-use pauditd_sinks::writer::{self, CloseBudget, Control, Handed, WriterReport, STUCK_GRACE};
+use pauditd_sinks::writer::{self, CloseBudget, Control, ControlSender, WriterReport, STUCK_GRACE};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -134,8 +134,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
         None => core_affinity::get_core_ids().and_then(|ids| ids.last().map(|c| c.id)),
     };
     // Data and control apart: a signal never waits behind a full data queue.
-    let (tx, rx) = crossbeam_channel::bounded::<Handed>(WRITER_QUEUE);
-    let (ctl, ctl_rx) = crossbeam_channel::unbounded::<Control>();
+    let (tx, ctl, inbox) = writer::channels(WRITER_QUEUE);
     let report = Arc::new(Mutex::new(WriterReport::default()));
     let mut outputs = Outputs {
         current: fanout.handle(),
@@ -143,8 +142,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<ExitCode> {
     };
     let writer = writer::spawn(
         fanout,
-        rx,
-        ctl_rx,
+        inbox,
         report.clone(),
         CloseBudget {
             timeout: cfg.shutdown_timeout,
@@ -671,7 +669,7 @@ struct Outputs {
 
 /// What shutdown needs from the start-up.
 struct Ending {
-    ctl: Sender<Control>,
+    ctl: ControlSender,
     /// The engine's bound on waiting for the writer (see `emit`).
     give_up: Arc<AtomicU64>,
     epoch: Instant,
@@ -690,7 +688,7 @@ struct Ending {
 fn reload(
     path: &Path,
     live: &Live,
-    ctl: &Sender<Control>,
+    ctl: &ControlSender,
     outputs: &mut Outputs,
     unicast: bool,
     running: &mut Config,
@@ -758,7 +756,7 @@ fn reload(
                 Ok(new) => {
                     let new = Fanout::new(new);
                     let handle = new.handle();
-                    if ctl.send(Control::Replace(new)).is_ok() {
+                    if ctl.send(Control::Replace(new)) {
                         let old = std::mem::replace(&mut outputs.current, handle);
                         // The writer may be waiting in a `block` output's offer: the old set's
                         // deadline reaches it without the writer, so the switch happens by

@@ -25,13 +25,11 @@
 //! lose an event uncounted.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{
-    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError,
-};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
 
 use crate::spool::{Spool, SpoolConfig, SpoolError, SpoolReader, SpoolWriter, Spooled};
 use crate::{Batch, LiveCounters, Sink, SinkError};
@@ -259,6 +257,9 @@ struct Shared {
     /// empty. The lock orders the buffer's sends to the window against delivery draining
     /// it; it is never held across I/O.
     diverted: Mutex<bool>,
+    /// The delivery thread (set by itself before it first looks at the window), unparked by
+    /// [`Shared::ring`].
+    delivery: OnceLock<Thread>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -272,6 +273,17 @@ pub enum Deadline {
 impl Shared {
     fn deadline(&self) -> Option<Deadline> {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wake the delivery thread: something was put in its window, the window closed, or the
+    /// deadline changed. Idle, delivery blocks until this (no polling, no spinning: a
+    /// channel's blocking receive spins and yields before it sleeps, which on a busy machine
+    /// is a context switch per yield). An unpark before the park is kept, so a ring between
+    /// delivery's last look and its park is not lost.
+    fn ring(&self) {
+        if let Some(t) = self.delivery.get() {
+            t.unpark();
+        }
     }
 
     fn diverted(&self) -> std::sync::MutexGuard<'_, bool> {
@@ -413,6 +425,7 @@ impl Output {
             reopen: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             diverted: Mutex::new(false),
+            delivery: OnceLock::new(),
         });
         let live = sink.live_counters();
         let format = cfg.format;
@@ -424,7 +437,10 @@ impl Output {
         let spawn = |what: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(format!("pauditd-{what}-{name}"))
-                .spawn(f)
+                .spawn(move || {
+                    crate::batch_scheduling();
+                    f()
+                })
                 .map_err(|e| SinkError::Setup {
                     sink: name,
                     message: format!("cannot start the output's {what} thread: {e}"),
@@ -440,9 +456,14 @@ impl Output {
                 win: win_tx,
                 write_ahead: cfg.spool.as_ref().is_some_and(|s| s.write_ahead),
             };
+            let bell = shared.clone();
             threads.push(spawn(
                 "buffer",
-                Box::new(move || buffer.run(spool, reader_tx)),
+                Box::new(move || {
+                    buffer.run(spool, reader_tx);
+                    // The window's sender is gone with the buffer: delivery sees it closed.
+                    bell.ring();
+                }),
             )?);
             (win_rx, Some(reader_rx))
         } else {
@@ -452,6 +473,7 @@ impl Output {
         threads.push(spawn(
             "out",
             Box::new(move || {
+                let _ = shared2.delivery.set(std::thread::current());
                 let spool = reader.and_then(|r| r.recv().ok());
                 let mut d = Delivery {
                     sink,
@@ -522,7 +544,10 @@ impl Output {
         let mut b = Window::Batch(0, batch.clone());
         loop {
             match tx.try_send(b) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.ring_receiver();
+                    break;
+                }
                 Err(TrySendError::Disconnected(_)) => {
                     c.lose(LossReason::Closed, n);
                     break;
@@ -538,7 +563,10 @@ impl Output {
                         break;
                     }
                     match tx.send_timeout(back, Duration::from_millis(50)) {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            self.ring_receiver();
+                            break;
+                        }
                         Err(SendTimeoutError::Timeout(back)) => b = back,
                         Err(SendTimeoutError::Disconnected(_)) => {
                             c.lose(LossReason::Closed, n);
@@ -566,6 +594,14 @@ impl Output {
         c.queued_batches.store(tx.len() as u64, Relaxed);
     }
 
+    /// Without a spool the queue is delivery's window: wake it. (With one, the buffer thread
+    /// receives, and rings delivery itself.)
+    fn ring_receiver(&self) {
+        if !self.has_spool {
+            self.shared.ring();
+        }
+    }
+
     /// The destination closed for good (stdout's reader went away).
     pub fn has_ended(&self) -> bool {
         self.shared.ended.load(Relaxed)
@@ -588,6 +624,7 @@ impl Output {
             .deadline
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        self.shared.ring();
     }
 
     /// Stop taking batches; the threads deliver what they hold until `deadline`, then keep
@@ -595,6 +632,7 @@ impl Output {
     pub fn begin_close(&mut self, deadline: Deadline) {
         self.set_deadline(deadline);
         self.tx = None;
+        self.shared.ring();
     }
 
     /// Whether the threads have stopped.
@@ -642,6 +680,7 @@ impl Output {
         Box::new(move |d| {
             if let Some(shared) = shared.upgrade() {
                 *shared.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+                shared.ring();
             }
         })
     }
@@ -675,7 +714,9 @@ impl Buffer {
             // No spool after all (it could not be taken over): batches pass to the window.
             drop(reader_tx);
             for w in &self.rx {
-                if let Err(e) = self.win.send(w) {
+                let sent = self.win.send(w);
+                self.shared.ring();
+                if let Err(e) = sent {
                     if let Window::Batch(_, b) = e.into_inner() {
                         self.shared
                             .counters
@@ -690,6 +731,7 @@ impl Buffer {
         let _ = reader_tx.send(r);
         if !w.is_drained() {
             let _ = self.win.try_send(Window::Spooled);
+            self.shared.ring();
         }
         let mut spooling = self.write_ahead || !w.is_drained();
         for msg in &self.rx {
@@ -724,7 +766,10 @@ impl Buffer {
                     }
                 };
                 match sent {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        self.shared.ring();
+                        continue;
+                    }
                     Err(back) => {
                         // The window is full, or delivery diverted: from now on everything
                         // goes to disk until delivery has caught up with it (order: memory,
@@ -748,6 +793,7 @@ impl Buffer {
                 self.shared.counters.spooled.fetch_add(n, Relaxed);
                 // A doorbell; when the window is full, delivery is busy and looks anyway.
                 let _ = self.win.try_send(Window::Spooled);
+                self.shared.ring();
             }
             Err(e) => {
                 let why = match e {
@@ -832,6 +878,9 @@ enum Done {
     Stop { rest: Option<Batch> },
 }
 
+/// The longest an idle delivery thread sleeps without being rung.
+const IDLE_PARK: Duration = Duration::from_secs(10);
+
 /// The delivery thread: sends the window, then the spool, oldest first.
 struct Delivery {
     sink: Box<dyn Sink>,
@@ -860,7 +909,6 @@ impl Delivery {
     }
 
     fn run(&mut self) {
-        let mut win_open = true;
         let mut stopped: Option<(Held, Option<Batch>)> = None;
         loop {
             if self.past_deadline() {
@@ -870,24 +918,24 @@ impl Delivery {
             let held = match self.win.try_recv() {
                 Ok(Window::Batch(id, b)) => Held::Memory(id, b),
                 Ok(Window::Spooled) => continue,
-                Err(TryRecvError::Disconnected) | Err(TryRecvError::Empty) => {
+                Err(empty) => {
                     if let Some(r) = self.next_spooled() {
                         Held::Spooled(r)
-                    } else if !win_open {
+                    } else if empty == TryRecvError::Disconnected {
+                        // Closed, drained, and nothing spooled: done.
                         break;
                     } else {
-                        // Idle: a batch, the window's end or a spool notice wakes this at
-                        // once; the timeout only bounds how late an idle output notices its
-                        // shutdown deadline (4 wake-ups a second idle).
-                        match self.win.recv_timeout(Duration::from_millis(250)) {
-                            Ok(Window::Batch(id, b)) => Held::Memory(id, b),
-                            Ok(Window::Spooled) | Err(RecvTimeoutError::Timeout) => continue,
-                            // Closed and drained: the spool, then stop.
-                            Err(RecvTimeoutError::Disconnected) => {
-                                win_open = false;
-                                continue;
-                            }
-                        }
+                        // Idle: block until rung (a batch, a spool notice, the window's close
+                        // or a new deadline; see `Shared::ring`). While closing, look again
+                        // every 250 ms (a `Stalled` deadline passes without a ring); otherwise
+                        // the timeout only bounds the cost of a missed ring, which would be a
+                        // bug.
+                        std::thread::park_timeout(if self.closing() {
+                            Duration::from_millis(250)
+                        } else {
+                            IDLE_PARK
+                        });
+                        continue;
                     }
                 }
             };
