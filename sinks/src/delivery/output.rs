@@ -437,10 +437,7 @@ impl Output {
         let spawn = |what: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(format!("pauditd-{what}-{name}"))
-                .spawn(move || {
-                    crate::batch_scheduling();
-                    f()
-                })
+                .spawn(f)
                 .map_err(|e| SinkError::Setup {
                     sink: name,
                     message: format!("cannot start the output's {what} thread: {e}"),
