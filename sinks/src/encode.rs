@@ -122,6 +122,7 @@ impl EncoderPool {
                 std::thread::Builder::new()
                     .name(format!("pauditd-enc-{i}"))
                     .spawn(move || {
+                        crate::batch_scheduling();
                         for (seq, events, formats) in rx {
                             let b = encode_batch(&events, formats, &failures);
                             // Events of a batch that panicked may be half-updated: not reused.

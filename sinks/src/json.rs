@@ -30,6 +30,27 @@ static CLASS: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Whether any of the 8 bytes of `w` is not class 0 (a control, `"`, `\\`, `<`, `>`, `&`, or
+/// not ASCII): the word-at-a-time test that lets clean runs skip the per-byte table (under a
+/// storm the byte loop was a tenth of the daemon's CPU). Exact: the zero-byte test
+/// `(v - 0x01..) & !v & 0x80..` only sees a borrow coming from a byte that is itself zero.
+#[inline]
+fn special(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    // Bytes below 0x20 (`w` with its high bits cleared, less 0x20 each, borrows into bit 7)
+    // or with bit 7 set.
+    let low = (w & !HI).wrapping_sub(LO * 0x20) & !w & HI;
+    (low | (w & HI)
+        | zero(w ^ (LO * b'"' as u64))
+        | zero(w ^ (LO * b'\\' as u64))
+        | zero(w ^ (LO * b'<' as u64))
+        | zero(w ^ (LO * b'>' as u64))
+        | zero(w ^ (LO * b'&' as u64)))
+        != 0
+}
+
 /// Append `s` as a JSON string (with quotes).
 pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
     out.reserve(s.len() + 2);
@@ -37,7 +58,14 @@ pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
     let mut start = 0;
     let mut i = 0;
     while i < s.len() {
-        let b = s[i];
+        // Clean runs 8 bytes at a time; the byte that ends one goes through the table.
+        while let Some(chunk) = s.get(i..i + 8) {
+            if special(u64::from_le_bytes(chunk.try_into().expect("8 bytes"))) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = s.get(i) else { break };
         match CLASS[b as usize] {
             0 => i += 1,
             1 => {
@@ -148,6 +176,32 @@ fn write_uids<'a>(out: &mut Vec<u8>, uids: impl Iterator<Item = (&'a [u8], &'a [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word test agrees with the byte table: every byte value, at every position, in a
+    /// word of clean bytes, and next to each other special byte (borrows between bytes).
+    #[test]
+    fn the_word_test_flags_exactly_the_words_with_a_special_byte() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                for fill in [b'a', b' ', b'~', 0x7f, b'0'] {
+                    let mut w = [fill; 8];
+                    w[pos] = b;
+                    assert_eq!(
+                        special(u64::from_le_bytes(w)),
+                        CLASS[b as usize] != 0,
+                        "byte {b:#x} at {pos} among {fill:#x}"
+                    );
+                }
+                for c in 0..=255u8 {
+                    let mut w = [b'a'; 8];
+                    w[pos] = b;
+                    w[(pos + 1) % 8] = c;
+                    let want = CLASS[b as usize] != 0 || CLASS[c as usize] != 0;
+                    assert_eq!(special(u64::from_le_bytes(w)), want, "{b:#x} then {c:#x}");
+                }
+            }
+        }
+    }
 
     fn s(input: &[u8]) -> String {
         let mut v = vec![];

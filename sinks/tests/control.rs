@@ -23,7 +23,7 @@ use pauditd_sinks::http::transform;
 use pauditd_sinks::http::{HttpConfig, HttpSink};
 use pauditd_sinks::output::{Deadline, LossReason, Output, OutputConfig, Overflow};
 use pauditd_sinks::retry::Attempts;
-use pauditd_sinks::writer::{self, CloseBudget, Control, Handed, WriterReport, STUCK_GRACE};
+use pauditd_sinks::writer::{self, CloseBudget, Control, WriterReport, STUCK_GRACE};
 use pauditd_sinks::{Batch, Sink, SinkError};
 use support::events::batch;
 
@@ -117,11 +117,10 @@ fn a_block_output_on_a_dead_destination_holds_back_neither_control_nor_shutdown(
     let (old_path, new_path) = (dir.join("old.jsonl"), dir.join("new.jsonl"));
     let first = Fanout::new(vec![blocked_on_dead(), file_output(&old_path)]);
     let first_handle = first.handle();
-    let (tx, rx) = crossbeam_channel::bounded::<Handed>(4);
-    let (ctl, ctl_rx) = crossbeam_channel::unbounded::<Control>();
+    let (tx, ctl, inbox) = writer::channels(4);
     let report = Arc::new(Mutex::new(WriterReport::default()));
     let timeout = Duration::from_secs(2);
-    let w = writer::spawn(first, rx, ctl_rx, report.clone(), CloseBudget { timeout }).unwrap();
+    let w = writer::spawn(first, inbox, report.clone(), CloseBudget { timeout }).unwrap();
     // The engine's side: 200 batches of 10, waiting whenever the queue is full.
     let sent = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let producer = {
@@ -149,7 +148,7 @@ fn a_block_output_on_a_dead_destination_holds_back_neither_control_nor_shutdown(
     let t = Instant::now();
     let second = Fanout::new(vec![file_output(&new_path)]);
     let second_handle = second.handle();
-    ctl.send(Control::Replace(second)).unwrap();
+    assert!(ctl.send(Control::Replace(second)));
     first_handle.release_blocking(Deadline::At(Instant::now() + Duration::from_millis(500)));
     wait_until("the new output to receive events", 20, || {
         !serials_in(&new_path).is_empty()
@@ -162,7 +161,7 @@ fn a_block_output_on_a_dead_destination_holds_back_neither_control_nor_shutdown(
     let t = Instant::now();
     let deadline = Instant::now() + timeout;
     second_handle.set_deadline(Deadline::At(deadline));
-    ctl.send(Control::Stop(deadline)).unwrap();
+    assert!(ctl.send(Control::Stop(deadline)));
     // The engine's last events, then its end.
     tx.send((events(2000, 10), Instant::now())).unwrap();
     drop(tx);

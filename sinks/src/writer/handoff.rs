@@ -14,10 +14,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::SendTimeoutError;
 use pauditd_engine::Event;
 
-use super::{spawn, CloseBudget, Control, Handed, WriterReport, STUCK_GRACE};
+use super::{
+    channels, spawn, CloseBudget, Control, ControlSender, DataSender, WriterReport, STUCK_GRACE,
+};
 use crate::fanout::{Fanout, OutputStats};
 
 /// What both ends share: the engine's bound on waiting for the writer, and what it could not
@@ -35,7 +37,7 @@ struct Bound {
 
 /// The engine's end of the data queue (see the module doc).
 pub struct Emit {
-    tx: Sender<Handed>,
+    tx: DataSender,
     bound: Arc<Bound>,
 }
 
@@ -71,7 +73,7 @@ impl Emit {
 
 /// The main loop's end of the writer (see the module doc).
 pub struct Writer {
-    ctl: Sender<Control>,
+    ctl: ControlSender,
     report: Arc<Mutex<WriterReport>>,
     thread: JoinHandle<Vec<OutputStats>>,
     bound: Arc<Bound>,
@@ -96,10 +98,9 @@ impl Writer {
         budget: CloseBudget,
     ) -> std::io::Result<(Writer, Emit)> {
         // Data and control apart: a signal never waits behind a full data queue.
-        let (tx, rx) = crossbeam_channel::bounded::<Handed>(queue);
-        let (ctl, ctl_rx) = crossbeam_channel::unbounded::<Control>();
+        let (tx, ctl, inbox) = channels(queue);
         let report = Arc::new(Mutex::new(WriterReport::default()));
-        let thread = spawn(out, rx, ctl_rx, report.clone(), budget)?;
+        let thread = spawn(out, inbox, report.clone(), budget)?;
         let bound = Arc::new(Bound {
             give_up: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -122,13 +123,13 @@ impl Writer {
 
     /// SIGUSR1: outputs reopen before their next batch. Never waits.
     pub fn reopen(&self) {
-        let _ = self.ctl.send(Control::Reopen);
+        self.ctl.send(Control::Reopen);
     }
 
     /// SIGHUP: switch to `out` between two batches (see [`Control::Replace`]). Never waits;
     /// false when the writer is gone.
     pub fn replace(&self, out: Fanout) -> bool {
-        self.ctl.send(Control::Replace(out)).is_ok()
+        self.ctl.send(Control::Replace(out))
     }
 
     /// What the writer reports as it goes (outputs, latency samples, a dead output, encode
@@ -158,7 +159,7 @@ impl Writer {
     /// [`crate::fanout::OutputsHandle`]); the engine stops waiting for the writer
     /// [`STUCK_GRACE`] after it.
     pub fn stop(&self, deadline: Instant) {
-        let _ = self.ctl.send(Control::Stop(deadline));
+        self.ctl.send(Control::Stop(deadline));
         self.bound.give_up.store(
             (deadline + STUCK_GRACE)
                 .saturating_duration_since(self.bound.epoch)

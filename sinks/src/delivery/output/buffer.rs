@@ -81,7 +81,9 @@ impl Buffer {
             // No spool after all (it could not be taken over): batches pass to the window.
             drop(reader_tx);
             for w in &self.rx {
-                if let Err(e) = self.win.send(w) {
+                let sent = self.win.send(w);
+                self.shared.ring();
+                if let Err(e) = sent {
                     if let Window::Batch(_, b) = e.into_inner() {
                         self.shared
                             .counters
@@ -96,6 +98,7 @@ impl Buffer {
         let _ = reader_tx.send(r);
         if !w.is_drained() {
             let _ = self.win.try_send(Window::Spooled);
+            self.shared.ring();
         }
         let mut spooling = self.write_ahead || !w.is_drained();
         for msg in &self.rx {
@@ -130,7 +133,10 @@ impl Buffer {
                     }
                 };
                 match sent {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        self.shared.ring();
+                        continue;
+                    }
                     Err(back) => {
                         // The window is full, or delivery diverted: from now on everything
                         // goes to disk until delivery has caught up with it (order: memory,
@@ -154,6 +160,7 @@ impl Buffer {
                 self.shared.counters.spooled.fetch_add(n, Relaxed);
                 // A doorbell; when the window is full, delivery is busy and looks anyway.
                 let _ = self.win.try_send(Window::Spooled);
+                self.shared.ring();
             }
             Err(e) => {
                 let why = match e {

@@ -59,6 +59,9 @@ pub(super) struct Delivery {
     pub(super) failures: u64,
 }
 
+/// The longest an idle delivery thread sleeps without being rung.
+const IDLE_PARK: Duration = Duration::from_secs(10);
+
 impl Delivery {
     fn counters(&self) -> &OutputCounters {
         &self.shared.counters
@@ -73,7 +76,6 @@ impl Delivery {
     }
 
     pub(super) fn run(&mut self) {
-        let mut win_open = true;
         let mut stopped: Option<(Held, Option<Batch>)> = None;
         loop {
             if self.past_deadline() {
@@ -83,24 +85,24 @@ impl Delivery {
             let held = match self.win.try_recv() {
                 Ok(Window::Batch(id, b)) => Held::Memory(id, b),
                 Ok(Window::Spooled) => continue,
-                Err(TryRecvError::Disconnected) | Err(TryRecvError::Empty) => {
+                Err(empty) => {
                     if let Some(r) = self.next_spooled() {
                         Held::Spooled(r)
-                    } else if !win_open {
+                    } else if empty == TryRecvError::Disconnected {
+                        // Closed, drained, and nothing spooled: done.
                         break;
                     } else {
-                        // Idle: a batch, the window's end or a spool notice wakes this at
-                        // once; the timeout only bounds how late an idle output notices its
-                        // shutdown deadline (4 wake-ups a second idle).
-                        match self.win.recv_timeout(Duration::from_millis(250)) {
-                            Ok(Window::Batch(id, b)) => Held::Memory(id, b),
-                            Ok(Window::Spooled) | Err(RecvTimeoutError::Timeout) => continue,
-                            // Closed and drained: the spool, then stop.
-                            Err(RecvTimeoutError::Disconnected) => {
-                                win_open = false;
-                                continue;
-                            }
-                        }
+                        // Idle: block until rung (a batch, a spool notice, the window's close
+                        // or a new deadline; see `Shared::ring`). While closing, look again
+                        // every 250 ms (a `Stalled` deadline passes without a ring); otherwise
+                        // the timeout only bounds the cost of a missed ring, which would be a
+                        // bug.
+                        std::thread::park_timeout(if self.closing() {
+                            Duration::from_millis(250)
+                        } else {
+                            IDLE_PARK
+                        });
+                        continue;
                     }
                 }
             };

@@ -28,13 +28,11 @@
 //! [`Output`], the handle the writer offers to.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{
-    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError,
-};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
 
 use crate::spool::{Spool, SpoolConfig, SpoolError, SpoolReader, SpoolWriter, Spooled};
 use crate::{Batch, LiveCounters, Sink, SinkError};
@@ -175,6 +173,9 @@ struct Shared {
     /// empty. The lock orders the buffer's sends to the window against delivery draining
     /// it; it is never held across I/O.
     diverted: Mutex<bool>,
+    /// The delivery thread (set by itself before it first looks at the window), unparked by
+    /// [`Shared::ring`].
+    delivery: OnceLock<Thread>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +189,17 @@ pub enum Deadline {
 impl Shared {
     fn deadline(&self) -> Option<Deadline> {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wake the delivery thread: something was put in its window, the window closed, or the
+    /// deadline changed. Idle, delivery blocks until this (no polling, no spinning: a
+    /// channel's blocking receive spins and yields before it sleeps, which on a busy machine
+    /// is a context switch per yield). An unpark before the park is kept, so a ring between
+    /// delivery's last look and its park is not lost.
+    fn ring(&self) {
+        if let Some(t) = self.delivery.get() {
+            t.unpark();
+        }
     }
 
     fn diverted(&self) -> std::sync::MutexGuard<'_, bool> {
@@ -274,6 +286,7 @@ impl Output {
             reopen: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             diverted: Mutex::new(false),
+            delivery: OnceLock::new(),
         });
         let live = sink.live_counters();
         let format = cfg.format;
@@ -301,9 +314,14 @@ impl Output {
                 win: win_tx,
                 write_ahead: cfg.spool.as_ref().is_some_and(|s| s.write_ahead),
             };
+            let bell = shared.clone();
             threads.push(spawn(
                 "buffer",
-                Box::new(move || buffer.run(spool, reader_tx)),
+                Box::new(move || {
+                    buffer.run(spool, reader_tx);
+                    // The window's sender is gone with the buffer: delivery sees it closed.
+                    bell.ring();
+                }),
             )?);
             (win_rx, Some(reader_rx))
         } else {
@@ -313,6 +331,7 @@ impl Output {
         threads.push(spawn(
             "out",
             Box::new(move || {
+                let _ = shared2.delivery.set(std::thread::current());
                 let spool = reader.and_then(|r| r.recv().ok());
                 let mut d = Delivery {
                     sink,
@@ -383,7 +402,10 @@ impl Output {
         let mut b = Window::Batch(0, batch.clone());
         loop {
             match tx.try_send(b) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.ring_receiver();
+                    break;
+                }
                 Err(TrySendError::Disconnected(_)) => {
                     c.lose(LossReason::Closed, n);
                     break;
@@ -399,7 +421,10 @@ impl Output {
                         break;
                     }
                     match tx.send_timeout(back, Duration::from_millis(50)) {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            self.ring_receiver();
+                            break;
+                        }
                         Err(SendTimeoutError::Timeout(back)) => b = back,
                         Err(SendTimeoutError::Disconnected(_)) => {
                             c.lose(LossReason::Closed, n);
@@ -427,6 +452,14 @@ impl Output {
         c.queued_batches.store(tx.len() as u64, Relaxed);
     }
 
+    /// Without a spool the queue is delivery's window: wake it. (With one, the buffer thread
+    /// receives, and rings delivery itself.)
+    fn ring_receiver(&self) {
+        if !self.has_spool {
+            self.shared.ring();
+        }
+    }
+
     /// The destination closed for good (stdout's reader went away).
     pub fn has_ended(&self) -> bool {
         self.shared.ended.load(Relaxed)
@@ -449,6 +482,7 @@ impl Output {
             .deadline
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        self.shared.ring();
     }
 
     /// Stop taking batches; the threads deliver what they hold until `deadline`, then keep
@@ -456,6 +490,7 @@ impl Output {
     pub fn begin_close(&mut self, deadline: Deadline) {
         self.set_deadline(deadline);
         self.tx = None;
+        self.shared.ring();
     }
 
     /// Whether the threads have stopped.
@@ -503,6 +538,7 @@ impl Output {
         Box::new(move |d| {
             if let Some(shared) = shared.upgrade() {
                 *shared.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+                shared.ring();
             }
         })
     }
