@@ -207,7 +207,7 @@ fn encoders(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             for e in &events {
-                pauditd_sinks::json::encode_event(e, &mut out);
+                pauditd_sinks::pauditd_json::encode_event(e, &mut out);
             }
             out.len()
         })

@@ -120,13 +120,13 @@ fn encoding_a_finished_event_allocates_nothing() {
     let mut out = Vec::with_capacity(1 << 20);
     // Warm-up: the buffer reaches its size.
     for e in &evs {
-        pauditd_sinks::json::encode_event(e, &mut out);
+        pauditd_sinks::pauditd_json::encode_event(e, &mut out);
     }
     let before = allocs();
     for _ in 0..100 {
         out.clear();
         for e in &evs {
-            pauditd_sinks::json::encode_event(e, &mut out);
+            pauditd_sinks::pauditd_json::encode_event(e, &mut out);
         }
     }
     let n = allocs() - before;
@@ -178,7 +178,7 @@ fn the_engine_allocates_nothing_per_event_once_events_come_back() {
         replay::run(BufReader::new(text), p, &opts, |ev| {
             out.clear();
             for e in ev.iter() {
-                pauditd_sinks::json::encode_event(e, &mut out);
+                pauditd_sinks::pauditd_json::encode_event(e, &mut out);
             }
             n += ev.len() as u64;
             pool.give_back(std::mem::take(ev));

@@ -73,7 +73,7 @@ pub fn check(p: &Processor<Users>, events: &[Event]) {
     let mut out = Vec::new();
     for e in events {
         out.clear();
-        pauditd_sinks::json::encode_event(e, &mut out);
+        pauditd_sinks::pauditd_json::encode_event(e, &mut out);
         assert_eq!(out.last(), Some(&b'\n'), "one line per event");
         assert!(
             !out[..out.len() - 1].contains(&b'\n'),

@@ -1,6 +1,6 @@
 //! pauditd's outputs: the encoders and the sinks events are written to.
 //!
-//! Owns the wire forms of an event (formats: [`json`] for pauditd's, [`enriched`], [`ecs`]),
+//! Owns the wire forms of an event (formats: [`pauditd_json`] for pauditd's, [`enriched`], [`ecs`]),
 //! delivery ([`writer`], [`fanout`], [`encode`], [`output`], [`spool`], [`retry`]), every
 //! transport ([`stdout`], [`file`](mod@file), [`syslog`], [`http`], [`kafka`]) and metrics export ([`metrics`],
 //! [`prometheus`]). Sinks take whole batches of encoded lines, so each transport can write a
@@ -16,9 +16,9 @@ pub mod enriched;
 pub mod fanout;
 pub mod file;
 pub mod http;
-pub mod json;
 pub mod kafka;
 pub mod metrics;
+pub mod pauditd_json;
 pub mod prometheus;
 pub mod retry;
 pub mod stdout;
@@ -71,7 +71,7 @@ impl Format {
 
     pub fn encode(self, e: &Event, out: &mut Vec<u8>) {
         match self {
-            Format::Pauditd => json::encode_event(e, out),
+            Format::Pauditd => pauditd_json::encode_event(e, out),
             Format::Enriched => enriched::encode_event(e, out),
             Format::Ecs => ecs::encode_event(e, out),
         }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use pauditd_engine::{add_message, Event, UserResolver};
-use pauditd_sinks::json::{encode_event, write_str};
+use pauditd_sinks::pauditd_json::{encode_event, write_str};
 use proptest::prelude::*;
 use serde_json::Value;
 

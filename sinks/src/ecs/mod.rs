@@ -22,7 +22,7 @@ use bumpalo::Bump;
 
 use pauditd_engine::Event;
 
-use crate::json::write_str;
+use crate::pauditd_json::write_str;
 use auparse::Text;
 use coalesce::{Coalesced, Entity, Names};
 

@@ -24,7 +24,7 @@ use pauditd_engine::decode::{self, Argv, SockAddr};
 use pauditd_engine::record::{split_enriched, Field, Fields, Value};
 use pauditd_engine::{types, Event};
 
-use crate::json::write_str;
+use crate::pauditd_json::write_str;
 
 pub mod fields;
 use fields::{Id, Kind};

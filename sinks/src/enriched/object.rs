@@ -55,7 +55,7 @@ pub(super) fn write_text(out: &mut Vec<u8>, s: &[u8]) {
             continue;
         }
         if b >= 0x80 {
-            if let Some(n) = crate::json::utf8_char_len(&s[i..]) {
+            if let Some(n) = crate::pauditd_json::utf8_char_len(&s[i..]) {
                 i += n;
                 continue;
             }

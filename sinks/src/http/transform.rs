@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::json::write_str;
+use crate::pauditd_json::write_str;
 
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
