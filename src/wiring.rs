@@ -132,17 +132,7 @@ pub fn filters(cfg: &Config) -> Result<FilterSet> {
             },
         })
         .collect();
-    use pauditd_engine::event_filter::{self, EventFilterSpec, EventFilters, Text};
-    // The config crate checks `addr` with the same rule; should the two ever disagree, refuse
-    // rather than drop the condition (a drop filter without it would match more events).
-    if let Some(a) = cfg
-        .event_filters
-        .iter()
-        .filter_map(|f| f.addr.as_deref())
-        .find(|a| event_filter::parse_cidr(a).is_none())
-    {
-        anyhow::bail!("event_filters: addr {a:?} is not an IP address or CIDR");
-    }
+    use pauditd_engine::event_filter::{EventFilterSpec, EventFilters, Text};
     let events = cfg
         .event_filters
         .iter()
@@ -157,8 +147,8 @@ pub fn filters(cfg: &Config) -> Result<FilterSet> {
             auid: f.auid.clone(),
             container: f.container.clone(),
             unit: f.unit.clone(),
-            // Checked above (and by the config crate).
-            addr: f.addr.as_deref().and_then(event_filter::parse_cidr),
+            // Parsed once, by the config crate.
+            addr: f.addr,
             port: f.port,
         })
         .collect();

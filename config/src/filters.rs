@@ -38,8 +38,9 @@ pub struct EventFilter {
     pub auid: Option<String>,
     pub container: Option<String>,
     pub unit: Option<String>,
-    /// An address or a CIDR (checked here).
-    pub addr: Option<String>,
+    /// An address or a CIDR, parsed here once: the network and its prefix length (a lone
+    /// address is a full-length prefix).
+    pub addr: Option<(std::net::IpAddr, u8)>,
     pub port: Option<u16>,
 }
 
@@ -84,26 +85,18 @@ pub(crate) fn read_event_filter(r: &mut Reader, mut f: Section<'_>) -> Option<Ev
     let auid = opt(r, &mut f, "auid");
     let container = opt(r, &mut f, "container");
     let unit = opt(r, &mut f, "unit");
-    let addr = opt(r, &mut f, "addr");
-    if let Some(a) = &addr {
-        let (ip, len) = match a.split_once('/') {
-            Some((ip, len)) => (ip, Some(len)),
-            None => (a.as_str(), None),
-        };
-        let ok = match ip.parse::<std::net::IpAddr>() {
-            Ok(ip) => len.is_none_or(|l| {
-                l.parse::<u8>()
-                    .is_ok_and(|l| l <= if ip.is_ipv4() { 32 } else { 128 })
-            }),
-            Err(_) => false,
-        };
-        if !ok {
+    // Present but unreadable still counts as a condition given (its own error says why).
+    let addr_given = f.has("addr");
+    let addr = opt(r, &mut f, "addr").and_then(|a| {
+        let net = parse_cidr(&a);
+        if net.is_none() {
             r.report(
                 f.key_path("addr"),
                 format!("{a:?} is not an IP address or CIDR (10.0.0.0/8, ::1)"),
             );
         }
-    }
+        net
+    });
     let port = f
         .has("port")
         .then(|| r.int(&mut f, "port", 0, 0, 65535) as u16);
@@ -121,12 +114,13 @@ pub(crate) fn read_event_filter(r: &mut Reader, mut f: Section<'_>) -> Option<Ev
         addr,
         port,
     };
-    if filter
-        == (EventFilter {
-            name: filter.name.clone(),
-            keep: filter.keep,
-            ..Default::default()
-        })
+    if !addr_given
+        && filter
+            == (EventFilter {
+                name: filter.name.clone(),
+                keep: filter.keep,
+                ..Default::default()
+            })
     {
         r.report(
             f.path.clone(),
@@ -185,4 +179,17 @@ pub(crate) fn read_filter(r: &mut Reader, mut f: Section<'_>) -> Option<Filter> 
         regex: regex.unwrap_or_default(),
         action,
     })
+}
+
+/// `10.0.0.0/8`, `::1`: the network and its prefix length (a lone address: a full-length
+/// prefix); `None` for anything else, a prefix longer than the address included.
+pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (a, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = a.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(max);
+    (len <= max).then_some((ip, len))
 }

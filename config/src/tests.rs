@@ -344,7 +344,10 @@ fn event_filters_read_and_every_mistake_named() {
     .unwrap();
     assert_eq!(c.event_filters.len(), 2);
     assert!(c.event_filters[0].keep);
-    assert_eq!(c.event_filters[0].addr.as_deref(), Some("10.0.0.0/8"));
+    assert_eq!(
+        c.event_filters[0].addr,
+        Some(("10.0.0.0".parse().unwrap(), 8))
+    );
     assert_eq!(c.event_filters[1].name, "filter1");
     assert_eq!(c.event_filters[1].key.as_deref(), Some(""));
     assert_eq!(

@@ -69,8 +69,10 @@ pub struct EventFilterSpec {
     pub port: Option<u16>,
 }
 
-/// Parse `10.0.0.0/8`, `::1`, `2001:db8::/32`.
-pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+/// Parse `10.0.0.0/8`, `::1`, `2001:db8::/32` for the tests (the operator's are parsed once, by the
+/// config crate).
+#[cfg(test)]
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (a, len) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
         None => (s, None),
