@@ -235,8 +235,18 @@ fn an_encoder_panic_is_a_counted_batch_and_the_next_batches_flow() {
                 Instant::now() + Duration::from_secs(10)
             )
             .is_empty());
-        let want: Vec<i64> = (0..100).filter(|s| !(20..30).contains(s)).collect();
-        assert_eq!(serials_in(&path), want, "{workers} worker(s)");
+        // The failpoint's third evaluation panics. Inline that is the third batch; with
+        // workers encoding concurrently it is whichever batch evaluates it third, so only
+        // "one whole batch, the rest in order" is fixed.
+        let got = serials_in(&path);
+        let lost = (0..10)
+            .find(|b| !got.contains(&(b * 10)))
+            .expect("one batch is missing");
+        if workers == 0 {
+            assert_eq!(lost, 2, "inline, the third batch panics");
+        }
+        let want: Vec<i64> = (0..100).filter(|s| s / 10 != lost).collect();
+        assert_eq!(got, want, "{workers} worker(s)");
         assert_eq!(failures.events(), 10, "{workers} worker(s)");
         assert_eq!(failures.batches.load(Relaxed), 1);
         assert_eq!(stats[0].accounting().delivered, 90);
