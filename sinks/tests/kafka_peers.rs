@@ -264,10 +264,7 @@ fn broker_down_at_start_spools_then_delivers_once_it_is_up() {
 #[test]
 fn a_wrong_broker_address_is_counted_and_the_other_output_gets_everything() {
     let t = tempfile::tempdir().unwrap();
-    if support::kafka::tansu().is_none() {
-        return;
-    }
-    // Nothing listens there.
+    // No broker needed: nothing listens there.
     let dead = format!("127.0.0.1:{}", support::kafka::free_port());
     let mut cfg = kafka_cfg(dead, "audit");
     cfg.probe_timeout = Duration::from_secs(1);
@@ -314,6 +311,46 @@ fn a_wrong_broker_address_is_counted_and_the_other_output_gets_everything() {
         std::fs::read_to_string(&path).unwrap().lines().count(),
         1_000
     );
+}
+
+#[test]
+fn a_message_the_broker_can_never_take_is_rejected_once_and_the_rest_of_its_batch_goes_on() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(&t.path().join("broker")) else {
+        return;
+    };
+    broker.create_topic("audit", 1);
+    let mut cfg = kafka_cfg(broker.address(), "audit");
+    // The client refuses messages over 2,000 bytes (MessageSizeTooLarge).
+    cfg.properties = vec![("message.max.bytes".into(), "2000".into())];
+    let mut sink = KafkaSink::start(cfg).unwrap();
+    let stats = sink.stats();
+    let mut b = batch(1, 1);
+    let mut big = pauditd_engine::Event::new(2, b"1700000000.5");
+    big.push_message(1300, "x".repeat(5_000).as_bytes());
+    b.push_event(&big);
+    for l in batch(3, 1).lines() {
+        b.push_line(l);
+    }
+    let e = sink
+        .write_batch(&b)
+        .expect_err("the big message is refused");
+    let f = e.failure(b.len());
+    assert_eq!((f.retry, f.rejected), (vec![], 1), "{e}");
+    assert!(stats.errors("MessageSizeTooLarge") >= 1);
+    // The output counts a rejected event lost (`rejected`) and never sends it again.
+    let mut out = Output::start(Box::new(sink), OutputConfig::new(Overflow::Drop, 3)).unwrap();
+    out.offer(&Arc::new(b.clone()));
+    let st = out.stats();
+    wait_until("the batch to be settled", 30, || {
+        st.accounting().delivered + st.counters.lost(LossReason::Rejected) == 3
+    });
+    close(&mut out);
+    assert_eq!(st.counters.lost(LossReason::Rejected), 1);
+    // Both small messages arrived twice (once per write), the big one never.
+    let got = by_partition(broker.read("audit", 4, Duration::from_secs(30)));
+    let seqs: Vec<i64> = got.iter().map(|m| sequence_of(&m.payload)).collect();
+    assert_eq!(seqs, [1, 3, 1, 3]);
 }
 
 #[test]

@@ -462,3 +462,32 @@ fn repeated_warnings_are_rate_limited_with_a_count() {
         .unwrap();
     assert_eq!(stderr(&o).matches(": unknown key (--strict)").count(), 15);
 }
+
+/// The Kafka client judges each property (every refused one named by its key), and a value,
+/// which may be a secret, is never repeated; nothing connects to the brokers.
+#[test]
+fn check_config_names_each_kafka_property_the_client_refuses_without_its_value() {
+    let dir = tempdir("kafka-props");
+    let cfg = write_config(
+        &dir,
+        "rules: ['-a exit,always -F arch=b64 -S uname']\noutput:\n  kafka:\n    enabled: true\n    brokers: ['127.0.0.1:9']\n    topic: audit\n    properties:\n      no.such.property: hunter2\n      batch.num.messages: s3cr3t-not-a-number\n      sasl.password: fine-but-secret\n",
+    );
+    let o = pauditd().arg("check-config").arg(&cfg).output().unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("output.kafka.properties.no.such.property:"),
+        "{e}"
+    );
+    assert!(
+        e.contains("output.kafka.properties.batch.num.messages:"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("sasl.password"),
+        "an accepted property is not reported: {e}"
+    );
+    for secret in ["hunter2", "s3cr3t", "fine-but-secret"] {
+        assert!(!e.contains(secret), "{secret} leaked: {e}");
+    }
+}
